@@ -1,0 +1,99 @@
+//! `ShutdownSignal` as an axum extractor (feature `axum`).
+
+use std::fmt;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+
+use crate::ShutdownSignal;
+
+/// Extracts the [`ShutdownSignal`] that [`SignalLayer`](crate::SignalLayer)
+/// (part of [`Coordinator::layer`](crate::Coordinator::layer)) put into the
+/// request extensions. Use `Option<ShutdownSignal>` to make it optional.
+///
+/// # Example
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_graceful::ShutdownSignal;
+///
+/// async fn long_poll(signal: ShutdownSignal) -> &'static str {
+///     tokio::select! {
+///         _ = signal.cancelled() => "shutting down, poll again elsewhere",
+///         _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => "no news",
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let graceful = tower_graceful::Coordinator::builder().build().unwrap();
+/// let app: Router = Router::new()
+///     .route("/poll", get(long_poll))
+///     .layer(graceful.layer());
+/// # }
+/// ```
+impl<S> FromRequestParts<S> for ShutdownSignal
+where
+    S: Send + Sync,
+{
+    type Rejection = MissingShutdownSignal;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ShutdownSignal>()
+            .cloned()
+            .ok_or(MissingShutdownSignal { _priv: () })
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for ShutdownSignal
+where
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<ShutdownSignal>().cloned())
+    }
+}
+
+/// Rejection when a handler asks for [`ShutdownSignal`] but no layer put one
+/// in the request: a wiring mistake, answered with `500`.
+#[derive(Debug)]
+pub struct MissingShutdownSignal {
+    _priv: (),
+}
+
+impl MissingShutdownSignal {
+    /// The status of the rejection: `500 Internal Server Error`.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    /// The text of the rejection.
+    pub fn body_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for MissingShutdownSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "Missing `ShutdownSignal` in request extensions: add `coordinator.layer()` (or \
+             `tower_graceful::SignalLayer`) with `Router::layer` so it covers this route",
+        )
+    }
+}
+
+impl std::error::Error for MissingShutdownSignal {}
+
+impl IntoResponse for MissingShutdownSignal {
+    fn into_response(self) -> Response {
+        tracing::error!(target: "tower_graceful", "{self}");
+        (self.status(), self.body_text()).into_response()
+    }
+}

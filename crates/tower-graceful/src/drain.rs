@@ -1,0 +1,464 @@
+//! The draining responder.
+//!
+//! Once the coordinator is draining, [`Drain`] answers new requests itself
+//! instead of calling the inner service:
+//!
+//! * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
+//!   jittered so rejected clients do not return as one burst), `Connection:
+//!   close` on HTTP/1.x (so the client's retry opens a new connection, which a
+//!   load balancer sends elsewhere), and a short `text/plain` body.
+//! * gRPC (`content-type: application/grpc*`): `200 OK` trailers-only with
+//!   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
+//!   UNAVAILABLE as retryable.
+//!
+//! Requests that passed the check before draining began are never touched.
+//! Exempt paths (probes, metrics) always pass. The service never returns an
+//! error for a rejection: it is a response.
+//!
+//! Nothing in the rejection depends on the request's size or content (no
+//! echo, no allocation proportional to what the client sent).
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::state::Shared;
+use crate::sync::Arc;
+use crate::Coordinator;
+
+const GRPC_UNAVAILABLE: HeaderValue = HeaderValue::from_static("14");
+const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+/// What a custom rejection function sees of the rejected request: enough to
+/// pick a format, nothing to echo.
+#[derive(Debug)]
+pub struct RejectContext<'a> {
+    version: Version,
+    grpc: bool,
+    retry_after: &'a HeaderValue,
+    path: &'a str,
+}
+
+impl RejectContext<'_> {
+    /// The request's HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether the request is gRPC (`content-type: application/grpc*`).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// The `Retry-After` value this rejection would carry (already jittered).
+    pub fn retry_after(&self) -> &HeaderValue {
+        self.retry_after
+    }
+
+    /// The request path, for routing the choice of response. Do not echo it
+    /// into the response.
+    pub fn path(&self) -> &str {
+        self.path
+    }
+}
+
+type Custom = dyn Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync;
+
+/// The validated rejection settings (built by the coordinator's builder).
+#[derive(Clone)]
+pub(crate) struct RejectConfig {
+    /// `Retry-After` values for base, base+1, … base+jitter seconds.
+    pub(crate) retry_after: Arc<[HeaderValue]>,
+    pub(crate) body: Bytes,
+    pub(crate) grpc_message: HeaderValue,
+    pub(crate) exempt: Arc<[String]>,
+    pub(crate) custom: Option<Arc<Custom>>,
+}
+
+impl fmt::Debug for RejectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectConfig")
+            .field("retry_after", &self.retry_after.first())
+            .field("jitter_choices", &self.retry_after.len())
+            .field("exempt", &self.exempt)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
+}
+
+impl RejectConfig {
+    pub(crate) fn new(
+        retry_after_secs: u32,
+        jitter_secs: u32,
+        body: Bytes,
+        grpc_message: HeaderValue,
+        exempt: Vec<String>,
+    ) -> Self {
+        let retry_after = (retry_after_secs..=retry_after_secs + jitter_secs)
+            .map(HeaderValue::from)
+            .collect();
+        Self {
+            retry_after,
+            body,
+            grpc_message,
+            exempt: exempt.into(),
+            custom: None,
+        }
+    }
+
+    #[inline]
+    fn is_exempt(&self, path: &str) -> bool {
+        self.exempt.iter().any(|p| p == path)
+    }
+
+    fn pick_retry_after(&self) -> &HeaderValue {
+        let n = self.retry_after.len();
+        if n == 1 {
+            &self.retry_after[0]
+        } else {
+            &self.retry_after[jitter(n)]
+        }
+    }
+
+    fn reject<B>(&self, req: &Request<B>) -> Response<Bytes> {
+        let grpc = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let retry_after = self.pick_retry_after();
+        if let Some(custom) = &self.custom {
+            return custom(&RejectContext {
+                version: req.version(),
+                grpc,
+                retry_after,
+                path: req.uri().path(),
+            });
+        }
+        let mut res = Response::new(Bytes::new());
+        *res.version_mut() = req.version();
+        if grpc {
+            // Trailers-only: status in the headers, empty body.
+            let h = res.headers_mut();
+            h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+            h.insert("grpc-status", GRPC_UNAVAILABLE);
+            h.insert("grpc-message", self.grpc_message.clone());
+        } else {
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let h = res.headers_mut();
+            h.insert(RETRY_AFTER, retry_after.clone());
+            h.insert(CONTENT_TYPE, TEXT_PLAIN);
+            h.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+            if req.version() <= Version::HTTP_11 {
+                // Only HTTP/1.x has connection-level headers; HTTP/2 and 3
+                // forbid them (the server's GOAWAY does the job there).
+                h.insert(CONNECTION, CLOSE);
+            }
+            *res.body_mut() = self.body.clone();
+        }
+        res
+    }
+}
+
+/// A cheap per-thread xorshift; jitter needs spread, not secrecy.
+fn jitter(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15);
+            let addr = &t as *const u64 as u64;
+            (t ^ addr.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x % n as u64) as usize
+    })
+}
+
+/// Layer that applies [`Drain`].
+#[derive(Clone)]
+pub struct DrainLayer {
+    shared: Arc<Shared>,
+    config: RejectConfig,
+}
+
+impl DrainLayer {
+    /// Rejects new requests once `coordinator` is draining, with the
+    /// rejection settings from its builder.
+    pub fn new(coordinator: &Coordinator) -> Self {
+        Self {
+            shared: coordinator.shared.clone(),
+            config: coordinator.config().reject.clone(),
+        }
+    }
+
+    /// Adds an exact path that is always passed through (for example a
+    /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
+    /// validates paths; this adds one without checks.
+    pub fn exempt(mut self, path: impl Into<String>) -> Self {
+        let mut v: Vec<String> = self.config.exempt.iter().cloned().collect();
+        v.push(path.into());
+        self.config.exempt = v.into();
+        self
+    }
+
+    /// Replaces the built-in rejection with your own response (for example
+    /// JSON in your API's error format). It is called once per rejected
+    /// request; keep it cheap and do not echo the request.
+    pub fn respond_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.config.custom = Some(Arc::new(f));
+        self
+    }
+}
+
+impl fmt::Debug for DrainLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for DrainLayer {
+    type Service = Drain<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Drain {
+            inner,
+            shared: self.shared.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Middleware that answers new requests with a retryable rejection while
+/// draining. See the [module docs](self).
+#[derive(Clone)]
+pub struct Drain<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    config: RejectConfig,
+}
+
+impl<S> Drain<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, coordinator: &Coordinator) -> Self {
+        DrainLayer::new(coordinator).layer(inner)
+    }
+
+    /// Returns a [`Layer`] that wraps services with this middleware.
+    pub fn layer(coordinator: &Coordinator) -> DrainLayer {
+        DrainLayer::new(coordinator)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Drain<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if self.shared.rejecting() && !self.config.is_exempt(req.uri().path()) {
+            return self.rejected(&req);
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+impl<S> Drain<S> {
+    #[cold]
+    #[inline(never)]
+    fn rejected<B, F>(&self, req: &Request<B>) -> ResponseFuture<F> {
+        self.shared.count_rejected();
+        tracing::debug!(
+            target: "tower_graceful",
+            method = %req.method(),
+            path = req.uri().path(),
+            "rejected: draining"
+        );
+        ResponseFuture::answered(self.config.reject(req))
+    }
+}
+
+pin_project! {
+    /// Response future of [`Drain`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] fut: F },
+        Rejected { res: Option<Response<Bytes>> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    #[inline]
+    pub(crate) fn inner(fut: F) -> Self {
+        Self {
+            kind: Kind::Inner { fut },
+        }
+    }
+
+    /// A response decided without calling the inner service.
+    #[inline]
+    pub(crate) fn answered(res: Response<Bytes>) -> Self {
+        Self {
+            kind: Kind::Rejected { res: Some(res) },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { fut } => {
+                let res = ready!(fut.poll(cx))?;
+                Poll::Ready(Ok(res.map(|inner| ResponseBody {
+                    kind: BodyKind::Inner { inner },
+                })))
+            }
+            KindProj::Rejected { res } => {
+                let res = res.take().expect("polled after completion");
+                Poll::Ready(Ok(res.map(|data| ResponseBody {
+                    kind: BodyKind::Rejected {
+                        data: (!data.is_empty()).then_some(data),
+                    },
+                })))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response body of [`Drain`]: the inner body, or the rejection's.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner { #[pin] inner: B },
+        Rejected { data: Option<Bytes> },
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner { inner } => inner.poll_frame(cx),
+            BodyProj::Rejected { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
+            }
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { inner } => inner.is_end_stream(),
+            BodyKind::Rejected { data } => data.is_none(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { inner } => inner.size_hint(),
+            BodyKind::Rejected { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

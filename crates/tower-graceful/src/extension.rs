@@ -1,0 +1,107 @@
+//! Puts a [`ShutdownSignal`] into every request's extensions, where the axum
+//! extractor, tonic handlers (`request.extensions()`) and plain tower services
+//! find it.
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::signal::ShutdownSignal;
+use crate::Coordinator;
+
+/// Layer that applies [`AddSignal`].
+#[derive(Clone)]
+pub struct SignalLayer {
+    signal: ShutdownSignal,
+}
+
+impl SignalLayer {
+    /// Inserts `coordinator`'s signal into request extensions.
+    pub fn new(coordinator: &Coordinator) -> Self {
+        Self {
+            signal: coordinator.signal(),
+        }
+    }
+}
+
+impl fmt::Debug for SignalLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for SignalLayer {
+    type Service = AddSignal<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AddSignal {
+            inner,
+            signal: self.signal.clone(),
+        }
+    }
+}
+
+/// Middleware that inserts a [`ShutdownSignal`] into request extensions.
+#[derive(Clone)]
+pub struct AddSignal<S> {
+    inner: S,
+    signal: ShutdownSignal,
+}
+
+impl<S> AddSignal<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, coordinator: &Coordinator) -> Self {
+        SignalLayer::new(coordinator).layer(inner)
+    }
+
+    /// Returns a [`Layer`] that wraps services with this middleware.
+    pub fn layer(coordinator: &Coordinator) -> SignalLayer {
+        SignalLayer::new(coordinator)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for AddSignal<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddSignal")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for AddSignal<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.signal.clone());
+        self.inner.call(req)
+    }
+}

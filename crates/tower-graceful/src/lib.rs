@@ -1,0 +1,120 @@
+//! Graceful shutdown for tower-based servers (axum, tonic, plain hyper) that
+//! loses nothing.
+//!
+//! * [`InFlight`]: counts every request from `call` until its response *body*
+//!   ends or is dropped (streams included; panics and disconnects included).
+//! * [`Drain`]: once draining, answers new requests with `503` +
+//!   `Retry-After` + `Connection: close`, or a trailers-only gRPC
+//!   `UNAVAILABLE`; exempt paths pass.
+//! * [`Readiness`], [`ReadinessService`], [`LivenessService`],
+//!   [`ProbeLayer`]: readiness drops the moment shutdown is triggered;
+//!   liveness stays up; app-controlled gates.
+//! * [`ShutdownSignal`]: fires when draining starts, for long-running handlers
+//!   (streams, WebSockets, long-polls, loops); an axum extractor with feature
+//!   `axum`, and in request extensions for tonic and plain tower services.
+//! * [`Coordinator`]: SIGTERM/SIGINT (a second one forces), pre-drain delay,
+//!   drain deadline, cleanup hooks with timeouts, tracked background work and
+//!   a [`ShutdownReport`] logged with `tracing`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_graceful::{Coordinator, ShutdownSignal};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let graceful = Coordinator::builder()
+//!         .pre_drain_delay(Duration::from_secs(5)) // balancer probe interval × threshold
+//!         .total_budget(Duration::from_secs(30))   // terminationGracePeriodSeconds
+//!         .readiness_path("/ready")
+//!         .liveness_path("/live")
+//!         .build()?;
+//!
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "hello" }))
+//!         .route("/events", get(|signal: ShutdownSignal| async move {
+//!             signal.cancelled().await; // a real handler streams until then
+//!             "bye"
+//!         }))
+//!         .layer(graceful.layer());
+//!
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     let server = axum::serve(listener, app).with_graceful_shutdown(graceful.draining());
+//!     tokio::spawn(async move { server.await });
+//!
+//!     let report = graceful.wait().await;
+//!     println!("{report}");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Feature flags
+//!
+//! * `axum`: `ShutdownSignal` implements axum-core's `FromRequestParts` and
+//!   `OptionalFromRequestParts`.
+//! * `tonic`: [`tonic::report_health`] flips `tonic-health` to `NOT_SERVING`
+//!   when shutdown is triggered.
+
+#![warn(missing_docs)]
+#![deny(unreachable_pub, unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod builder;
+mod coordinator;
+mod drain;
+mod event;
+mod extension;
+mod in_flight;
+mod probe;
+mod report;
+mod signal;
+mod state;
+mod sync;
+mod tracker;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+mod axum;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
+
+#[cfg(feature = "axum")]
+pub use crate::axum::MissingShutdownSignal;
+pub use crate::body::FixedBody;
+pub use crate::builder::{
+    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
+    DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER,
+};
+pub use crate::coordinator::{
+    Coordinator, Draining, Graceful, GracefulLayer, HookRegistrationError,
+};
+pub use crate::drain::{Drain, DrainLayer, RejectContext};
+pub use crate::extension::{AddSignal, SignalLayer};
+pub use crate::in_flight::{InFlight, InFlightLayer};
+pub use crate::probe::{
+    LivenessService, ProbeLayer, Probes, Readiness, ReadinessGate, ReadinessService,
+};
+pub use crate::report::{
+    DrainOutcome, HookOutcome, HookReport, ShutdownReport, Straggler, StragglerKind, TriggerCause,
+};
+pub use crate::signal::{Cancelled, InFlightGuard, ShutdownSignal};
+pub use crate::state::{Phase, ReadinessStatus};
+
+/// Response futures and bodies of the middleware, by module.
+pub mod future {
+    pub use crate::drain::ResponseFuture as DrainFuture;
+    pub use crate::in_flight::ResponseFuture as InFlightFuture;
+}
+
+/// Response bodies of the middleware.
+pub mod body_types {
+    pub use crate::drain::ResponseBody as DrainBody;
+    pub use crate::in_flight::ResponseBody as InFlightBody;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! The [`ShutdownReport`]: what happened, phase by phase.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+/// What started the shutdown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TriggerCause {
+    /// [`Coordinator::trigger`](crate::Coordinator::trigger) or
+    /// [`Coordinator::force`](crate::Coordinator::force).
+    Api,
+    /// An OS signal (`"SIGTERM"`, `"SIGINT"`, `"ctrl-c"`).
+    Signal(&'static str),
+}
+
+impl fmt::Display for TriggerCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TriggerCause::Api => f.write_str("api"),
+            TriggerCause::Signal(s) => f.write_str(s),
+        }
+    }
+}
+
+/// How the drain phase ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DrainOutcome {
+    /// Everything in flight finished before the deadline.
+    Drained,
+    /// The drain deadline passed with work still in flight (the phase used
+    /// its whole allowance).
+    DeadlineExceeded,
+    /// A second signal or [`Coordinator::force`](crate::Coordinator::force)
+    /// cut the drain short.
+    Forced,
+}
+
+/// Work that was still in flight when the drain was cut short.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Straggler {
+    /// What it was.
+    pub what: StragglerKind,
+    /// How long it had been running when the drain was cut short.
+    pub age: Duration,
+}
+
+/// The kind of a [`Straggler`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StragglerKind {
+    /// A request, by method and path (the path is cut at 64 bytes).
+    Request {
+        /// The request method.
+        method: String,
+        /// The request path (no query).
+        path: String,
+    },
+    /// Background work tracked with a guard, by the name it was given.
+    Task {
+        /// The name given to `track`.
+        name: Cow<'static, str>,
+    },
+}
+
+impl fmt::Display for Straggler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.what {
+            StragglerKind::Request { method, path } => {
+                write!(f, "{method} {path} (age {:.1?})", self.age)
+            }
+            StragglerKind::Task { name } => write!(f, "task {name} (age {:.1?})", self.age),
+        }
+    }
+}
+
+/// How one cleanup hook ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HookOutcome {
+    /// It returned `Ok`.
+    Completed,
+    /// It returned an error (its `Display`).
+    Failed(String),
+    /// It panicked (the panic message, when it was a string).
+    Panicked(String),
+    /// It did not finish within its timeout and was aborted.
+    TimedOut,
+    /// It never ran: the cleanup time was used up by the hooks before it.
+    Skipped,
+}
+
+impl HookOutcome {
+    /// Whether the hook completed successfully.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, HookOutcome::Completed)
+    }
+}
+
+/// One hook's entry in the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookReport {
+    /// The name it was registered with.
+    pub name: Cow<'static, str>,
+    /// How it ended.
+    pub outcome: HookOutcome,
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// The timeout it had.
+    pub timeout: Duration,
+}
+
+/// What a shutdown did, returned by [`Coordinator::wait`](crate::Coordinator::wait)
+/// and logged with `tracing` when it completes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// What started it.
+    pub cause: TriggerCause,
+    /// Time from the trigger to the start of draining (the pre-drain delay,
+    /// or less if a second signal cut it short).
+    pub pre_drain: Duration,
+    /// Time spent draining.
+    pub drain: Duration,
+    /// How the drain ended.
+    pub drain_outcome: DrainOutcome,
+    /// Time spent in cleanup hooks.
+    pub cleanup: Duration,
+    /// Trigger to done.
+    pub total: Duration,
+    /// Requests in flight when draining began.
+    pub in_flight_at_drain: usize,
+    /// Requests that finished (body ended or dropped) while draining.
+    pub completed_while_draining: usize,
+    /// Requests answered with the draining rejection.
+    pub rejected: usize,
+    /// Requests and tasks still in flight when the drain was cut short.
+    pub stragglers: Vec<Straggler>,
+    /// Each hook, in the order they ran.
+    pub hooks: Vec<HookReport>,
+}
+
+impl ShutdownReport {
+    /// Requests (not tasks) abandoned at the forced stop.
+    pub fn force_cancelled(&self) -> usize {
+        self.stragglers
+            .iter()
+            .filter(|s| matches!(s.what, StragglerKind::Request { .. }))
+            .count()
+    }
+
+    /// Whether nothing was abandoned and every hook completed.
+    pub fn is_clean(&self) -> bool {
+        self.stragglers.is_empty() && self.hooks.iter().all(|h| h.outcome.is_ok())
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "shutdown report (cause: {})", self.cause)?;
+        writeln!(f, "  pre-drain   {:>10.1?}", self.pre_drain)?;
+        writeln!(
+            f,
+            "  drain       {:>10.1?}  {:?}: {} in flight at start, {} completed, {} rejected",
+            self.drain,
+            self.drain_outcome,
+            self.in_flight_at_drain,
+            self.completed_while_draining,
+            self.rejected
+        )?;
+        for s in &self.stragglers {
+            writeln!(f, "    straggler: {s}")?;
+        }
+        writeln!(f, "  cleanup     {:>10.1?}", self.cleanup)?;
+        for h in &self.hooks {
+            writeln!(
+                f,
+                "    hook {:<16} {:?} in {:.1?} (timeout {:.1?})",
+                h.name, h.outcome, h.elapsed, h.timeout
+            )?;
+        }
+        write!(f, "  total       {:>10.1?}", self.total)
+    }
+}

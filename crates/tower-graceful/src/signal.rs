@@ -1,0 +1,237 @@
+//! [`ShutdownSignal`]: what a long-running handler watches, and
+//! [`InFlightGuard`]: what keeps the drain waiting for work a handler spawns.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::state::Shared;
+use crate::sync::Arc;
+use crate::tracker::{InlinePath, Kind, Ticket};
+
+/// Tells a handler that shutdown has begun.
+///
+/// The signal fires when the coordinator enters **draining** (after the
+/// pre-drain delay), not when the last request ends: a stream, WebSocket or
+/// long-poll that waits on it can finish, which is what lets the drain finish.
+/// A second, *hard* signal ([`forced`](Self::forced)) fires if the drain
+/// deadline passes.
+///
+/// Get one from the coordinator ([`Coordinator::signal`](crate::Coordinator::signal)),
+/// from request extensions (the [`SignalLayer`](crate::SignalLayer), part of
+/// [`Coordinator::layer`](crate::Coordinator::layer), inserts it), or as an
+/// axum extractor (feature `axum`). Cloning is cheap (one `Arc`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_graceful::ShutdownSignal;
+///
+/// async fn ticker(signal: ShutdownSignal) -> u32 {
+///     let mut ticks = 0;
+///     loop {
+///         tokio::select! {
+///             _ = signal.cancelled() => return ticks,
+///             _ = tokio::time::sleep(Duration::from_millis(10)) => ticks += 1,
+///         }
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let coordinator = tower_graceful::Coordinator::builder().build().unwrap();
+/// let task = tokio::spawn(ticker(coordinator.signal()));
+/// coordinator.trigger();
+/// task.await.unwrap();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ShutdownSignal {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ShutdownSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownSignal")
+            .field("shutting_down", &self.is_shutting_down())
+            .field("forced", &self.is_forced())
+            .finish()
+    }
+}
+
+impl ShutdownSignal {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Completes when shutdown begins draining; at once if it already has.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future (for example in another
+    /// `tokio::select!` branch) loses nothing; a new call observes the same
+    /// state.
+    pub fn cancelled(&self) -> Cancelled<'_> {
+        Cancelled {
+            inner: self.shared.soft.cancelled(),
+        }
+    }
+
+    /// Like [`cancelled`](Self::cancelled), but owns a handle, so the future
+    /// is `'static` (for spawning or storing).
+    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.shared.soft.clone().cancelled_owned()
+    }
+
+    /// Whether draining has begun. Non-blocking; never goes back to `false`.
+    #[inline]
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.soft.is_cancelled()
+    }
+
+    /// Completes when the drain deadline passed (or a second signal forced the
+    /// stop): whatever is still running is about to be abandoned. Cancel safe.
+    pub fn forced(&self) -> Cancelled<'_> {
+        Cancelled {
+            inner: self.shared.hard.cancelled(),
+        }
+    }
+
+    /// Whether the forced stop has begun.
+    pub fn is_forced(&self) -> bool {
+        self.shared.hard.is_cancelled()
+    }
+
+    /// The instant the drain deadline falls, once draining has begun (`None`
+    /// before, and for a signal made from a bare `CancellationToken`).
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.shared.deadline.get().copied()
+    }
+
+    /// Keeps the drain waiting until the returned guard is dropped, for work a
+    /// handler hands off: a WebSocket session after the upgrade, a spawned
+    /// job. `name` appears in the report if the work is still running at the
+    /// deadline.
+    pub fn track(&self, name: impl Into<Cow<'static, str>>) -> InFlightGuard {
+        InFlightGuard::acquire(&self.shared, Kind::Task { name: name.into() })
+    }
+
+    /// A child [`CancellationToken`] cancelled when draining begins, for code
+    /// that already speaks tokio-util. Cancelling the child does not trigger
+    /// shutdown.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.shared.soft.child_token()
+    }
+
+    /// Like [`cancellation_token`](Self::cancellation_token), for the hard
+    /// signal.
+    pub fn forced_token(&self) -> CancellationToken {
+        self.shared.hard.child_token()
+    }
+}
+
+impl From<ShutdownSignal> for CancellationToken {
+    fn from(signal: ShutdownSignal) -> Self {
+        signal.cancellation_token()
+    }
+}
+
+/// A standalone signal that fires when `token` is cancelled: for tests and
+/// for code that already owns a token. It has no coordinator: no deadline,
+/// and guards from [`ShutdownSignal::track`] are counted but nobody waits for
+/// them.
+impl From<CancellationToken> for ShutdownSignal {
+    fn from(token: CancellationToken) -> Self {
+        Self::new(Arc::new(Shared::new(token, false)))
+    }
+}
+
+pin_project! {
+    /// Future returned by [`ShutdownSignal::cancelled`] and
+    /// [`ShutdownSignal::forced`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Cancelled<'a> {
+        #[pin]
+        inner: WaitForCancellationFuture<'a>,
+    }
+}
+
+impl fmt::Debug for Cancelled<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cancelled").finish_non_exhaustive()
+    }
+}
+
+impl Future for Cancelled<'_> {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// Counts one unit of in-flight work until dropped.
+///
+/// Requests hold one inside the [`InFlight`](crate::InFlight) service's
+/// future and then its response body. Background work gets one from
+/// [`ShutdownSignal::track`] or [`Coordinator::track`](crate::Coordinator::track).
+/// The drain completes only when every guard is gone.
+pub struct InFlightGuard {
+    shared: Arc<Shared>,
+    ticket: Option<Ticket>,
+}
+
+impl InFlightGuard {
+    #[inline]
+    pub(crate) fn acquire(shared: &Arc<Shared>, kind: Kind) -> Self {
+        let ticket = shared.tracker.acquire(kind);
+        Self {
+            shared: shared.clone(),
+            ticket: Some(ticket),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn request(shared: &Arc<Shared>, method: &http::Method, path: &str) -> Self {
+        Self::acquire(
+            shared,
+            Kind::Request {
+                method: method.clone(),
+                path: InlinePath::new(path),
+            },
+        )
+    }
+
+    /// Releases the guard now (same as dropping it).
+    pub fn release(mut self) {
+        self.release_now();
+    }
+
+    #[inline]
+    fn release_now(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.tracker.release(ticket);
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    #[inline]
+    fn drop(&mut self) {
+        self.release_now();
+    }
+}
+
+impl fmt::Debug for InFlightGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlightGuard")
+            .field("held", &self.ticket.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,264 @@
+//! The one piece of shared state per coordinator: the phase, the in-flight
+//! tracker, the signals and the readiness gates. It knows nothing of HTTP;
+//! every layer and the coordinator sit on top of it.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Event;
+use crate::sync::{lock, AtomicU8, AtomicUsize, Mutex};
+use crate::tracker::Tracker;
+
+/// Where a coordinator is in its shutdown. Phases only move forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Normal operation: readiness follows the gates, requests are served.
+    Serving,
+    /// Shutdown was triggered: readiness is down, requests are still served
+    /// during the pre-drain delay so load balancers can notice.
+    Triggered,
+    /// [`ShutdownSignal`](crate::ShutdownSignal) has fired; new requests are
+    /// rejected; the coordinator waits for in-flight work.
+    Draining,
+    /// The drain deadline passed (or a second signal arrived): the hard
+    /// signal has fired and stragglers were recorded.
+    Forced,
+    /// Cleanup hooks are running.
+    CleaningUp,
+    /// Shutdown finished; the report is available.
+    Done,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Phase::Serving,
+            1 => Phase::Triggered,
+            2 => Phase::Draining,
+            3 => Phase::Forced,
+            4 => Phase::CleaningUp,
+            _ => Phase::Done,
+        }
+    }
+
+    /// A short lowercase name, as used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Serving => "serving",
+            Phase::Triggered => "triggered",
+            Phase::Draining => "draining",
+            Phase::Forced => "forced",
+            Phase::CleaningUp => "cleaning-up",
+            Phase::Done => "done",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub(crate) id: u64,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) ready: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Gates {
+    pub(crate) next_id: u64,
+    pub(crate) gates: Vec<Gate>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    phase: AtomicU8,
+    pub(crate) tracker: Tracker,
+    /// Set when shutdown is triggered (by anyone).
+    pub(crate) triggered: Event,
+    /// Set when a forced stop is requested (second signal, `force()`).
+    pub(crate) force_requested: Event,
+    /// Set when the report is ready.
+    pub(crate) done: Event,
+    /// The soft signal: fires when draining starts.
+    pub(crate) soft: CancellationToken,
+    /// The hard signal: fires at the drain deadline or on force.
+    pub(crate) hard: CancellationToken,
+    /// When the drain deadline falls; set once when draining starts.
+    pub(crate) deadline: OnceLock<tokio::time::Instant>,
+    pub(crate) rejected: AtomicUsize,
+    pub(crate) gates: Mutex<Gates>,
+    /// Whether a coordinator drives this state (false for a signal made from
+    /// a bare `CancellationToken`).
+    pub(crate) driven: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
+        Self {
+            phase: AtomicU8::new(Phase::Serving as u8),
+            tracker: Tracker::new(Tracker::default_shards()),
+            triggered: Event::new(),
+            force_requested: Event::new(),
+            done: Event::new(),
+            soft,
+            hard: CancellationToken::new(),
+            deadline: OnceLock::new(),
+            rejected: AtomicUsize::new(0),
+            gates: Mutex::new(Gates::default()),
+            driven,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn phase(&self) -> Phase {
+        // Acquire pairs with the AcqRel in `advance`: whoever sees a phase
+        // also sees what was published before entering it.
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    /// Moves the phase forward to `to`. Returns `false` (and changes nothing)
+    /// if the phase is already at or past `to`.
+    pub(crate) fn advance(&self, to: Phase) -> bool {
+        let to = to as u8;
+        let mut cur = self.phase.load(Ordering::Acquire);
+        loop {
+            if cur >= to {
+                return false;
+            }
+            match self
+                .phase
+                .compare_exchange(cur, to, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Whether new requests must be rejected: from draining on.
+    #[inline]
+    pub(crate) fn rejecting(&self) -> bool {
+        self.phase.load(Ordering::Acquire) >= Phase::Draining as u8 || self.soft_fired_undriven()
+    }
+
+    #[inline]
+    fn soft_fired_undriven(&self) -> bool {
+        !self.driven && self.soft.is_cancelled()
+    }
+
+    /// Programmatic trigger. Idempotent; returns whether this call triggered.
+    pub(crate) fn trigger(&self) -> bool {
+        let first = self.advance(Phase::Triggered);
+        self.triggered.set();
+        first
+    }
+
+    /// Requests the forced stop (implies a trigger).
+    pub(crate) fn force(&self) {
+        self.trigger();
+        self.force_requested.set();
+    }
+
+    /// Enters draining: readiness is already down; fire the soft signal, switch
+    /// the tracker to exact counting. Idempotent.
+    pub(crate) fn begin_draining(&self, deadline: tokio::time::Instant) -> bool {
+        let _ = self.deadline.set(deadline);
+        let first = self.advance(Phase::Draining);
+        // Order matters: the phase is published first so that a request that
+        // sees the soft signal also sees `rejecting() == true`; then the
+        // tracker switches; then handlers are told.
+        self.tracker.begin_drain();
+        self.soft.cancel();
+        first
+    }
+
+    pub(crate) fn readiness(&self) -> ReadinessStatus {
+        if self.phase() >= Phase::Triggered || self.soft_fired_undriven() {
+            return ReadinessStatus::ShuttingDown;
+        }
+        let g = lock(&self.gates);
+        match g.gates.iter().find(|g| !g.ready) {
+            Some(gate) => ReadinessStatus::NotReady(gate.name.clone()),
+            None => ReadinessStatus::Ready,
+        }
+    }
+
+    pub(crate) fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the readiness probe says, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadinessStatus {
+    /// Every gate is ready and shutdown has not been triggered.
+    Ready,
+    /// A readiness gate (named) is not ready.
+    NotReady(Cow<'static, str>),
+    /// Shutdown was triggered: not ready, for good.
+    ShuttingDown,
+}
+
+impl ReadinessStatus {
+    /// Whether the probe answers `200 OK`.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, ReadinessStatus::Ready)
+    }
+}
+
+impl std::fmt::Display for ReadinessStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadinessStatus::Ready => f.write_str("ready"),
+            ReadinessStatus::NotReady(gate) => write!(f, "not ready: {gate}"),
+            ReadinessStatus::ShuttingDown => f.write_str("draining"),
+        }
+    }
+}
+
+#[cfg(all(test, tower_graceful_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Two concurrent triggers: exactly one reports the transition; the phase
+    /// ends at Triggered and the latch is set either way.
+    #[test]
+    fn concurrent_triggers() {
+        loom::model(|| {
+            let s = Arc::new(Shared::new(CancellationToken::new(), true));
+            let s2 = s.clone();
+            let h = thread::spawn(move || s2.trigger());
+            let a = s.trigger();
+            let b = h.join().unwrap();
+            assert!(a ^ b);
+            assert_eq!(s.phase(), Phase::Triggered);
+            assert!(s.triggered.is_set());
+        });
+    }
+
+    /// Phase never moves backwards when a late trigger races the drain.
+    #[test]
+    fn trigger_racing_drain_is_monotonic() {
+        loom::model(|| {
+            let s = Arc::new(Shared::new(CancellationToken::new(), true));
+            let s2 = s.clone();
+            let h = thread::spawn(move || {
+                s2.trigger();
+            });
+            s.advance(Phase::Triggered);
+            s.advance(Phase::Draining);
+            h.join().unwrap();
+            assert_eq!(s.phase(), Phase::Draining);
+        });
+    }
+}
