@@ -1,0 +1,124 @@
+//! A gRPC server (tonic) that shuts down without losing a call.
+//!
+//! * `demo.v1.Demo/Hello` (unary) and `demo.v1.Demo/Count` (server
+//!   streaming; with `stop_on_shutdown` it ends cleanly when draining begins,
+//!   otherwise after `count` ticks): see `examples/proto/demo.rs`.
+//! * `grpc.health.v1.Health`: `SERVING`, then `NOT_SERVING` from the moment
+//!   shutdown is triggered (`tower_graceful::tonic::report_health`).
+//! * `Server::builder().layer(graceful.layer())`: every call is counted until
+//!   its response stream ends; calls that arrive while draining get a
+//!   trailers-only `UNAVAILABLE` (retryable).
+//! * `serve_with_incoming_shutdown(.., graceful.draining())`: when draining
+//!   begins the listener closes and HTTP/2 connections get GOAWAY; streams
+//!   already accepted run on.
+//!
+//! ```text
+//! PORT=50051 GRACEFUL_PRE_DRAIN=2s GRACEFUL_DEADLINE=10s cargo run -p tower-graceful-examples --bin tonic
+//! ```
+//!
+//! Environment: `PORT` (default 50051; 0 picks a free port), `GRACEFUL_PRE_DRAIN`
+//! (default 0s), `GRACEFUL_DEADLINE` (default 10s); durations as `250ms`,
+//! `2s` or a bare number of seconds. Prints `listening on ADDR` once bound.
+//! SIGTERM / Ctrl-C starts the shutdown, a second one forces it. Exits 0 when
+//! the shutdown was clean, 1 when work had to be abandoned.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tower_graceful::Coordinator;
+
+#[path = "../../proto/demo.rs"]
+mod demo;
+
+use demo::DemoServer;
+
+/// Serves the demo and health services on `listener` until `graceful`
+/// starts draining (and every accepted call has ended).
+pub(crate) async fn serve_grpc(
+    graceful: &Coordinator,
+    listener: TcpListener,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<DemoServer>().await;
+    tower_graceful::tonic::report_health(graceful, reporter, [demo::SERVICE_NAME]);
+
+    let server = Server::builder()
+        .layer(graceful.layer())
+        .add_service(health)
+        .add_service(DemoServer::new())
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), graceful.draining());
+    tokio::spawn(server)
+}
+
+/// `250ms`, `2s`, `1.5s` or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0 && v * scale < 86_400.0).then(|| Duration::from_secs_f64(v * scale))
+}
+
+pub(crate) fn env_duration(name: &str, default: Duration) -> Result<Duration, String> {
+    match std::env::var(name) {
+        Ok(v) => parse_duration(&v)
+            .ok_or_else(|| format!("{name}={v:?}: expected a duration such as 250ms, 2s or 2")),
+        Err(_) => Ok(default),
+    }
+}
+
+pub(crate) fn env_port(name: &str, default: u16) -> Result<u16, String> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?}: expected a port number (0 picks a free one)")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[allow(dead_code)] // unused where this file is included as a module
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let port = env_port("PORT", 50051)?;
+    let graceful = Coordinator::builder()
+        .pre_drain_delay(env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
+        .drain_deadline(env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
+        .cleanup_timeout(Duration::from_secs(2))
+        .build()?;
+
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let addr = listener.local_addr()?;
+    let server = serve_grpc(&graceful, listener).await;
+    println!("listening on {addr}");
+
+    // The report is logged by the coordinator; it also decides the exit code.
+    let report = graceful.wait().await;
+    // The server future ends once its connections are closed; after a forced
+    // stop an abandoned stream may hold one, so do not wait for it forever.
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("grpc server error: {e}"),
+        Ok(Err(e)) => eprintln!("grpc server task failed: {e}"),
+        Err(_) => eprintln!("grpc server still closing connections; exiting anyway"),
+    }
+    std::process::exit(if report.is_clean() { 0 } else { 1 });
+}
