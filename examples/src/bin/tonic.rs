@@ -33,7 +33,7 @@ use tonic::transport::Server;
 use tower_graceful::Coordinator;
 
 #[path = "../../proto/demo.rs"]
-mod demo;
+pub(crate) mod demo;
 
 use demo::DemoServer;
 

@@ -1,0 +1,251 @@
+//! Three servers in one process, draining as one: public HTTP (axum), gRPC
+//! (tonic) and an admin port (probes and metrics), all on one coordinator.
+//!
+//! * **public HTTP** (`PORT`, default 8080): `/`, `/slow?ms=N`,
+//!   `/stream?chunks=N&ms=M`, behind `graceful.layer()`; closes its listener
+//!   when draining begins.
+//! * **gRPC** (`GRPC_PORT`, default 50051): `demo.v1.Demo` and
+//!   `grpc.health.v1.Health`, as in the `tonic` example.
+//! * **admin** (`ADMIN_PORT`, default 9090): `/ready`, `/live` and
+//!   `/metrics` (the coordinator's in-flight gauge, rejected counter and
+//!   phase). It has no graceful layer: its requests are not counted (a scrape
+//!   never holds the drain) and never rejected, and it keeps answering through
+//!   the whole drain, closing only once the shutdown report is out.
+//!
+//! The coordinator counts requests on the public and gRPC servers together;
+//! the shutdown completes only when in-flight work on both has ended, and the
+//! process exits only after all three servers have stopped.
+//!
+//! ```text
+//! PORT=8080 GRPC_PORT=50051 ADMIN_PORT=9090 GRACEFUL_PRE_DRAIN=2s cargo run -p tower-graceful-examples --bin multi
+//! ```
+//!
+//! Prints `http listening on ADDR`, `grpc listening on ADDR` and
+//! `admin listening on ADDR` once bound (ports may be 0). Durations as in the
+//! `tonic` example. Exits 0 when the shutdown was clean.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_graceful::{Coordinator, Phase};
+
+#[path = "tonic.rs"]
+pub(crate) mod grpc;
+
+/// Longest `/slow` or `/stream` request the public server accepts.
+const MAX_MS: u64 = 60_000;
+
+/// The three running servers.
+pub(crate) struct Servers {
+    pub(crate) http: SocketAddr,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+}
+
+impl Servers {
+    /// Waits for every server to stop (each within `timeout`) and says how
+    /// each one ended.
+    pub(crate) async fn join(self, timeout: Duration) -> Vec<(&'static str, Result<(), String>)> {
+        let mut out = Vec::new();
+        for (name, task) in self.tasks {
+            let r = match tokio::time::timeout(timeout, task).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(format!("task failed: {e}")),
+                Err(_) => Err(format!("still running after {timeout:?}")),
+            };
+            out.push((name, r));
+        }
+        out
+    }
+}
+
+/// Starts the public, gRPC and admin servers on the given listeners.
+pub(crate) async fn start(
+    graceful: &Coordinator,
+    http: TcpListener,
+    grpc: TcpListener,
+    admin: TcpListener,
+) -> std::io::Result<Servers> {
+    let (http_addr, grpc_addr, admin_addr) =
+        (http.local_addr()?, grpc.local_addr()?, admin.local_addr()?);
+
+    // Public: counted, rejected while draining, listener closed at draining.
+    let public = public_router().layer(graceful.layer());
+    let draining = graceful.draining();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, public)
+            .with_graceful_shutdown(draining)
+            .await
+            .map_err(|e| format!("http: {e}"))
+    });
+
+    // gRPC: the same coordinator, so its calls count towards the same drain.
+    let grpc_server = grpc::serve_grpc(graceful, grpc).await;
+    let grpc_task = tokio::spawn(async move {
+        match grpc_server.await {
+            Ok(r) => r.map_err(|e| format!("grpc: {e}")),
+            Err(e) => Err(format!("grpc task: {e}")),
+        }
+    });
+
+    // Admin: up until the shutdown is over, so probes and scrapes see it all.
+    let done = graceful.clone();
+    let admin_app = admin_router(graceful.clone());
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin, admin_app)
+            .with_graceful_shutdown(async move {
+                done.wait().await;
+            })
+            .await
+            .map_err(|e| format!("admin: {e}"))
+    });
+
+    Ok(Servers {
+        http: http_addr,
+        grpc: grpc_addr,
+        admin: admin_addr,
+        tasks: vec![("http", http_task), ("grpc", grpc_task), ("admin", admin_task)],
+    })
+}
+
+fn millis(q: &HashMap<String, String>, key: &str, default: u64) -> u64 {
+    q.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .min(MAX_MS)
+}
+
+/// The public API: `/`, `/slow?ms=N`, `/stream?chunks=N&ms=M`.
+pub(crate) fn public_router() -> Router {
+    Router::new()
+        .route("/", get(|| async { "hello from multi\n" }))
+        .route(
+            "/slow",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                let ms = millis(&q, "ms", 100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                format!("slept {ms}ms\n")
+            }),
+        )
+        .route(
+            "/stream",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                // A bounded download: the first chunk at once, then one every
+                // `ms`. Accepted work runs to its end even while draining; the
+                // coordinator counts it until the last chunk is sent.
+                let chunks = q
+                    .get("chunks")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(3)
+                    .min(1_000);
+                let every = Duration::from_millis(millis(&q, "ms", 100));
+                let body = futures_util::stream::unfold(0u64, move |i| async move {
+                    if i >= chunks {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(every).await;
+                    }
+                    let chunk = Bytes::from(format!("chunk {}\n", i + 1));
+                    Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
+                });
+                Body::from_stream(body)
+            }),
+        )
+}
+
+/// The admin port: probes and metrics, no graceful layer.
+pub(crate) fn admin_router(graceful: Coordinator) -> Router {
+    Router::new()
+        .route_service("/ready", graceful.readiness_service())
+        .route_service("/live", graceful.liveness_service())
+        .route("/metrics", get(metrics))
+        .with_state(graceful)
+}
+
+/// Prometheus text format.
+async fn metrics(State(graceful): State<Coordinator>) -> impl IntoResponse {
+    let phase = graceful.phase();
+    let mut body = String::with_capacity(512);
+    body.push_str(
+        "# HELP tower_graceful_in_flight Requests and tracked tasks in flight (public and gRPC servers).\n\
+         # TYPE tower_graceful_in_flight gauge\n",
+    );
+    body.push_str(&format!("tower_graceful_in_flight {}\n", graceful.in_flight()));
+    body.push_str(
+        "# HELP tower_graceful_rejected_total Requests answered with the draining rejection.\n\
+         # TYPE tower_graceful_rejected_total counter\n",
+    );
+    body.push_str(&format!("tower_graceful_rejected_total {}\n", graceful.rejected()));
+    body.push_str(
+        "# HELP tower_graceful_phase The shutdown phase (1 for the current one).\n\
+         # TYPE tower_graceful_phase gauge\n",
+    );
+    for p in [
+        Phase::Serving,
+        Phase::Triggered,
+        Phase::Draining,
+        Phase::Forced,
+        Phase::CleaningUp,
+        Phase::Done,
+    ] {
+        let v = u8::from(p == phase);
+        body.push_str(&format!("tower_graceful_phase{{phase=\"{p}\"}} {v}\n"));
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+}
+
+#[allow(dead_code)] // unused where this file is included as a module
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let bind = |port: u16| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)));
+    let http = bind(grpc::env_port("PORT", 8080)?).await?;
+    let grpc_l = bind(grpc::env_port("GRPC_PORT", 50051)?).await?;
+    let admin = bind(grpc::env_port("ADMIN_PORT", 9090)?).await?;
+
+    let graceful = Coordinator::builder()
+        .pre_drain_delay(grpc::env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
+        .drain_deadline(grpc::env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
+        .cleanup_timeout(Duration::from_secs(2))
+        .build()?;
+
+    let servers = start(&graceful, http, grpc_l, admin).await?;
+    println!("http listening on {}", servers.http);
+    println!("grpc listening on {}", servers.grpc);
+    println!("admin listening on {}", servers.admin);
+
+    let report = graceful.wait().await;
+    let mut clean = report.is_clean();
+    for (name, outcome) in servers.join(Duration::from_secs(2)).await {
+        match outcome {
+            Ok(()) => tracing::info!(server = name, "stopped"),
+            Err(e) => {
+                clean = false;
+                tracing::warn!(server = name, error = %e, "did not stop cleanly");
+            }
+        }
+    }
+    std::process::exit(if clean { 0 } else { 1 });
+}
