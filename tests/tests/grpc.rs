@@ -1,0 +1,360 @@
+//! gRPC end to end: the `tonic` example's server (`examples/src/bin/tonic.rs`,
+//! included as a module so these tests run exactly its wiring) and a real
+//! tonic client over loopback.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tower_graceful::{Coordinator, DrainOutcome};
+
+#[path = "../../examples/src/bin/tonic.rs"]
+#[allow(dead_code)]
+mod example;
+
+use example::demo::{CountRequest, DemoClient, DemoServer, HelloRequest, Tick, SERVICE_NAME};
+
+/// Every wait in these tests is bounded by this.
+const STEP: Duration = Duration::from_secs(10);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
+    }
+}
+
+fn coordinator(pre_drain: Duration) -> Coordinator {
+    Coordinator::builder()
+        .pre_drain_delay(pre_drain)
+        .drain_deadline(Duration::from_secs(8))
+        .cleanup_timeout(Duration::from_secs(1))
+        .handle_signals(false)
+        .build()
+        .expect("valid configuration")
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = l.local_addr().expect("local addr");
+    (l, addr)
+}
+
+/// The example's server on a free loopback port.
+async fn start(
+    graceful: &Coordinator,
+) -> (SocketAddr, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+    let (l, addr) = listener().await;
+    let task = example::serve_grpc(graceful, l).await;
+    (addr, task)
+}
+
+async fn client(addr: SocketAddr) -> DemoClient {
+    within("connect", DemoClient::connect(addr, STEP))
+        .await
+        .expect("connect to the demo server")
+}
+
+async fn next_tick(stream: &mut tonic::codec::Streaming<Tick>) -> Option<Tick> {
+    within("next tick", stream.message())
+        .await
+        .expect("stream ends with status OK")
+}
+
+#[tokio::test]
+async fn unary_call_is_served() {
+    let graceful = coordinator(Duration::ZERO);
+    let (addr, server) = start(&graceful).await;
+    let mut c = client(addr).await;
+    let reply = within("hello", c.hello(HelloRequest { name: "grpc".into() }))
+        .await
+        .expect("hello succeeds")
+        .into_inner();
+    assert_eq!(reply.message, "hello, grpc");
+    graceful.trigger();
+    within("shutdown", graceful.wait()).await;
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn in_flight_stream_completes_with_every_message_after_trigger() {
+    let graceful = coordinator(Duration::ZERO);
+    let (addr, server) = start(&graceful).await;
+    let mut c = client(addr).await;
+    let count = 6;
+    let mut stream = within(
+        "count call",
+        c.count(CountRequest {
+            count,
+            interval_ms: 100,
+            stop_on_shutdown: false,
+        }),
+    )
+    .await
+    .expect("count call accepted")
+    .into_inner();
+
+    let first = next_tick(&mut stream).await.expect("first tick");
+    assert_eq!(first.seq, 1);
+    assert_eq!(graceful.in_flight(), 1);
+    assert!(graceful.trigger());
+    // Draining begins at once (no pre-drain delay): the stream keeps going.
+    within("draining", graceful.signal().cancelled()).await;
+
+    let mut seen = vec![first.seq];
+    while let Some(tick) = next_tick(&mut stream).await {
+        assert!(!tick.shutting_down, "stream was not asked to stop on shutdown");
+        seen.push(tick.seq);
+        if tick.seq < count {
+            // More to come, so the coordinator must still be waiting.
+            assert!(
+                graceful.report().is_none(),
+                "shutdown finished while the stream was still sending (tick {})",
+                tick.seq
+            );
+        }
+    }
+    assert_eq!(seen, (1..=count).collect::<Vec<_>>(), "every message arrived");
+
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.in_flight_at_drain, 1, "{report}");
+    assert_eq!(report.completed_while_draining, 1, "{report}");
+    assert!(report.is_clean(), "{report}");
+    // It waited for the stream: 5 more ticks at 100 ms.
+    assert!(report.drain >= Duration::from_millis(400), "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn stream_watching_the_signal_ends_cleanly_when_draining_begins() {
+    let graceful = coordinator(Duration::ZERO);
+    let (addr, server) = start(&graceful).await;
+    let mut c = client(addr).await;
+    let mut stream = within(
+        "count call",
+        c.count(CountRequest {
+            count: 10_000,
+            interval_ms: 50,
+            stop_on_shutdown: true,
+        }),
+    )
+    .await
+    .expect("count call accepted")
+    .into_inner();
+    let first = next_tick(&mut stream).await.expect("first tick");
+    assert!(!first.shutting_down);
+
+    graceful.trigger();
+    let mut last = first;
+    while let Some(tick) = next_tick(&mut stream).await {
+        last = tick;
+    }
+    assert!(last.shutting_down, "the last tick says the stream was cut short: {last:?}");
+    assert!(last.seq < 10_000);
+
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        report.drain < Duration::from_secs(1),
+        "the stream ended promptly instead of holding the drain: {report}"
+    );
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn new_call_while_draining_fails_with_unavailable() {
+    let graceful = coordinator(Duration::ZERO);
+    let (addr, server) = start(&graceful).await;
+    let mut c = client(addr).await;
+    // An in-flight stream keeps the drain (and the server) going meanwhile.
+    let mut stream = within(
+        "count call",
+        c.count(CountRequest {
+            count: 15,
+            interval_ms: 100,
+            stop_on_shutdown: false,
+        }),
+    )
+    .await
+    .expect("count call accepted")
+    .into_inner();
+    next_tick(&mut stream).await.expect("first tick");
+
+    graceful.trigger();
+    within("draining", graceful.signal().cancelled()).await;
+
+    // On the channel that is already connected: its connection got a GOAWAY
+    // and still carries the open stream. Depending on whether the client has
+    // read the GOAWAY yet, the call either reaches the draining responder
+    // (UNAVAILABLE) or is failed by the hyper client before it is sent
+    // (CANCELLED "connection closed": a known tonic client behaviour, see
+    // s2-streamstore/s2-sdk-rust#149); either way it is not served. The next
+    // call on that channel reconnects, finds the listener closed, and gets
+    // UNAVAILABLE.
+    let mut old = c.clone();
+    let err = within("hello on the old channel", old.hello(HelloRequest::default()))
+        .await
+        .expect_err("no new call is served while draining");
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::Cancelled),
+        "{err:?}"
+    );
+    let err = within("retry on the old channel", old.hello(HelloRequest::default()))
+        .await
+        .expect_err("no new call is served while draining");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // On a new connection (the listener is closed): UNAVAILABLE.
+    let fresh = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(STEP)
+        .connect_lazy();
+    let err = within("hello on a new channel", DemoClient::new(fresh).hello(HelloRequest::default()))
+        .await
+        .expect_err("no new call is served while draining");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // The accepted stream still finishes.
+    let mut n = 1;
+    while next_tick(&mut stream).await.is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 15);
+    let report = within("shutdown report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+/// A server whose listener stays open through the drain (as behind a proxy
+/// that still holds connections): a new call then reaches the draining
+/// responder, which answers a trailers-only `UNAVAILABLE` itself.
+#[tokio::test]
+async fn draining_responder_answers_unavailable_trailers_only() {
+    let graceful = Coordinator::builder()
+        .drain_deadline(Duration::from_secs(8))
+        .handle_signals(false)
+        .grpc_message("draining, try another replica")
+        .build()
+        .unwrap();
+    let (l, addr) = listener().await;
+    let done = graceful.clone();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(graceful.layer())
+            .add_service(DemoServer::new())
+            .serve_with_incoming_shutdown(TcpIncoming::from(l), async move {
+                done.wait().await;
+            }),
+    );
+    let mut c = client(addr).await;
+    let mut stream = within(
+        "count call",
+        c.count(CountRequest {
+            count: 5,
+            interval_ms: 100,
+            stop_on_shutdown: false,
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    next_tick(&mut stream).await.expect("first tick");
+
+    graceful.trigger();
+    within("draining", graceful.signal().cancelled()).await;
+    let err = within("hello while draining", c.hello(HelloRequest::default()))
+        .await
+        .expect_err("rejected while draining");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(err.message(), "draining, try another replica");
+    assert_eq!(graceful.rejected(), 1);
+
+    while next_tick(&mut stream).await.is_some() {}
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.rejected, 1, "{report}");
+    assert!(report.is_clean(), "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn health_reports_not_serving_from_the_trigger() {
+    // A pre-drain delay: the server still serves while balancers notice.
+    let graceful = coordinator(Duration::from_millis(1500));
+    let (addr, server) = start(&graceful).await;
+    let channel = within(
+        "connect",
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut health = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_owned(),
+    };
+
+    for service in ["", SERVICE_NAME] {
+        let status = within("check", health.check(check(service)))
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service:?} before the trigger");
+    }
+
+    // Watch sees the flip as an event.
+    let mut watch = within("watch", health.watch(check(SERVICE_NAME)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within("watch", watch.message()).await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    graceful.trigger();
+    let next = within("watch after trigger", watch.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    // The health Watch stream never ends by itself; let it go so it does not
+    // hold the drain.
+    drop(watch);
+
+    for service in ["", SERVICE_NAME] {
+        let status = within("check after trigger", health.check(check(service)))
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::NotServing, "{service:?} after the trigger");
+    }
+    // Still in the pre-drain delay: ordinary calls are still served.
+    assert!(graceful.report().is_none());
+    let mut c = DemoClient::new(health_channel(addr).await);
+    within("hello during pre-drain", c.hello(HelloRequest::default()))
+        .await
+        .expect("served during the pre-drain delay");
+
+    let report = within("shutdown report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+async fn health_channel(addr: SocketAddr) -> tonic::transport::Channel {
+    within(
+        "connect",
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .unwrap()
+}
