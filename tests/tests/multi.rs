@@ -1,0 +1,236 @@
+//! Several servers, one coordinator: the `multi` example's servers
+//! (`examples/src/bin/multi.rs`, included as a module so these tests run
+//! exactly its wiring) with real HTTP and gRPC clients over loopback.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tower_graceful::{Coordinator, DrainOutcome};
+
+#[path = "../../examples/src/bin/multi.rs"]
+#[allow(dead_code)]
+mod multi;
+
+use multi::grpc::demo::{CountRequest, DemoClient};
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
+    }
+}
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn send(c: &HttpClient, addr: SocketAddr, path: &str) -> http::Response<Incoming> {
+    let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();
+    within(path, c.get(uri)).await.expect("request succeeds")
+}
+
+async fn get(c: &HttpClient, addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let res = send(c, addr, path).await;
+    let status = res.status();
+    let body = within("body", res.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of a metric line `name value` in the admin port's `/metrics`.
+async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> String {
+    let (status, body) = get(c, admin, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
+        .to_owned()
+}
+
+async fn start(graceful: &Coordinator) -> multi::Servers {
+    let bind = || TcpListener::bind("127.0.0.1:0");
+    let (h, g, a) = (
+        bind().await.unwrap(),
+        bind().await.unwrap(),
+        bind().await.unwrap(),
+    );
+    multi::start(graceful, h, g, a)
+        .await
+        .expect("servers start")
+}
+
+/// An HTTP download of `chunks` chunks and a gRPC stream of `ticks` ticks,
+/// both 100 ms apart, are in flight when shutdown is triggered. The shutdown
+/// must complete only after both have ended, whichever is longer.
+async fn drain_waits_for_both(chunks: u32, ticks: u32) {
+    let graceful = Coordinator::builder()
+        .drain_deadline(Duration::from_secs(8))
+        .cleanup_timeout(Duration::from_secs(1))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let servers = start(&graceful).await;
+    let (http_addr, admin) = (servers.http, servers.admin);
+    let c = http_client();
+
+    assert_eq!(get(&c, http_addr, "/").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&c, admin, "/ready").await,
+        (StatusCode::OK, "ready\n".into())
+    );
+
+    // HTTP download: the head and first chunk arrive at once.
+    let res = send(&c, http_addr, &format!("/stream?chunks={chunks}&ms=100")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let first = within("first chunk", body.frame()).await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), Bytes::from("chunk 1\n"));
+
+    // gRPC stream: the first tick after 100 ms.
+    let mut grpc = within("grpc connect", DemoClient::connect(servers.grpc, STEP))
+        .await
+        .unwrap();
+    let mut stream = within(
+        "count",
+        grpc.count(CountRequest {
+            count: ticks,
+            interval_ms: 100,
+            stop_on_shutdown: false,
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let tick = within("first tick", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tick.seq, 1);
+
+    // Both count; the admin port's own requests do not.
+    assert_eq!(metric(&c, admin, "tower_graceful_in_flight").await, "2");
+
+    graceful.trigger();
+    within("draining", graceful.signal().cancelled()).await;
+
+    // The admin port keeps answering through the drain: readiness down,
+    // liveness up, the gauge still shows the work being waited for.
+    assert_eq!(
+        get(&c, admin, "/ready").await,
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+    );
+    assert_eq!(
+        get(&c, admin, "/live").await,
+        (StatusCode::OK, "live\n".into())
+    );
+    assert_eq!(
+        metric(&c, admin, "tower_graceful_phase{phase=\"draining\"}").await,
+        "1"
+    );
+    assert_eq!(metric(&c, admin, "tower_graceful_in_flight").await, "2");
+
+    // Read both to the end. While either still has more to send, the
+    // shutdown must not have completed.
+    let g1 = graceful.clone();
+    let http_done = async move {
+        let mut got = vec![Bytes::from("chunk 1\n")];
+        while let Some(frame) = within("chunk", body.frame()).await {
+            let data = frame.expect("body frame").into_data().unwrap();
+            got.push(data);
+            if (got.len() as u32) < chunks {
+                assert!(g1.report().is_none(), "done while HTTP still sending");
+            }
+        }
+        got
+    };
+    let g2 = graceful.clone();
+    let grpc_done = async move {
+        let mut seqs = vec![1];
+        while let Some(t) = within("tick", stream.message())
+            .await
+            .expect("grpc status OK")
+        {
+            seqs.push(t.seq);
+            if t.seq < ticks {
+                assert!(g2.report().is_none(), "done while gRPC still sending");
+            }
+        }
+        seqs
+    };
+    let (chunks_got, seqs) = tokio::join!(http_done, grpc_done);
+    let want: Vec<Bytes> = (1..=chunks)
+        .map(|i| Bytes::from(format!("chunk {i}\n")))
+        .collect();
+    assert_eq!(chunks_got, want, "the whole HTTP download arrived");
+    assert_eq!(
+        seqs,
+        (1..=ticks).collect::<Vec<_>>(),
+        "every gRPC tick arrived"
+    );
+
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.in_flight_at_drain, 2, "{report}");
+    assert_eq!(report.completed_while_draining, 2, "{report}");
+    assert!(report.is_clean(), "{report}");
+    let longest = u64::from(chunks.max(ticks) - 1) * 100;
+    assert!(
+        report.drain >= Duration::from_millis(longest - 150),
+        "the drain waited for the longer of the two: {report}"
+    );
+
+    // Every server stops: public and gRPC at draining, admin after the report.
+    for (name, outcome) in servers.join(STEP).await {
+        assert_eq!(outcome, Ok(()), "{name} server");
+    }
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "admin port closed after the shutdown"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_longer_grpc_stream() {
+    drain_waits_for_both(3, 9).await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_longer_http_download() {
+    drain_waits_for_both(9, 3).await;
+}
+
+#[tokio::test]
+async fn idle_servers_shut_down_at_once() {
+    let graceful = Coordinator::builder()
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let servers = start(&graceful).await;
+    let c = http_client();
+    assert_eq!(
+        metric(&c, servers.admin, "tower_graceful_in_flight").await,
+        "0"
+    );
+    graceful.trigger();
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+    assert!(report.drain < Duration::from_millis(500), "{report}");
+    for (name, outcome) in servers.join(STEP).await {
+        assert_eq!(outcome, Ok(()), "{name} server");
+    }
+}
