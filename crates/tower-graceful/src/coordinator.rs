@@ -315,9 +315,7 @@ impl Coordinator {
         let cfg = &self.inner.config;
         shared.triggered.wait().await;
         let t0 = Instant::now();
-        let cause = lock(&self.inner.cause)
-            .clone()
-            .unwrap_or(TriggerCause::Api);
+        let cause = lock(&self.inner.cause).clone().unwrap_or(TriggerCause::Api);
         tracing::info!(
             target: "tower_graceful",
             %cause,
@@ -430,7 +428,11 @@ impl Coordinator {
     }
 }
 
-async fn run_hooks(hooks: Vec<Hook>, default_timeout: Duration, budget: Duration) -> Vec<HookReport> {
+async fn run_hooks(
+    hooks: Vec<Hook>,
+    default_timeout: Duration,
+    budget: Duration,
+) -> Vec<HookReport> {
     let end = Instant::now() + budget;
     let mut out = Vec::with_capacity(hooks.len());
     for hook in hooks {
@@ -454,7 +456,9 @@ async fn run_hooks(hooks: Vec<Hook>, default_timeout: Duration, budget: Duration
         let outcome = match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(Ok(()))) => HookOutcome::Completed,
             Ok(Ok(Err(e))) => HookOutcome::Failed(e.to_string()),
-            Ok(Err(join)) if join.is_panic() => HookOutcome::Panicked(panic_message(join.into_panic())),
+            Ok(Err(join)) if join.is_panic() => {
+                HookOutcome::Panicked(panic_message(join.into_panic()))
+            }
             Ok(Err(_)) => HookOutcome::Failed("hook task was cancelled".to_owned()),
             Err(_) => {
                 task.abort();
@@ -557,10 +561,8 @@ impl<S> Layer<S> for GracefulLayer {
     type Service = Graceful<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.probes.layer(
-            self.drain
-                .layer(self.signal.layer(self.count.layer(inner))),
-        )
+        self.probes
+            .layer(self.drain.layer(self.signal.layer(self.count.layer(inner))))
     }
 }
 

@@ -253,7 +253,26 @@ impl<S> Layer<S> for DrainLayer {
 }
 
 /// Middleware that answers new requests with a retryable rejection while
-/// draining. See the [module docs](self).
+///
+/// The draining responder.
+///
+/// Once the coordinator is draining, [`Drain`] answers new requests itself
+/// instead of calling the inner service:
+///
+/// * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
+///   jittered so rejected clients do not return as one burst), `Connection:
+///   close` on HTTP/1.x (so the client's retry opens a new connection, which a
+///   load balancer sends elsewhere), and a short `text/plain` body.
+/// * gRPC (`content-type: application/grpc*`): `200 OK` trailers-only with
+///   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
+///   UNAVAILABLE as retryable.
+///
+/// Requests that passed the check before draining began are never touched.
+/// Exempt paths (probes, metrics) always pass. The service never returns an
+/// error for a rejection: it is a response.
+///
+/// Nothing in the rejection depends on the request's size or content (no
+/// echo, no allocation proportional to what the client sent).
 #[derive(Clone)]
 pub struct Drain<S> {
     inner: S,

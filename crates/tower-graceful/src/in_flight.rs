@@ -61,7 +61,20 @@ impl<S> Layer<S> for InFlightLayer {
 }
 
 /// Middleware that counts each request until its response body ends.
-/// See the [module docs](self).
+///
+/// Body-aware in-flight counting.
+///
+/// [`InFlight`] counts a request from `call` until its response **body** ends
+/// (or errors, or is dropped). The guard taken in `call` moves from the
+/// [`ResponseFuture`] into the [`ResponseBody`], so a streaming response, an
+/// SSE stream or a gRPC stream keeps the drain waiting until its last frame.
+/// Every way out releases it exactly once: the body finishing, the body being
+/// dropped early (client gone), the future being dropped (client gone before
+/// the response), the inner service returning an error, and a handler
+/// panicking (unwinding drops the future).
+///
+/// Unlike a concurrency limit, which stops counting when the response future
+/// resolves (tower-http #447), the count here ends with the body.
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,

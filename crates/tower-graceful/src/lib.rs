@@ -77,23 +77,23 @@ mod tracker;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-mod axum;
+mod extract;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-#[cfg(feature = "axum")]
-pub use crate::axum::MissingShutdownSignal;
 pub use crate::body::FixedBody;
 pub use crate::builder::{
-    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
-    DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER,
+    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
+    DEFAULT_RETRY_AFTER,
 };
 pub use crate::coordinator::{
     Coordinator, Draining, Graceful, GracefulLayer, HookRegistrationError,
 };
 pub use crate::drain::{Drain, DrainLayer, RejectContext};
 pub use crate::extension::{AddSignal, SignalLayer};
+#[cfg(feature = "axum")]
+pub use crate::extract::MissingShutdownSignal;
 pub use crate::in_flight::{InFlight, InFlightLayer};
 pub use crate::probe::{
     LivenessService, ProbeLayer, Probes, Readiness, ReadinessGate, ReadinessService,
@@ -116,5 +116,5 @@ pub mod body_types {
     pub use crate::in_flight::ResponseBody as InFlightBody;
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(tower_graceful_loom)))]
 mod tests;

@@ -33,6 +33,21 @@ use crate::sync::{lock, Arc};
 use crate::Coordinator;
 
 /// Handle for app-controlled readiness: create gates, read the status.
+///
+/// Readiness and liveness for load balancers and orchestrators.
+///
+/// * **Readiness** answers `200 ready` while serving and every
+///   [`ReadinessGate`] is ready; `503 not ready: <gate>` while a gate is not;
+///   `503 draining` from the moment shutdown is triggered (before the
+///   pre-drain delay, so balancers stop sending new work while the instance
+///   still serves it).
+/// * **Liveness** answers `200 live` through the whole shutdown, so an
+///   orchestrator does not kill a pod that is draining on purpose.
+///
+/// Both answer `GET` and `HEAD` (`HEAD` with no body) and `405` otherwise.
+/// Bodies say only the state; no configuration, versions or request data.
+/// Use [`ReadinessService`] / [`LivenessService`] as route services, or
+/// [`ProbeLayer`] to answer fixed paths in front of any service.
 #[derive(Clone)]
 pub struct Readiness {
     shared: Arc<Shared>,
@@ -156,7 +171,7 @@ fn liveness_response(method: &Method) -> Response<FixedBody> {
     probe_response(method, true, Bytes::from_static(b"live\n"))
 }
 
-/// A tower service answering the readiness probe (see the [module docs](self)).
+/// A tower service answering the readiness probe (see [`Readiness`]).
 /// Works with axum's `route_service`.
 #[derive(Clone)]
 pub struct ReadinessService {

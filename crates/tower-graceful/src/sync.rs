@@ -6,14 +6,17 @@
 #[cfg(tower_graceful_loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicUsize},
-    Arc, Mutex, MutexGuard,
+    Mutex, MutexGuard,
 };
 
 #[cfg(not(tower_graceful_loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicUsize},
-    Arc, Mutex, MutexGuard,
+    Mutex, MutexGuard,
 };
+
+/// Ownership only (no interleavings to explore), so always `std`'s.
+pub(crate) use std::sync::Arc;
 
 /// Locks `m`, ignoring poisoning.
 ///

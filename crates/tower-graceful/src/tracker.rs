@@ -256,8 +256,15 @@ impl Tracker {
         let switched = s.switched;
         drop(s);
         if switched && entry.is_some() {
-            if matches!(entry, Some(Entry { kind: Kind::Request { .. }, .. })) {
-                self.completed_while_draining.fetch_add(1, Ordering::Relaxed);
+            if matches!(
+                entry,
+                Some(Entry {
+                    kind: Kind::Request { .. },
+                    ..
+                })
+            ) {
+                self.completed_while_draining
+                    .fetch_add(1, Ordering::Relaxed);
             }
             self.dec_global();
         }
