@@ -125,7 +125,11 @@ where
 
 async fn hello(req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
     let name = req.into_inner().name;
-    let name = if name.is_empty() { "world".to_owned() } else { name };
+    let name = if name.is_empty() {
+        "world".to_owned()
+    } else {
+        name
+    };
     Ok(Response::new(HelloReply {
         message: format!("hello, {name}"),
     }))
@@ -167,7 +171,10 @@ struct TickState {
     done: bool,
 }
 
-fn ticks(args: CountRequest, signal: Option<ShutdownSignal>) -> impl Stream<Item = Result<Tick, Status>> {
+fn ticks(
+    args: CountRequest,
+    signal: Option<ShutdownSignal>,
+) -> impl Stream<Item = Result<Tick, Status>> {
     let state = TickState {
         next: 1,
         count: args.count,

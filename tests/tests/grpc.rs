@@ -42,7 +42,9 @@ fn coordinator(pre_drain: Duration) -> Coordinator {
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = l.local_addr().expect("local addr");
     (l, addr)
 }
@@ -50,7 +52,10 @@ async fn listener() -> (TcpListener, SocketAddr) {
 /// The example's server on a free loopback port.
 async fn start(
     graceful: &Coordinator,
-) -> (SocketAddr, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+) -> (
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     let (l, addr) = listener().await;
     let task = example::serve_grpc(graceful, l).await;
     (addr, task)
@@ -73,10 +78,15 @@ async fn unary_call_is_served() {
     let graceful = coordinator(Duration::ZERO);
     let (addr, server) = start(&graceful).await;
     let mut c = client(addr).await;
-    let reply = within("hello", c.hello(HelloRequest { name: "grpc".into() }))
-        .await
-        .expect("hello succeeds")
-        .into_inner();
+    let reply = within(
+        "hello",
+        c.hello(HelloRequest {
+            name: "grpc".into(),
+        }),
+    )
+    .await
+    .expect("hello succeeds")
+    .into_inner();
     assert_eq!(reply.message, "hello, grpc");
     graceful.trigger();
     within("shutdown", graceful.wait()).await;
@@ -110,7 +120,10 @@ async fn in_flight_stream_completes_with_every_message_after_trigger() {
 
     let mut seen = vec![first.seq];
     while let Some(tick) = next_tick(&mut stream).await {
-        assert!(!tick.shutting_down, "stream was not asked to stop on shutdown");
+        assert!(
+            !tick.shutting_down,
+            "stream was not asked to stop on shutdown"
+        );
         seen.push(tick.seq);
         if tick.seq < count {
             // More to come, so the coordinator must still be waiting.
@@ -121,7 +134,11 @@ async fn in_flight_stream_completes_with_every_message_after_trigger() {
             );
         }
     }
-    assert_eq!(seen, (1..=count).collect::<Vec<_>>(), "every message arrived");
+    assert_eq!(
+        seen,
+        (1..=count).collect::<Vec<_>>(),
+        "every message arrived"
+    );
 
     let report = within("shutdown report", graceful.wait()).await;
     assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
@@ -157,7 +174,10 @@ async fn stream_watching_the_signal_ends_cleanly_when_draining_begins() {
     while let Some(tick) = next_tick(&mut stream).await {
         last = tick;
     }
-    assert!(last.shutting_down, "the last tick says the stream was cut short: {last:?}");
+    assert!(
+        last.shutting_down,
+        "the last tick says the stream was cut short: {last:?}"
+    );
     assert!(last.seq < 10_000);
 
     let report = within("shutdown report", graceful.wait()).await;
@@ -201,25 +221,34 @@ async fn new_call_while_draining_fails_with_unavailable() {
     // call on that channel reconnects, finds the listener closed, and gets
     // UNAVAILABLE.
     let mut old = c.clone();
-    let err = within("hello on the old channel", old.hello(HelloRequest::default()))
-        .await
-        .expect_err("no new call is served while draining");
+    let err = within(
+        "hello on the old channel",
+        old.hello(HelloRequest::default()),
+    )
+    .await
+    .expect_err("no new call is served while draining");
     assert!(
         matches!(err.code(), Code::Unavailable | Code::Cancelled),
         "{err:?}"
     );
-    let err = within("retry on the old channel", old.hello(HelloRequest::default()))
-        .await
-        .expect_err("no new call is served while draining");
+    let err = within(
+        "retry on the old channel",
+        old.hello(HelloRequest::default()),
+    )
+    .await
+    .expect_err("no new call is served while draining");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     // On a new connection (the listener is closed): UNAVAILABLE.
     let fresh = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(STEP)
         .connect_lazy();
-    let err = within("hello on a new channel", DemoClient::new(fresh).hello(HelloRequest::default()))
-        .await
-        .expect_err("no new call is served while draining");
+    let err = within(
+        "hello on a new channel",
+        DemoClient::new(fresh).hello(HelloRequest::default()),
+    )
+    .await
+    .expect_err("no new call is served while draining");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
     // The accepted stream still finishes.
@@ -308,7 +337,11 @@ async fn health_reports_not_serving_from_the_trigger() {
             .unwrap()
             .into_inner()
             .status();
-        assert_eq!(status, ServingStatus::Serving, "{service:?} before the trigger");
+        assert_eq!(
+            status,
+            ServingStatus::Serving,
+            "{service:?} before the trigger"
+        );
     }
 
     // Watch sees the flip as an event.
@@ -334,7 +367,11 @@ async fn health_reports_not_serving_from_the_trigger() {
             .unwrap()
             .into_inner()
             .status();
-        assert_eq!(status, ServingStatus::NotServing, "{service:?} after the trigger");
+        assert_eq!(
+            status,
+            ServingStatus::NotServing,
+            "{service:?} after the trigger"
+        );
     }
     // Still in the pre-drain delay: ordinary calls are still served.
     assert!(graceful.report().is_none());

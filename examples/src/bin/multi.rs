@@ -21,8 +21,9 @@
 //! ```
 //!
 //! Prints `http listening on ADDR`, `grpc listening on ADDR` and
-//! `admin listening on ADDR` once bound (ports may be 0). Durations as in the
-//! `tonic` example. Exits 0 when the shutdown was clean.
+//! `admin listening on ADDR` once bound (ports may be 0). `HOST` and the
+//! `GRACEFUL_*` timings as in the `tonic` example. Exits 0 when the shutdown
+//! was clean and every server stopped.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -115,7 +116,11 @@ pub(crate) async fn start(
         http: http_addr,
         grpc: grpc_addr,
         admin: admin_addr,
-        tasks: vec![("http", http_task), ("grpc", grpc_task), ("admin", admin_task)],
+        tasks: vec![
+            ("http", http_task),
+            ("grpc", grpc_task),
+            ("admin", admin_task),
+        ],
     })
 }
 
@@ -182,12 +187,18 @@ async fn metrics(State(graceful): State<Coordinator>) -> impl IntoResponse {
         "# HELP tower_graceful_in_flight Requests and tracked tasks in flight (public and gRPC servers).\n\
          # TYPE tower_graceful_in_flight gauge\n",
     );
-    body.push_str(&format!("tower_graceful_in_flight {}\n", graceful.in_flight()));
+    body.push_str(&format!(
+        "tower_graceful_in_flight {}\n",
+        graceful.in_flight()
+    ));
     body.push_str(
         "# HELP tower_graceful_rejected_total Requests answered with the draining rejection.\n\
          # TYPE tower_graceful_rejected_total counter\n",
     );
-    body.push_str(&format!("tower_graceful_rejected_total {}\n", graceful.rejected()));
+    body.push_str(&format!(
+        "tower_graceful_rejected_total {}\n",
+        graceful.rejected()
+    ));
     body.push_str(
         "# HELP tower_graceful_phase The shutdown phase (1 for the current one).\n\
          # TYPE tower_graceful_phase gauge\n",
@@ -214,22 +225,20 @@ async fn metrics(State(graceful): State<Coordinator>) -> impl IntoResponse {
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
 
-    let bind = |port: u16| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)));
+    // Validate the configuration before binding anything.
+    let graceful = grpc::builder_from_env()?.build()?;
+    let bind = |port: u16| async move {
+        let addr = grpc::bind_addr(port)?;
+        Ok::<_, Box<dyn Error>>(TcpListener::bind(addr).await?)
+    };
     let http = bind(grpc::env_port("PORT", 8080)?).await?;
     let grpc_l = bind(grpc::env_port("GRPC_PORT", 50051)?).await?;
     let admin = bind(grpc::env_port("ADMIN_PORT", 9090)?).await?;
-
-    let graceful = Coordinator::builder()
-        .pre_drain_delay(grpc::env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
-        .drain_deadline(grpc::env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
-        .cleanup_timeout(Duration::from_secs(2))
-        .build()?;
 
     let servers = start(&graceful, http, grpc_l, admin).await?;
     println!("http listening on {}", servers.http);

@@ -16,9 +16,11 @@
 //! PORT=50051 GRACEFUL_PRE_DRAIN=2s GRACEFUL_DEADLINE=10s cargo run -p tower-graceful-examples --bin tonic
 //! ```
 //!
-//! Environment: `PORT` (default 50051; 0 picks a free port), `GRACEFUL_PRE_DRAIN`
-//! (default 0s), `GRACEFUL_DEADLINE` (default 10s); durations as `250ms`,
-//! `2s` or a bare number of seconds. Prints `listening on ADDR` once bound.
+//! Environment: `HOST` (default 127.0.0.1), `PORT` (default 50051; 0 picks a
+//! free port), `GRACEFUL_PRE_DRAIN` (default 0s), `GRACEFUL_DEADLINE` (default
+//! 10s), `GRACEFUL_CLEANUP` (default 2s), `GRACEFUL_TOTAL` (optional budget
+//! the phases must fit in); durations as `250ms`, `2s` or a bare number of
+//! seconds. Prints `listening on ADDR` once bound.
 //! SIGTERM / Ctrl-C starts the shutdown, a second one forces it. Exits 0 when
 //! the shutdown was clean, 1 when work had to be abandoned.
 
@@ -77,6 +79,30 @@ pub(crate) fn env_duration(name: &str, default: Duration) -> Result<Duration, St
     }
 }
 
+/// `HOST` (default `127.0.0.1`; `0.0.0.0` in a container) and a port.
+pub(crate) fn bind_addr(port: u16) -> Result<SocketAddr, String> {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| format!("HOST={host:?}: expected an IP address such as 127.0.0.1 or 0.0.0.0"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The coordinator's timing from the environment: `GRACEFUL_PRE_DRAIN`
+/// (default 0s), `GRACEFUL_DEADLINE` (default 10s), `GRACEFUL_CLEANUP`
+/// (default 2s) and, if set, `GRACEFUL_TOTAL` (the orchestrator's kill
+/// timer, e.g. `terminationGracePeriodSeconds`; the phases must fit in it).
+pub(crate) fn builder_from_env() -> Result<tower_graceful::Builder, String> {
+    let mut b = Coordinator::builder()
+        .pre_drain_delay(env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
+        .drain_deadline(env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
+        .cleanup_timeout(env_duration("GRACEFUL_CLEANUP", Duration::from_secs(2))?);
+    if std::env::var_os("GRACEFUL_TOTAL").is_some() {
+        b = b.total_budget(env_duration("GRACEFUL_TOTAL", Duration::ZERO)?);
+    }
+    Ok(b)
+}
+
 pub(crate) fn env_port(name: &str, default: u16) -> Result<u16, String> {
     match std::env::var(name) {
         Ok(v) => v
@@ -92,20 +118,15 @@ pub(crate) fn env_port(name: &str, default: u16) -> Result<u16, String> {
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
 
     let port = env_port("PORT", 50051)?;
-    let graceful = Coordinator::builder()
-        .pre_drain_delay(env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
-        .drain_deadline(env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
-        .cleanup_timeout(Duration::from_secs(2))
-        .build()?;
+    let graceful = builder_from_env()?.build()?;
 
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let listener = TcpListener::bind(bind_addr(port)?).await?;
     let addr = listener.local_addr()?;
     let server = serve_grpc(&graceful, listener).await;
     println!("listening on {addr}");
