@@ -33,7 +33,7 @@ use crate::report::{
     DrainOutcome, HookOutcome, HookReport, ShutdownReport, Straggler, StragglerKind, TriggerCause,
 };
 use crate::signal::{InFlightGuard, ShutdownSignal};
-use crate::state::{Phase, Shared};
+use crate::state::{Phase, Shared, SharedRef};
 use crate::sync::{lock, Arc, Mutex};
 use crate::tracker::Kind;
 
@@ -48,7 +48,8 @@ struct Hook {
 }
 
 struct Inner {
-    config: Config,
+    /// Leaked like the shared state, so layers can hold `&'static` parts of it.
+    config: &'static Config,
     /// `None` once cleanup has begun: later hooks are refused.
     hooks: Mutex<Option<Vec<Hook>>>,
     cause: Mutex<Option<TriggerCause>>,
@@ -87,7 +88,7 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Coordinator {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: SharedRef,
     inner: Arc<Inner>,
 }
 
@@ -110,9 +111,9 @@ impl Coordinator {
         config: Config,
         handle: &tokio::runtime::Handle,
     ) -> Result<Self, ConfigError> {
-        let shared = Arc::new(Shared::new(CancellationToken::new(), true));
+        let shared = SharedRef::leak(Shared::new(CancellationToken::new(), true));
         let inner = Arc::new(Inner {
-            config,
+            config: Box::leak(Box::new(config)),
             hooks: Mutex::new(Some(Vec::new())),
             cause: Mutex::new(None),
             report: Mutex::new(None),
@@ -125,8 +126,8 @@ impl Coordinator {
         Ok(coordinator)
     }
 
-    pub(crate) fn config(&self) -> &Config {
-        &self.inner.config
+    pub(crate) fn config(&self) -> &'static Config {
+        self.inner.config
     }
 
     /// Starts the shutdown (idempotent: later calls do nothing). Returns
@@ -312,7 +313,7 @@ impl Coordinator {
 
     async fn drive(self) {
         let shared = &self.shared;
-        let cfg = &self.inner.config;
+        let cfg = self.inner.config;
         shared.triggered.wait().await;
         let t0 = Instant::now();
         let cause = lock(&self.inner.cause).clone().unwrap_or(TriggerCause::Api);

@@ -32,7 +32,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::state::Shared;
+use crate::state::SharedRef;
 use crate::sync::Arc;
 use crate::Coordinator;
 
@@ -82,6 +82,7 @@ pub(crate) struct RejectConfig {
     /// `Retry-After` values for base, base+1, … base+jitter seconds.
     pub(crate) retry_after: Arc<[HeaderValue]>,
     pub(crate) body: Bytes,
+    content_length: HeaderValue,
     pub(crate) grpc_message: HeaderValue,
     pub(crate) exempt: Arc<[String]>,
     pub(crate) custom: Option<Arc<Custom>>,
@@ -106,12 +107,27 @@ impl RejectConfig {
         grpc_message: HeaderValue,
         exempt: Vec<String>,
     ) -> Self {
+        // Built once per coordinator and kept for the process, as `'static`
+        // values: cloning a static `HeaderValue` or `Bytes` copies a pointer,
+        // where a shared one would bump a reference count on a cache line
+        // that every core's rejections touch.
         let retry_after = (retry_after_secs..=retry_after_secs + jitter_secs)
-            .map(HeaderValue::from)
+            .map(|s| HeaderValue::from_static(Box::leak(s.to_string().into_boxed_str())))
             .collect();
+        let body = Bytes::from_static(Box::leak(body.to_vec().into_boxed_slice()));
+        let grpc_message = HeaderValue::from_static(Box::leak(
+            grpc_message
+                .to_str()
+                .unwrap_or("unavailable")
+                .to_owned()
+                .into_boxed_str(),
+        ));
+        let content_length =
+            HeaderValue::from_static(Box::leak(body.len().to_string().into_boxed_str()));
         Self {
             retry_after,
             body,
+            content_length,
             grpc_message,
             exempt: exempt.into(),
             custom: None,
@@ -159,7 +175,7 @@ impl RejectConfig {
             let h = res.headers_mut();
             h.insert(RETRY_AFTER, retry_after.clone());
             h.insert(CONTENT_TYPE, TEXT_PLAIN);
-            h.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+            h.insert(CONTENT_LENGTH, self.content_length.clone());
             if req.version() <= Version::HTTP_11 {
                 // Only HTTP/1.x has connection-level headers; HTTP/2 and 3
                 // forbid them (the server's GOAWAY does the job there).
@@ -196,8 +212,8 @@ fn jitter(n: usize) -> usize {
 /// Layer that applies [`Drain`].
 #[derive(Clone)]
 pub struct DrainLayer {
-    shared: Arc<Shared>,
-    config: RejectConfig,
+    shared: SharedRef,
+    config: &'static RejectConfig,
 }
 
 impl DrainLayer {
@@ -206,17 +222,23 @@ impl DrainLayer {
     pub fn new(coordinator: &Coordinator) -> Self {
         Self {
             shared: coordinator.shared.clone(),
-            config: coordinator.config().reject.clone(),
+            config: &coordinator.config().reject,
         }
     }
 
     /// Adds an exact path that is always passed through (for example a
     /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
     /// validates paths; this adds one without checks.
+    ///
+    /// Like the coordinator, a configured layer lives for the whole process
+    /// (services hold a `&'static` to it so per-request clones are free):
+    /// configure layers at start-up, not per request.
     pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        let mut v: Vec<String> = self.config.exempt.iter().cloned().collect();
+        let mut config = self.config.clone();
+        let mut v: Vec<String> = config.exempt.iter().cloned().collect();
         v.push(path.into());
-        self.config.exempt = v.into();
+        config.exempt = v.into();
+        self.config = Box::leak(Box::new(config));
         self
     }
 
@@ -227,7 +249,9 @@ impl DrainLayer {
     where
         F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.config.custom = Some(Arc::new(f));
+        let mut config = self.config.clone();
+        config.custom = Some(Arc::new(f));
+        self.config = Box::leak(Box::new(config));
         self
     }
 }
@@ -247,7 +271,7 @@ impl<S> Layer<S> for DrainLayer {
         Drain {
             inner,
             shared: self.shared.clone(),
-            config: self.config.clone(),
+            config: self.config,
         }
     }
 }
@@ -276,8 +300,8 @@ impl<S> Layer<S> for DrainLayer {
 #[derive(Clone)]
 pub struct Drain<S> {
     inner: S,
-    shared: Arc<Shared>,
-    config: RejectConfig,
+    shared: SharedRef,
+    config: &'static RejectConfig,
 }
 
 impl<S> Drain<S> {

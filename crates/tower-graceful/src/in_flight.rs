@@ -24,14 +24,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::signal::InFlightGuard;
-use crate::state::Shared;
-use crate::sync::Arc;
+use crate::state::SharedRef;
 use crate::Coordinator;
 
 /// Layer that applies [`InFlight`].
 #[derive(Clone)]
 pub struct InFlightLayer {
-    shared: Arc<Shared>,
+    shared: SharedRef,
 }
 
 impl InFlightLayer {
@@ -78,7 +77,7 @@ impl<S> Layer<S> for InFlightLayer {
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: SharedRef,
 }
 
 impl<S> InFlight<S> {

@@ -28,7 +28,7 @@ use tower_service::Service;
 
 use crate::body::FixedBody;
 use crate::drain::ResponseBody as EitherBody;
-use crate::state::{Gate, ReadinessStatus, Shared};
+use crate::state::{Gate, ReadinessStatus, Shared, SharedRef};
 use crate::sync::{lock, Arc};
 use crate::Coordinator;
 
@@ -50,7 +50,7 @@ use crate::Coordinator;
 /// [`ProbeLayer`] to answer fixed paths in front of any service.
 #[derive(Clone)]
 pub struct Readiness {
-    shared: Arc<Shared>,
+    shared: SharedRef,
 }
 
 impl fmt::Debug for Readiness {
@@ -62,7 +62,7 @@ impl fmt::Debug for Readiness {
 }
 
 impl Readiness {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: SharedRef) -> Self {
         Self { shared }
     }
 
@@ -93,7 +93,7 @@ impl Readiness {
 
 /// One app-controlled readiness condition. See [`Readiness::gate`].
 pub struct ReadinessGate {
-    shared: Arc<Shared>,
+    shared: SharedRef,
     id: u64,
 }
 
@@ -175,7 +175,7 @@ fn liveness_response(method: &Method) -> Response<FixedBody> {
 /// Works with axum's `route_service`.
 #[derive(Clone)]
 pub struct ReadinessService {
-    shared: Arc<Shared>,
+    shared: SharedRef,
 }
 
 impl ReadinessService {
@@ -246,8 +246,8 @@ pub(crate) struct ProbePaths {
 /// probes keep answering while everything else is rejected.
 #[derive(Clone)]
 pub struct ProbeLayer {
-    shared: Arc<Shared>,
-    paths: ProbePaths,
+    shared: SharedRef,
+    paths: &'static ProbePaths,
 }
 
 impl ProbeLayer {
@@ -257,7 +257,7 @@ impl ProbeLayer {
     pub fn new(coordinator: &Coordinator) -> Self {
         Self {
             shared: coordinator.shared.clone(),
-            paths: coordinator.config().probes.clone(),
+            paths: &coordinator.config().probes,
         }
     }
 }
@@ -277,7 +277,7 @@ impl<S> Layer<S> for ProbeLayer {
         Probes {
             inner,
             shared: self.shared.clone(),
-            paths: self.paths.clone(),
+            paths: self.paths,
         }
     }
 }
@@ -286,8 +286,8 @@ impl<S> Layer<S> for ProbeLayer {
 #[derive(Clone)]
 pub struct Probes<S> {
     inner: S,
-    shared: Arc<Shared>,
-    paths: ProbePaths,
+    shared: SharedRef,
+    paths: &'static ProbePaths,
 }
 
 impl<S> Probes<S> {

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::state::Shared;
+use crate::state::{Shared, SharedRef};
 use crate::sync::Arc;
 use crate::tracker::{InlinePath, Kind, Ticket};
 
@@ -52,7 +52,7 @@ use crate::tracker::{InlinePath, Kind, Ticket};
 /// ```
 #[derive(Clone)]
 pub struct ShutdownSignal {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: SharedRef,
 }
 
 impl fmt::Debug for ShutdownSignal {
@@ -65,7 +65,7 @@ impl fmt::Debug for ShutdownSignal {
 }
 
 impl ShutdownSignal {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: SharedRef) -> Self {
         Self { shared }
     }
 
@@ -147,7 +147,7 @@ impl From<ShutdownSignal> for CancellationToken {
 /// them.
 impl From<CancellationToken> for ShutdownSignal {
     fn from(token: CancellationToken) -> Self {
-        Self::new(Arc::new(Shared::new(token, false)))
+        Self::new(SharedRef::Owned(Arc::new(Shared::new(token, false))))
     }
 }
 
@@ -183,13 +183,13 @@ impl Future for Cancelled<'_> {
 /// [`ShutdownSignal::track`] or [`Coordinator::track`](crate::Coordinator::track).
 /// The drain completes only when every guard is gone.
 pub struct InFlightGuard {
-    shared: Arc<Shared>,
+    shared: SharedRef,
     ticket: Option<Ticket>,
 }
 
 impl InFlightGuard {
     #[inline]
-    pub(crate) fn acquire(shared: &Arc<Shared>, kind: Kind) -> Self {
+    pub(crate) fn acquire(shared: &SharedRef, kind: Kind) -> Self {
         let ticket = shared.tracker.acquire(kind);
         Self {
             shared: shared.clone(),
@@ -198,7 +198,7 @@ impl InFlightGuard {
     }
 
     #[inline]
-    pub(crate) fn request(shared: &Arc<Shared>, method: &http::Method, path: &str) -> Self {
+    pub(crate) fn request(shared: &SharedRef, method: &http::Method, path: &str) -> Self {
         Self::acquire(
             shared,
             Kind::Request {

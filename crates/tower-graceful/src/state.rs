@@ -77,6 +77,41 @@ pub(crate) struct Gates {
     pub(crate) gates: Vec<Gate>,
 }
 
+/// How layers, futures, bodies and guards reach the shared state.
+///
+/// A coordinator's state is allocated once and intentionally never freed
+/// (`Static`): hyper and axum clone the service stack for every request, and
+/// every guard needs the state, so an `Arc` here would put two atomic
+/// reference-count updates on one shared cache line into every request, which
+/// is what makes peers slow down when several cores serve at once. A copy of
+/// a `&'static` touches nothing. The cost is a few KiB per coordinator, and
+/// there is one coordinator per process. Signals made from a bare
+/// `CancellationToken` (possibly many) use `Owned` and are freed normally.
+#[derive(Clone, Debug)]
+pub(crate) enum SharedRef {
+    Static(&'static Shared),
+    Owned(std::sync::Arc<Shared>),
+}
+
+impl SharedRef {
+    /// Allocates `shared` for the life of the process.
+    pub(crate) fn leak(shared: Shared) -> Self {
+        SharedRef::Static(Box::leak(Box::new(shared)))
+    }
+}
+
+impl std::ops::Deref for SharedRef {
+    type Target = Shared;
+
+    #[inline(always)]
+    fn deref(&self) -> &Shared {
+        match self {
+            SharedRef::Static(s) => s,
+            SharedRef::Owned(s) => s,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     phase: AtomicU8,
