@@ -82,9 +82,9 @@ pub(crate) fn env_duration(name: &str, default: Duration) -> Result<Duration, St
 /// `HOST` (default `127.0.0.1`; `0.0.0.0` in a container) and a port.
 pub(crate) fn bind_addr(port: u16) -> Result<SocketAddr, String> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
-    let ip: std::net::IpAddr = host
-        .parse()
-        .map_err(|_| format!("HOST={host:?}: expected an IP address such as 127.0.0.1 or 0.0.0.0"))?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        format!("HOST={host:?}: expected an IP address such as 127.0.0.1 or 0.0.0.0")
+    })?;
     Ok(SocketAddr::new(ip, port))
 }
 
