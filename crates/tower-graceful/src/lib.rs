@@ -117,4 +117,6 @@ pub mod body_types {
 }
 
 #[cfg(all(test, not(tower_graceful_loom)))]
+mod model_tests;
+#[cfg(all(test, not(tower_graceful_loom)))]
 mod tests;
