@@ -1,1 +1,98 @@
-//! placeholder
+//! Small helpers shared by the runnable examples in `src/bin/`.
+//!
+//! The examples themselves are the interesting part:
+//!
+//! * `cargo run -p tower-graceful-examples --bin demo`: a self-contained tour
+//!   (server, traffic, shutdown, timeline, report) on loopback.
+//! * `cargo run -p tower-graceful-examples --bin axum`: a realistic axum
+//!   server to copy from (SIGTERM / Ctrl-C, probes, streams, SSE, WebSocket).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why [`parse_duration`] refused its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationError {
+    input: String,
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not a duration: use a whole number with a unit, like 500ms, 2s or 1m",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// Parses a human duration: `500ms`, `2s`, `1m`, or `0`.
+///
+/// Units: `ms`, `s`, `m`. A bare number is accepted only when it is `0`, so
+/// that `10` (seconds? milliseconds?) is an error rather than a guess.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_graceful_examples::parse_duration;
+///
+/// assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+/// assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+/// assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+/// assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+/// assert!(parse_duration("10").is_err());
+/// assert!(parse_duration("fast").is_err());
+/// ```
+pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError {
+        input: input.to_owned(),
+    };
+    let s = input.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(err),
+        _ => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse_duration("0ms").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration(" 250ms ").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("3m").unwrap(), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "-1s",
+            "1.5s",
+            "1h",
+            "10",
+            "1 s",
+            "99999999999999999999s",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.to_string().contains("like 500ms"), "{bad:?}: {e}");
+        }
+    }
+}

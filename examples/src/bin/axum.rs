@@ -1,0 +1,358 @@
+//! A realistic axum server with graceful shutdown.
+//!
+//! ```text
+//! cargo run -p tower-graceful-examples --bin axum
+//! curl localhost:3000/slow?ms=5000 &  kill -TERM <pid>   # the request still completes
+//! ```
+//!
+//! Routes: `/` (fast), `/slow?ms=` (default 1000), `/stream?chunks=N` (N chunks
+//! 200 ms apart; without `chunks` it streams until shutdown, then ends
+//! cleanly), `/sse` (events until shutdown, then a final `shutdown` event),
+//! `/ws` (echo; on shutdown a close frame 1012 "service restart", then the
+//! close handshake), `/ready`, `/live`.
+//!
+//! Environment:
+//!
+//! * `PORT` (default 3000; `0` picks a free port). Once bound, one line
+//!   `listening on 127.0.0.1:PORT` is printed to stdout.
+//! * `GRACEFUL_PRE_DRAIN` (default `0s`): how long readiness is down before
+//!   draining starts, e.g. `5s` behind a load balancer.
+//! * `GRACEFUL_DEADLINE` (default `10s`): how long draining may take.
+//! * `GRACEFUL_MODE=builtin`: for comparison, only axum's own
+//!   `with_graceful_shutdown` (no readiness flip, no pre-drain, no 503, and the
+//!   handlers are never told to stop).
+//!
+//! SIGTERM or Ctrl-C starts the shutdown; a second one forces it. The
+//! shutdown report is printed to stdout on exit. Logs go to stderr
+//! (`RUST_LOG` filters them).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::Query;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tower_graceful::{Coordinator, ShutdownSignal};
+use tower_graceful_examples::parse_duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// tower-graceful: readiness, pre-drain, draining responses, ShutdownSignal.
+    Graceful,
+    /// axum's `with_graceful_shutdown` alone.
+    Builtin,
+}
+
+struct Settings {
+    port: u16,
+    pre_drain: Duration,
+    deadline: Duration,
+    mode: Mode,
+}
+
+fn settings() -> Result<Settings, String> {
+    fn var(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+    fn duration(name: &str, default: Duration) -> Result<Duration, String> {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).map_err(|e| format!("invalid {name}: {e}")),
+        }
+    }
+    let port = match var("PORT") {
+        None => 3000,
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid PORT: {v:?} is not a port number (0-65535)"))?,
+    };
+    let mode = match var("GRACEFUL_MODE").as_deref().map(str::trim) {
+        None | Some("graceful") => Mode::Graceful,
+        Some("builtin") => Mode::Builtin,
+        Some(other) => {
+            return Err(format!(
+                "invalid GRACEFUL_MODE: {other:?}; use \"graceful\" (default) or \"builtin\""
+            ))
+        }
+    };
+    Ok(Settings {
+        port,
+        pre_drain: duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?,
+        deadline: duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?,
+        mode,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let settings = match settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match settings.mode {
+        Mode::Graceful => run_graceful(&settings).await,
+        Mode::Builtin => run_builtin(&settings).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The routes, the same in both modes.
+fn routes() -> Router {
+    Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route("/slow", get(slow))
+        .route("/stream", get(stream_chunks))
+        .route("/sse", get(sse))
+        .route("/ws", get(websocket))
+}
+
+async fn bind(port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Tests and scripts wait for this exact line.
+    println!("listening on {addr}");
+    Ok((listener, addr))
+}
+
+async fn run_graceful(settings: &Settings) -> Result<(), String> {
+    let graceful = Coordinator::builder()
+        .pre_drain_delay(settings.pre_drain)
+        .drain_deadline(settings.deadline)
+        .readiness_path("/ready")
+        .liveness_path("/live")
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    graceful
+        .on_shutdown("flush logs", || async {
+            // A real service would flush buffered logs or metrics here.
+            Ok::<_, std::io::Error>(())
+        })
+        .map_err(|e| e.to_string())?;
+
+    let app = routes().layer(graceful.layer());
+    let (listener, _) = bind(settings.port).await?;
+
+    // Closes the listener when draining starts (after the pre-drain delay);
+    // hyper then closes idle keep-alive connections and sends HTTP/2 GOAWAY.
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful.draining());
+    let server = tokio::spawn(async move { server.await });
+
+    let shutdown = graceful.clone();
+    tokio::spawn(async move {
+        shutdown.triggered().await;
+        tracing::info!("shutdown started: readiness is down; send the signal again to force");
+    });
+
+    // Returns once shutdown was triggered (SIGTERM / Ctrl-C), everything
+    // drained or was cut off at the deadline, and the hooks ran.
+    let report = graceful.wait().await;
+    println!("{report}");
+
+    // After a clean drain the server has (almost) finished closing its
+    // connections; after a forced stop, it may never, and we exit anyway.
+    if report.is_clean() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    }
+    Ok(())
+}
+
+async fn run_builtin(settings: &Settings) -> Result<(), String> {
+    // A signal that never fires: the handlers behave as if they did not watch
+    // for shutdown, which is what a plain axum app does.
+    let never = ShutdownSignal::from(CancellationToken::new());
+    let app = routes()
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/live", get(|| async { "live\n" }))
+        .layer(Extension(never));
+    let (listener, _) = bind(settings.port).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(ctrl_c_or_sigterm())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("shutdown complete (builtin mode: axum's with_graceful_shutdown only, no report)");
+    Ok(())
+}
+
+async fn ctrl_c_or_sigterm() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("signal received: axum stops accepting and waits for open connections");
+}
+
+// ---------------------------------------------------------------- handlers --
+
+#[derive(Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+/// An ordinary slow request. Nothing special is needed: an accepted request
+/// is never cut short by draining, only by the drain deadline.
+async fn slow(Query(params): Query<SlowParams>) -> String {
+    let ms = params.ms.unwrap_or(1000);
+    tracing::info!(ms, "slow request started");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slow response after {ms} ms\n")
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    chunks: Option<u32>,
+}
+
+/// `?chunks=N`: N chunks 200 ms apart, delivered in full even during
+/// shutdown. Without `chunks`: streams until shutdown, then ends cleanly (a
+/// stream that ignored the signal would hold the drain until the deadline).
+async fn stream_chunks(signal: ShutdownSignal, Query(params): Query<StreamParams>) -> Body {
+    struct State {
+        next: u32,
+        limit: Option<u32>,
+        signal: ShutdownSignal,
+        done: bool,
+    }
+    let state = State {
+        next: 0,
+        limit: params.chunks,
+        signal,
+        done: false,
+    };
+    let chunks = stream::unfold(state, |mut s| async move {
+        if s.done || s.limit.is_some_and(|n| s.next >= n) {
+            return None;
+        }
+        if s.next > 0 {
+            let tick = tokio::time::sleep(Duration::from_millis(200));
+            if s.limit.is_some() {
+                tick.await; // a bounded response is always delivered whole
+            } else {
+                tokio::select! {
+                    _ = tick => {}
+                    _ = s.signal.cancelled() => {
+                        s.done = true;
+                        return Some((Ok::<_, Infallible>("end: server shutting down\n".to_owned()), s));
+                    }
+                }
+            }
+        }
+        let line = format!("chunk {}\n", s.next);
+        s.next += 1;
+        Some((Ok(line), s))
+    });
+    Body::from_stream(chunks)
+}
+
+/// Server-sent events until shutdown, then a final `shutdown` event telling
+/// the client when to reconnect (elsewhere), and a clean end of stream.
+async fn sse(signal: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = stream::unfold((0u64, Some(signal)), |(n, signal)| async move {
+        let signal = signal?; // `None` once the final event was sent
+        let wait = if n == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                let event = Event::default().event("tick").id(n.to_string()).data(format!("tick {n}"));
+                Some((Ok(event), (n + 1, Some(signal))))
+            }
+            _ = signal.cancelled() => {
+                let event = Event::default()
+                    .event("shutdown")
+                    .data("server is restarting; reconnect")
+                    .retry(Duration::from_secs(1));
+                Some((Ok(event), (n, None)))
+            }
+        }
+    });
+    Sse::new(events)
+}
+
+/// An echo WebSocket. The session is tracked so the drain waits for it; on
+/// shutdown it sends close 1012 ("service restart") and waits for the
+/// client's close frame, or for the drain deadline.
+async fn websocket(upgrade: WebSocketUpgrade, signal: ShutdownSignal) -> Response {
+    // Taken before the upgrade response is sent, so there is no moment
+    // between the request ending and the session starting when the drain
+    // could think nothing is in flight.
+    let guard = signal.track("websocket session");
+    upgrade
+        .on_upgrade(move |socket| async move {
+            ws_session(socket, &signal).await;
+            drop(guard);
+        })
+        .into_response()
+}
+
+async fn ws_session(mut socket: WebSocket, signal: &ShutdownSignal) {
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if socket.send(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return, // client left
+                Some(Ok(_)) => {} // binary, ping, pong: nothing to do
+            },
+            _ = signal.cancelled() => break,
+        }
+    }
+    let close = CloseFrame {
+        code: close_code::RESTART,
+        reason: "service restart".into(),
+    };
+    if socket.send(Message::Close(Some(close))).await.is_err() {
+        return;
+    }
+    // The close handshake: wait for the client's close frame, but never past
+    // the drain deadline.
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {} // late messages after our close are dropped
+            },
+            _ = signal.forced() => return,
+        }
+    }
+}
