@@ -62,8 +62,7 @@ if ((${#missing[@]})); then
     say "install with: apt-get install -y haproxy wrk iproute2"
     exit 2
 fi
-(( BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1) )) ||
-    die "bash >= 5.1 needed (wait -n -p)"
+(( BASH_VERSINFO[0] >= 5 )) || die "bash >= 5 needed (EPOCHREALTIME)"
 
 if [[ -n ${AXUM_BIN:-} ]]; then
     bin=$AXUM_BIN
@@ -92,6 +91,8 @@ reaped() { unset "live[$1]"; }
 
 cleanup() {
     local rc=$?
+    # Only the script itself cleans up, never a subshell that inherited the trap.
+    [[ $BASHPID == "$$" ]] || return 0
     set +e
     local pid
     for pid in "${!live[@]}"; do
@@ -116,22 +117,25 @@ now() { echo "${EPOCHREALTIME/,/.}"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # wait_pid PID LIMIT_S: waits for PID (a child of this shell, so never call
-# it in a subshell) to exit, at most LIMIT_S seconds, then SIGKILLs it. Sets
-# WAIT_RC to its exit status (137 if it had to be killed).
+# it in a subshell) to exit; a watchdog SIGKILLs it after LIMIT_S seconds.
+# Sets WAIT_RC to its exit status (137 if it had to be killed).
 wait_pid() {
-    local pid=$1 limit=$2 done_pid="" rc=0
-    sleep "$limit" &
+    local pid=$1 limit=$2 rc=0
+    # The watchdog: a subshell that sleeps (in a child it kills on SIGTERM),
+    # then kills PID. Everything by PID.
+    (
+        trap - EXIT INT
+        sleep "$limit" &
+        nap=$!
+        trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+        wait "$nap"
+        kill -KILL "$pid" 2>/dev/null
+    ) &
     local wd=$!
     track "$wd" watchdog
-    wait -n -p done_pid "$pid" "$wd" || rc=$?
-    if [[ $done_pid == "$wd" ]]; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        rc=137
-    else
-        kill "$wd" 2>/dev/null || true
-        wait "$wd" 2>/dev/null || true
-    fi
+    wait "$pid" || rc=$?
+    kill -TERM "$wd" 2>/dev/null || true
+    wait "$wd" 2>/dev/null || true
     reaped "$wd"
     reaped "$pid"
     WAIT_RC=$rc
@@ -175,12 +179,14 @@ start_instance() {
 
 # ------------------------------------------------------------- haproxy --
 hap() { # hap COMMAND: one command on the stats socket, output on stdout
-    local fd out
+    local fd line
     exec {fd}<>"/dev/tcp/127.0.0.1/$STATS_PORT" || return 1
     printf '%s\n' "$1" >&"$fd"
-    out=$(timeout 2 cat <&"$fd") || true
+    # HAProxy answers and closes; every read is bounded (builtins only).
+    while IFS= read -r -t 2 line <&"$fd"; do
+        printf '%s\n' "$line"
+    done
     exec {fd}>&-
-    printf '%s\n' "$out"
 }
 
 # The `status` column of `show stat` for backend server NAME (UP, DOWN, ...).
