@@ -19,6 +19,9 @@ pub const DEFAULT_PRE_DRAIN_DELAY: Duration = Duration::ZERO;
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 /// Default time for all cleanup hooks together: 5 s.
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The gRPC health `Watch` method's path, untracked by default (see
+/// [`Builder::untracked_path`]).
+pub const GRPC_HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 /// Default `Retry-After` on the draining rejection: 1 s.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -65,6 +68,7 @@ pub(crate) struct Config {
     pub(crate) total_budget: Option<Duration>,
     pub(crate) handle_signals: bool,
     pub(crate) reject: RejectConfig,
+    pub(crate) untracked: Vec<String>,
     pub(crate) probes: ProbePaths,
 }
 
@@ -93,6 +97,7 @@ pub struct Builder {
     body: Bytes,
     grpc_message: String,
     exempt: Vec<String>,
+    untracked: Vec<String>,
     ready_path: Option<String>,
     live_path: Option<String>,
 }
@@ -111,6 +116,7 @@ impl Default for Builder {
             body: Bytes::from_static(b"service is shutting down; retry\n"),
             grpc_message: "server is shutting down".to_owned(),
             exempt: Vec::new(),
+            untracked: vec![GRPC_HEALTH_WATCH.to_owned()],
             ready_path: None,
             live_path: None,
         }
@@ -198,6 +204,18 @@ impl Builder {
     /// [`readiness_path`](Self::readiness_path) need no exemption.
     pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
         self.exempt.push(path.into());
+        self
+    }
+
+    /// A path (exact match) whose requests are **not counted** in flight, so
+    /// the drain does not wait for them: streams that by design never end
+    /// on their own and do not watch [`ShutdownSignal`](crate::ShutdownSignal).
+    /// The gRPC health `Watch` stream ([`GRPC_HEALTH_WATCH`]) is untracked by
+    /// default: a load balancer watching health would otherwise hold every
+    /// drain until its deadline. Such requests still see the draining
+    /// rejection when they arrive late.
+    pub fn untracked_path(mut self, path: impl Into<String>) -> Self {
+        self.untracked.push(path.into());
         self
     }
 
@@ -423,6 +441,14 @@ impl Builder {
         for p in &self.exempt {
             check_path(p, "exempt_path")?;
         }
+        let mut untracked: Vec<String> = Vec::new();
+        for p in self.untracked {
+            if p == GRPC_HEALTH_WATCH && untracked.contains(&p) {
+                continue;
+            }
+            check_path(&p, "untracked_path")?;
+            untracked.push(p);
+        }
         Ok(Config {
             pre_drain: self.pre_drain,
             drain_deadline,
@@ -437,6 +463,7 @@ impl Builder {
                 grpc_message,
                 self.exempt,
             ),
+            untracked,
             probes: ProbePaths {
                 ready: self.ready_path.map(Arc::from),
                 live: self.live_path.map(Arc::from),

@@ -31,6 +31,7 @@ use crate::Coordinator;
 #[derive(Clone)]
 pub struct InFlightLayer {
     shared: SharedRef,
+    untracked: &'static [String],
 }
 
 impl InFlightLayer {
@@ -38,6 +39,7 @@ impl InFlightLayer {
     pub fn new(coordinator: &Coordinator) -> Self {
         Self {
             shared: coordinator.shared.clone(),
+            untracked: &coordinator.config().untracked,
         }
     }
 }
@@ -55,6 +57,7 @@ impl<S> Layer<S> for InFlightLayer {
         InFlight {
             inner,
             shared: self.shared.clone(),
+            untracked: self.untracked,
         }
     }
 }
@@ -78,6 +81,7 @@ impl<S> Layer<S> for InFlightLayer {
 pub struct InFlight<S> {
     inner: S,
     shared: SharedRef,
+    untracked: &'static [String],
 }
 
 impl<S> InFlight<S> {
@@ -135,10 +139,15 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // The guard is taken before the inner `call`, so a panic inside it
         // unwinds through the guard's `Drop` and is released.
-        let guard = InFlightGuard::request(&self.shared, req.method(), req.uri().path());
+        let path = req.uri().path();
+        let guard = if self.untracked.iter().any(|p| p == path) {
+            None
+        } else {
+            Some(InFlightGuard::request(&self.shared, req.method(), path))
+        };
         ResponseFuture {
             inner: self.inner.call(req),
-            guard: Some(guard),
+            guard,
         }
     }
 }

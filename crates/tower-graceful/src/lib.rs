@@ -85,7 +85,7 @@ pub mod tonic;
 pub use crate::body::FixedBody;
 pub use crate::builder::{
     Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
-    DEFAULT_RETRY_AFTER,
+    DEFAULT_RETRY_AFTER, GRPC_HEALTH_WATCH,
 };
 pub use crate::coordinator::{
     Coordinator, Draining, Graceful, GracefulLayer, HookRegistrationError,

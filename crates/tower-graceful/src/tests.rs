@@ -138,6 +138,25 @@ async fn counter_released_when_future_dropped() {
 }
 
 #[tokio::test]
+async fn untracked_paths_are_not_counted() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .untracked_path("/events/firehose")
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(InFlightLayer::new(&c))
+        .service(service_fn(ok_handler));
+    let a = svc.call(get(GRPC_HEALTH_WATCH));
+    let b = svc.call(get("/events/firehose"));
+    assert_eq!(c.in_flight(), 0);
+    let d = svc.call(get("/events"));
+    assert_eq!(c.in_flight(), 1);
+    drop((a, b, d));
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[tokio::test]
 async fn counter_released_on_inner_error() {
     let c = coordinator();
     let svc = ServiceBuilder::new()
@@ -945,6 +964,11 @@ fn invalid_configurations_are_rejected_with_a_message() {
             "each path may be used once",
         ),
         (err(b().exempt_path("/m?x=1")), "exempt_path", "no query"),
+        (
+            err(b().untracked_path("sse")),
+            "untracked_path",
+            "absolute path",
+        ),
     ];
     for (e, field, needle) in cases {
         assert_eq!(e.field(), field, "{e}");

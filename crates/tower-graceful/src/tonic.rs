@@ -10,6 +10,10 @@ use crate::Coordinator;
 /// `services` as soon as shutdown is triggered, the gRPC counterpart of the
 /// readiness probe. Returns the task doing it.
 ///
+/// The health `Watch` stream is not counted in flight by default
+/// ([`GRPC_HEALTH_WATCH`](crate::GRPC_HEALTH_WATCH)), so a balancer watching
+/// health does not hold the drain; it sees `NOT_SERVING` on the stream.
+///
 /// Pass the names your server registers (`<YourServer<_> as
 /// tonic::server::NamedService>::NAME`); `tonic-health` cannot list them.
 ///
