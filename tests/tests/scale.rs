@@ -121,7 +121,10 @@ async fn ten_thousand_in_flight_across_a_shutdown() {
     assert_eq!(report.completed_while_draining, N);
     assert_eq!(report.rejected, 1);
     assert_eq!(c.in_flight(), 0);
-    println!("drained {N} concurrent requests in {drain_time:?} (drain phase {:?})", report.drain);
+    println!(
+        "drained {N} concurrent requests in {drain_time:?} (drain phase {:?})",
+        report.drain
+    );
 }
 
 fn rss_kib(field: &str) -> Option<u64> {
@@ -134,7 +137,10 @@ fn rss_kib(field: &str) -> Option<u64> {
 async fn soak_a_million_requests_counter_returns_to_zero_and_memory_is_flat() {
     const TOTAL: usize = 1_000_000;
     const WORKERS: usize = 4;
-    let c = Coordinator::builder().handle_signals(false).build().unwrap();
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .build()
+        .unwrap();
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(c.layer());
