@@ -1,1 +1,448 @@
-//! placeholder
+//! Shared harness of the tower-graceful benchmarks: the contenders (our stack,
+//! each of our layers alone, and the peers), a synchronous driver, a runner for
+//! one or more threads, and the summary tables. See `BENCHMARKS.md` at the
+//! repository root for how to run them and the latest figures.
+
+pub mod guards;
+pub mod report;
+pub mod services;
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use http::{Request, Response};
+use http_body::Body;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower_graceful::{
+    Coordinator, DrainLayer, InFlightLayer, Phase, ProbeLayer, ShutdownSignal, SignalLayer,
+};
+use tower_http::metrics::InFlightRequestsLayer;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::guards::{ArcCounter, GuardLayer, StaticAtomic, TokioGraceful, Tracker};
+use crate::services::{axum_get_root, drive, get_root, grpc_req, Hello, NoopLayer, HELLO};
+
+/// How the service is used for each request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One service, `poll_ready` + `call` on it for every request.
+    Reused,
+    /// `svc.clone()` per request, then `poll_ready` + `call` on the clone and
+    /// drop it (what hyper-util's `TowerToHyperService` does, so what axum and
+    /// tonic servers do: `self.service.clone().oneshot(req)`).
+    ClonePerRequest,
+}
+
+impl Mode {
+    /// Short label used in benchmark ids.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Reused => "reused",
+            Mode::ClonePerRequest => "clone",
+        }
+    }
+}
+
+type RunFn = Box<dyn FnMut(u64) -> Duration + Send>;
+type ThreadsFn = Box<dyn Fn(u64, usize) -> Duration + Send>;
+
+/// One thing to measure: a service, how it is called, and the request.
+pub struct Contender {
+    /// Display name (also the criterion benchmark id).
+    pub name: String,
+    run: RunFn,
+    threads: ThreadsFn,
+}
+
+impl std::fmt::Debug for Contender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contender")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Contender {
+    /// Wraps `svc`; `mk` builds each request.
+    pub fn new<S, B, RB, M>(name: impl Into<String>, svc: S, mode: Mode, mk: M) -> Self
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        RB: Body,
+        M: Fn() -> Request<B> + Copy + Send + 'static,
+    {
+        let mut own = svc.clone();
+        let run: RunFn = Box::new(move |iters| run_batch(&mut own, mode, mk, iters));
+        let threads: ThreadsFn = Box::new(move |iters, n| {
+            let barrier = Barrier::new(n);
+            let total: Duration = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..n)
+                    .map(|_| {
+                        let mut mine = svc.clone();
+                        let barrier = &barrier;
+                        s.spawn(move || {
+                            // One warm request so thread-local setup (shard
+                            // slot, allocator caches) is not timed.
+                            std::hint::black_box(drive(&mut mine.clone(), mk()));
+                            barrier.wait();
+                            run_batch(&mut mine, mode, mk, iters)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            total / n as u32
+        });
+        Self {
+            name: name.into(),
+            run,
+            threads,
+        }
+    }
+
+    /// Runs `iters` requests on this thread; returns the elapsed time.
+    pub fn run(&mut self, iters: u64) -> Duration {
+        (self.run)(iters)
+    }
+
+    /// Runs `iters` requests on each of `n` new threads at once, each on its
+    /// own clone of the one shared service; returns the mean per-thread
+    /// elapsed time (so `elapsed / iters` is ns per request per thread).
+    pub fn run_threads(&self, iters: u64, n: usize) -> Duration {
+        (self.threads)(iters, n)
+    }
+}
+
+#[inline(never)]
+fn run_batch<S, B, RB, M>(svc: &mut S, mode: Mode, mk: M, iters: u64) -> Duration
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    RB: Body,
+    M: Fn() -> Request<B>,
+{
+    let mut bytes = 0usize;
+    let start = Instant::now();
+    match mode {
+        Mode::Reused => {
+            for _ in 0..iters {
+                bytes += drive(svc, mk());
+            }
+        }
+        Mode::ClonePerRequest => {
+            for _ in 0..iters {
+                bytes += drive(&mut svc.clone(), mk());
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    std::hint::black_box(bytes);
+    elapsed
+}
+
+/// Everything the contenders share, kept alive for the whole run: a runtime
+/// (for the coordinators' driver tasks and tokio-graceful's trigger task), a
+/// serving coordinator, a draining one, a tokio-graceful `Shutdown` and a
+/// `TaskTracker`.
+pub struct Fixtures {
+    /// Multi-thread runtime with one worker; idle during measurements.
+    pub rt: tokio::runtime::Runtime,
+    /// Serving (normal path).
+    pub serving: Coordinator,
+    /// Already draining (rejection path).
+    pub draining: Coordinator,
+    /// tokio-graceful, never triggered.
+    pub shutdown: tokio_graceful::Shutdown,
+    /// tokio-util, never closed.
+    pub tracker: tokio_util::task::TaskTracker,
+    _held: tower_graceful::InFlightGuard,
+}
+
+impl std::fmt::Debug for Fixtures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixtures").finish_non_exhaustive()
+    }
+}
+
+impl Default for Fixtures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixtures {
+    /// Builds the fixtures; the draining coordinator is waited into
+    /// [`Phase::Draining`].
+    pub fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _enter = rt.enter();
+        let serving = coordinator();
+        // Held in flight so the draining coordinator stays in `Draining` (as
+        // during a real drain) instead of finishing at once.
+        let draining = Coordinator::builder()
+            .handle_signals(false)
+            .readiness_path("/ready")
+            .liveness_path("/live")
+            .drain_deadline(Duration::from_secs(24 * 3600))
+            .build()
+            .expect("coordinator");
+        let held = draining.track("held for the rejection benches");
+        draining.trigger();
+        rt.block_on(draining.draining());
+        assert_eq!(draining.phase(), Phase::Draining);
+        let shutdown = tokio_graceful::Shutdown::new(std::future::pending::<()>());
+        drop(_enter);
+        Self {
+            rt,
+            serving,
+            draining,
+            shutdown,
+            tracker: tokio_util::task::TaskTracker::new(),
+            _held: held,
+        }
+    }
+}
+
+/// A coordinator as the benches configure it: no signal handlers, probe paths
+/// `/ready` and `/live` (the documented common case), everything else default.
+/// Must be called inside a tokio runtime.
+pub fn coordinator() -> Coordinator {
+    Coordinator::builder()
+        .handle_signals(false)
+        .readiness_path("/ready")
+        .liveness_path("/live")
+        .build()
+        .expect("coordinator")
+}
+
+/// A concurrency limit nobody reaches.
+pub const HUGE_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// Name of the bare contender in every list.
+pub const BARE: &str = "bare";
+
+/// The per-request contenders at the tower level, around [`Hello`].
+pub fn service_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
+    let c = &fx.serving;
+    let m = mode;
+    vec![
+        Contender::new(BARE, Hello, m, get_root),
+        Contender::new("noop layer", NoopLayer.layer(Hello), m, get_root),
+        Contender::new("tg full stack", c.layer().layer(Hello), m, get_root),
+        Contender::new(
+            "tg InFlightLayer",
+            InFlightLayer::new(c).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "tg DrainLayer",
+            DrainLayer::new(c).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "tg SignalLayer",
+            SignalLayer::new(c).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "tg ProbeLayer",
+            ProbeLayer::new(c).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "tower-http InFlightRequests",
+            InFlightRequestsLayer::pair().0.layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "tower ConcurrencyLimit",
+            ConcurrencyLimitLayer::new(HUGE_LIMIT).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "tokio-graceful guard",
+            GuardLayer(TokioGraceful(fx.shutdown.guard())).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "TaskTracker::token",
+            GuardLayer(Tracker(fx.tracker.clone())).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "Arc<AtomicUsize> guard",
+            GuardLayer(ArcCounter::default()).layer(Hello),
+            m,
+            get_root,
+        ),
+        Contender::new(
+            "static atomic guard",
+            GuardLayer(StaticAtomic::leak()).layer(Hello),
+            m,
+            get_root,
+        ),
+    ]
+}
+
+/// Normal path vs the draining rejection, plain HTTP and gRPC, full stack.
+pub fn rejection_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
+    let m = mode;
+    let serving = fx.serving.layer().layer(Hello);
+    let draining = fx.draining.layer().layer(Hello);
+    vec![
+        Contender::new(BARE, Hello, m, get_root),
+        Contender::new("tg serving GET", serving.clone(), m, get_root),
+        Contender::new("tg draining GET -> 503", draining.clone(), m, get_root),
+        Contender::new("bare gRPC", Hello, m, grpc_req),
+        Contender::new("tg serving gRPC", serving, m, grpc_req),
+        Contender::new("tg draining gRPC -> UNAVAILABLE", draining, m, grpc_req),
+    ]
+}
+
+async fn hello() -> &'static [u8] {
+    HELLO
+}
+
+async fn hello_with_signal(signal: ShutdownSignal) -> &'static [u8] {
+    std::hint::black_box(&signal);
+    HELLO
+}
+
+/// `GET /` answering [`HELLO`].
+pub fn hello_router() -> Router {
+    Router::new().route("/", get(hello))
+}
+
+/// `GET /` answering [`HELLO`], with a handler that takes the
+/// [`ShutdownSignal`] extractor.
+pub fn signal_router() -> Router {
+    Router::new().route("/", get(hello_with_signal))
+}
+
+/// Contenders through an axum `Router`, in-process: layers applied with
+/// `Router::layer` and layers wrapped around the whole router with
+/// `ServiceBuilder`.
+pub fn axum_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
+    let c = &fx.serving;
+    let m = mode;
+    let r = hello_router;
+    vec![
+        Contender::new(BARE, r(), m, axum_get_root),
+        Contender::new(
+            "Router::layer(noop)",
+            r().layer(NoopLayer),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "Router::layer(tg full)",
+            r().layer(c.layer()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "Router::layer(tg full) + ShutdownSignal extractor",
+            signal_router().layer(c.layer()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "Router::layer(tower-http InFlightRequests)",
+            r().layer(InFlightRequestsLayer::pair().0),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "Router::layer(tokio-graceful guard)",
+            r().layer(GuardLayer(TokioGraceful(fx.shutdown.guard()))),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "Router::layer(TaskTracker::token)",
+            r().layer(GuardLayer(Tracker(fx.tracker.clone()))),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "Router::layer(Arc guard)",
+            r().layer(GuardLayer(ArcCounter::default())),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: noop",
+            ServiceBuilder::new().layer(NoopLayer).service(r()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: tg full",
+            ServiceBuilder::new().layer(c.layer()).service(r()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: tg full + ShutdownSignal extractor",
+            ServiceBuilder::new()
+                .layer(c.layer())
+                .service(signal_router()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: tower-http InFlightRequests",
+            ServiceBuilder::new()
+                .layer(InFlightRequestsLayer::pair().0)
+                .service(r()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: tower ConcurrencyLimit",
+            ServiceBuilder::new()
+                .layer(ConcurrencyLimitLayer::new(HUGE_LIMIT))
+                .service(r()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: tokio-graceful guard",
+            ServiceBuilder::new()
+                .layer(GuardLayer(TokioGraceful(fx.shutdown.guard())))
+                .service(r()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: TaskTracker::token",
+            ServiceBuilder::new()
+                .layer(GuardLayer(Tracker(fx.tracker.clone())))
+                .service(r()),
+            m,
+            axum_get_root,
+        ),
+        Contender::new(
+            "around Router: Arc guard",
+            ServiceBuilder::new()
+                .layer(GuardLayer(ArcCounter::default()))
+                .service(r()),
+            m,
+            axum_get_root,
+        ),
+    ]
+}

@@ -1,0 +1,147 @@
+//! The inner service, the do-nothing layer, requests, and a synchronous driver
+//! that runs one request through a `tower::Service` with a no-op waker (no
+//! runtime, no scheduler noise).
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, Version};
+use http_body::Body;
+use http_body_util::{Empty, Full};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The response body of [`Hello`].
+pub const HELLO: &[u8] = b"hello world";
+
+/// Trivial inner service: always answers `200` with [`HELLO`] (no allocation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hello;
+
+impl<B> Service<Request<B>> for Hello {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, _req: Request<B>) -> Self::Future {
+        ready(Ok(Response::new(Full::new(Bytes::from_static(HELLO)))))
+    }
+}
+
+/// The do-nothing layer: wraps a service in [`Noop`], which forwards
+/// `poll_ready` and `call` and returns the inner future unchanged (the cost
+/// of one more tower layer and nothing else).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopLayer;
+
+impl<S> Layer<S> for NoopLayer {
+    type Service = Noop<S>;
+    fn layer(&self, inner: S) -> Noop<S> {
+        Noop(inner)
+    }
+}
+
+/// Service of [`NoopLayer`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Noop<S>(pub S);
+
+impl<S: Service<R>, R> Service<R> for Noop<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: R) -> S::Future {
+        self.0.call(req)
+    }
+}
+
+/// Request body used at the tower level.
+pub type ReqBody = Empty<Bytes>;
+
+/// `GET /` HTTP/1.1, no headers (building it does not allocate).
+#[inline]
+pub fn get_root() -> Request<ReqBody> {
+    Request::new(Empty::new())
+}
+
+/// `POST /demo.Echo/Unary` HTTP/2 with `content-type: application/grpc` (the
+/// header map allocates once).
+#[inline]
+pub fn grpc_req() -> Request<ReqBody> {
+    let mut req = Request::new(Empty::new());
+    *req.method_mut() = Method::POST;
+    *req.version_mut() = Version::HTTP_2;
+    *req.uri_mut() = http::Uri::from_static("/demo.Echo/Unary");
+    req.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    req
+}
+
+/// `GET /` for axum (`axum::body::Body`).
+#[inline]
+pub fn axum_get_root() -> Request<axum::body::Body> {
+    Request::new(axum::body::Body::empty())
+}
+
+/// Runs one request through `svc`: `poll_ready`, `call`, polls the future to
+/// completion and drains the response body, all with a no-op waker. Returns
+/// the number of body bytes (so nothing is optimized away). Panics if the
+/// service is not ready or keeps returning `Pending`.
+#[inline(always)]
+pub fn drive<S, B, RB>(svc: &mut S, req: Request<B>) -> usize
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Body,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("service not ready"),
+    }
+    let mut fut = pin!(svc.call(req));
+    let mut spins = 0u32;
+    let res = loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(res)) => break res,
+            Poll::Ready(Err(_)) => panic!("service error"),
+            Poll::Pending => {
+                spins += 1;
+                assert!(spins < 64, "response future keeps returning Pending");
+            }
+        }
+    };
+    let (parts, body) = res.into_parts();
+    black_box(parts.status);
+    let mut body = pin!(body);
+    let mut n = 0;
+    loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(None) => break,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    n += d.remaining();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => panic!("body error"),
+            Poll::Pending => panic!("body returned Pending"),
+        }
+    }
+    n
+}
