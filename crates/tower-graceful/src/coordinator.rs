@@ -339,8 +339,9 @@ impl Coordinator {
         }
         let t_drain = Instant::now();
         let deadline = t_drain + cfg.drain_deadline;
-        shared.begin_draining(deadline);
-        let in_flight_at_drain = shared.tracker.in_flight();
+        // Counted by the switch itself, before the signal fires and work
+        // starts to finish.
+        let in_flight_at_drain = shared.begin_draining(deadline);
         tracing::info!(
             target: "tower_graceful",
             in_flight = in_flight_at_drain,

@@ -130,7 +130,8 @@ pub struct ShutdownReport {
     pub cleanup: Duration,
     /// Trigger to done.
     pub total: Duration,
-    /// Requests in flight when draining began.
+    /// Requests and tracked tasks in flight at the moment draining began
+    /// (counted before `ShutdownSignal` fired).
     pub in_flight_at_drain: usize,
     /// Requests that finished (body ended or dropped) while draining.
     pub completed_while_draining: usize,
@@ -163,7 +164,7 @@ impl fmt::Display for ShutdownReport {
         writeln!(f, "  pre-drain   {:>10.1?}", self.pre_drain)?;
         writeln!(
             f,
-            "  drain       {:>10.1?}  {:?}: {} in flight at start, {} completed, {} rejected",
+            "  drain       {:>10.1?}  {:?}: {} in flight at start (requests and tasks), {} requests completed, {} rejected",
             self.drain,
             self.drain_outcome,
             self.in_flight_at_drain,

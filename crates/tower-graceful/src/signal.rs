@@ -117,6 +117,12 @@ impl ShutdownSignal {
     /// handler hands off: a WebSocket session after the upgrade, a spawned
     /// job. `name` appears in the report if the work is still running at the
     /// deadline.
+    ///
+    /// Take the guard in the handler, *before* returning the upgrade response
+    /// or spawning, and move it into the task: a guard taken inside the
+    /// `on_upgrade` callback leaves a window, after the 101 response ended and
+    /// before the callback runs, in which nothing is in flight and the drain
+    /// can complete.
     pub fn track(&self, name: impl Into<Cow<'static, str>>) -> InFlightGuard {
         InFlightGuard::acquire(&self.shared, Kind::Task { name: name.into() })
     }

@@ -204,15 +204,16 @@ impl Shared {
 
     /// Enters draining: readiness is already down; fire the soft signal, switch
     /// the tracker to exact counting. Idempotent.
-    pub(crate) fn begin_draining(&self, deadline: tokio::time::Instant) -> bool {
+    /// Returns the number of requests and tasks in flight at the switch.
+    pub(crate) fn begin_draining(&self, deadline: tokio::time::Instant) -> usize {
         let _ = self.deadline.set(deadline);
-        let first = self.advance(Phase::Draining);
+        self.advance(Phase::Draining);
         // Order matters: the phase is published first so that a request that
         // sees the soft signal also sees `rejecting() == true`; then the
         // tracker switches; then handlers are told.
-        self.tracker.begin_drain();
+        let live = self.tracker.begin_drain().unwrap_or(0);
         self.soft.cancel();
-        first
+        live
     }
 
     pub(crate) fn readiness(&self) -> ReadinessStatus {

@@ -279,22 +279,25 @@ impl Tracker {
         }
     }
 
-    /// Switches to exact counting. Idempotent; returns whether this call did it.
+    /// Switches to exact counting. Idempotent: returns the number of live
+    /// entries found by the switch for the call that did it, `None` after.
     #[cold]
-    pub(crate) fn begin_drain(&self) -> bool {
+    pub(crate) fn begin_drain(&self) -> Option<usize> {
         if self.draining.swap(true, Ordering::AcqRel) {
-            return false;
+            return None;
         }
+        let mut found = 0;
         for shard in self.shards.iter() {
             let mut s = lock(&shard.0);
             s.switched = true;
             if s.live > 0 {
+                found += s.live;
                 self.global.fetch_add(s.live, Ordering::AcqRel);
             }
         }
         // Every live entry is in `global` now: drop the bias.
         self.dec_global();
-        true
+        Some(found)
     }
 
     /// True once draining began and nothing was in flight at some moment since.
@@ -373,8 +376,8 @@ mod tests {
         let t = Tracker::new(4);
         let a = t.acquire_in(0, req());
         let b = t.acquire_in(3, req());
-        assert!(t.begin_drain());
-        assert!(!t.begin_drain(), "second begin_drain is a no-op");
+        assert_eq!(t.begin_drain(), Some(2));
+        assert_eq!(t.begin_drain(), None, "second begin_drain is a no-op");
         assert!(!t.is_drained());
         t.release(a);
         assert!(!t.is_drained());
@@ -513,7 +516,8 @@ mod loom_tests {
             let h = thread::spawn(move || t2.begin_drain());
             let mine = t.begin_drain();
             let theirs = h.join().unwrap();
-            assert!(mine ^ theirs);
+            assert!(mine.is_some() ^ theirs.is_some());
+            assert_eq!(mine.or(theirs), Some(1));
             assert!(!t.is_drained());
             t.release(a);
             assert!(t.is_drained());
