@@ -207,7 +207,9 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
     let out = example.stdout.text();
     assert!(out.contains("shutdown report (cause: SIGTERM)"), "{out}");
     assert!(
-        out.contains("Drained: 1 in flight at start, 1 completed, 0 rejected"),
+        out.contains(
+            "Drained: 1 in flight at start (requests and tasks), 1 requests completed, 0 rejected"
+        ),
         "{out}"
     );
     assert!(!out.contains("straggler"), "{out}");
