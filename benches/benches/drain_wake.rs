@@ -15,7 +15,7 @@
 //! are interleaved per iteration. Prints a Markdown table of percentiles.
 //!
 //! `CARGO_TARGET_DIR=/work/target-c cargo bench -p tower-graceful-benches --bench drain_wake`
-//! (`BENCH_WAKE_ITERS`, default 2000 per scenario).
+//! (`BENCH_WAKE_ITERS`, default 5000 per scenario).
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -121,7 +121,7 @@ fn main() {
     if !report::is_bench_run() {
         return; // `cargo test --benches`: nothing to smoke-test beyond compiling
     }
-    let iters = env_or("BENCH_WAKE_ITERS", 2000usize);
+    let iters = env_or("BENCH_WAKE_ITERS", 5000usize);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

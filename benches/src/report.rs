@@ -76,24 +76,49 @@ pub fn interleaved(cs: &mut [Contender], rounds: usize, iters: u64) -> Vec<f64> 
     per.iter().map(|v| median(v)).collect()
 }
 
+/// Runs rejected by [`Contender::run_threads_overlapping`] so far (threads
+/// that did not overlap enough).
+pub static REJECTED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Runs accepted (or given up on) by [`Contender::run_threads_overlapping`].
+pub static TAKEN_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The thread runner with overlap filtering (`BENCH_MIN_ON_CPU`, default 0.9;
+/// `BENCH_MAX_TRIES`, default 8), counting rejected runs.
+pub fn run_threads_filtered(c: &Contender, iters: u64, threads: usize) -> crate::Timing {
+    use std::sync::atomic::Ordering::Relaxed;
+    let min = env_or("BENCH_MIN_ON_CPU", 0.9f64);
+    let tries = env_or("BENCH_MAX_TRIES", 8usize);
+    let (t, rejected) = c.run_threads_overlapping(iters, threads, min, tries);
+    REJECTED_RUNS.fetch_add(rejected, Relaxed);
+    TAKEN_RUNS.fetch_add(1, Relaxed);
+    t
+}
+
 /// Like [`interleaved`], with `threads` threads hammering each contender's
-/// one shared service at once; ns per request per thread.
+/// one shared service at once (runs where the threads did not overlap are
+/// retried, see [`run_threads_filtered`]). Returns, per contender, the median
+/// ns per request per thread in on-CPU time and in wall time.
 pub fn interleaved_threads(
     cs: &[Contender],
     rounds: usize,
     iters: u64,
     threads: usize,
-) -> Vec<f64> {
+) -> Vec<(f64, f64)> {
     let n = cs.len();
-    let mut per = vec![Vec::with_capacity(rounds); n];
+    let mut cpu = vec![Vec::with_capacity(rounds); n];
+    let mut wall = vec![Vec::with_capacity(rounds); n];
     for r in 0..rounds {
         for k in 0..n {
             let i = (k + r) % n;
-            let d = cs[i].run_threads(iters, threads);
-            per[i].push(d.as_nanos() as f64 / iters as f64);
+            let t = run_threads_filtered(&cs[i], iters, threads);
+            cpu[i].push(t.cpu.as_nanos() as f64 / iters as f64);
+            wall[i].push(t.wall.as_nanos() as f64 / iters as f64);
         }
     }
-    per.iter().map(|v| median(v)).collect()
+    cpu.iter()
+        .zip(&wall)
+        .map(|(c, w)| (median(c), median(w)))
+        .collect()
 }
 
 /// One row of a summary table.
