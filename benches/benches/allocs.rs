@@ -126,10 +126,12 @@ fn main() {
             service_contenders(&fx, mode),
         );
     }
-    table(
-        "allocations per request, rejection path vs normal, service reused",
-        rejection_contenders(&fx, Mode::Reused),
-    );
+    for (proto, grpc) in [("GET", false), ("gRPC", true)] {
+        table(
+            &format!("allocations per request, rejection path vs normal, {proto}, service reused"),
+            rejection_contenders(&fx, Mode::Reused, grpc),
+        );
+    }
     table(
         "allocations per request, axum Router (cloned per request)",
         axum_contenders(&fx, Mode::ClonePerRequest),

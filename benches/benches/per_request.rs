@@ -80,18 +80,20 @@ fn main() {
             cs,
         ));
     }
-    for mode in [Mode::Reused, Mode::ClonePerRequest] {
-        let group = format!("rejection/{}", mode.label());
-        let mut cs = rejection_contenders(&fx, mode);
-        bench_group(&mut crit, &group, &mut cs);
-        tables.push((
-            format!(
-                "rejection path while draining vs normal path, service {}",
-                mode_text(mode)
-            ),
-            group,
-            cs,
-        ));
+    for (proto, grpc) in [("GET", false), ("gRPC", true)] {
+        for mode in [Mode::Reused, Mode::ClonePerRequest] {
+            let group = format!("rejection/{proto}/{}", mode.label());
+            let mut cs = rejection_contenders(&fx, mode, grpc);
+            bench_group(&mut crit, &group, &mut cs);
+            tables.push((
+                format!(
+                    "rejection path while draining vs normal path, {proto}, service {}",
+                    mode_text(mode)
+                ),
+                group,
+                cs,
+            ));
+        }
     }
     crit.final_summary();
     if summary {

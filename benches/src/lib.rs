@@ -361,19 +361,26 @@ pub fn service_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
     ]
 }
 
-/// Normal path vs the draining rejection, plain HTTP and gRPC, full stack.
-pub fn rejection_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
+/// Normal path vs the draining rejection, full stack: plain `GET /` (503)
+/// or, with `grpc`, a gRPC request (trailers-only `UNAVAILABLE`). The first
+/// contender is the bare service with the same request.
+pub fn rejection_contenders(fx: &Fixtures, mode: Mode, grpc: bool) -> Vec<Contender> {
     let m = mode;
     let serving = fx.serving.layer().layer(Hello);
     let draining = fx.draining.layer().layer(Hello);
-    vec![
-        Contender::new(BARE, Hello, m, get_root),
-        Contender::new("tg serving GET", serving.clone(), m, get_root),
-        Contender::new("tg draining GET -> 503", draining.clone(), m, get_root),
-        Contender::new("bare gRPC", Hello, m, grpc_req),
-        Contender::new("tg serving gRPC", serving, m, grpc_req),
-        Contender::new("tg draining gRPC -> UNAVAILABLE", draining, m, grpc_req),
-    ]
+    if grpc {
+        vec![
+            Contender::new("bare gRPC", Hello, m, grpc_req),
+            Contender::new("tg serving gRPC", serving, m, grpc_req),
+            Contender::new("tg draining gRPC -> UNAVAILABLE", draining, m, grpc_req),
+        ]
+    } else {
+        vec![
+            Contender::new("bare GET", Hello, m, get_root),
+            Contender::new("tg serving GET", serving, m, get_root),
+            Contender::new("tg draining GET -> 503", draining, m, get_root),
+        ]
+    }
 }
 
 async fn hello() -> &'static [u8] {

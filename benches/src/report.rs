@@ -51,9 +51,11 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// Whether criterion was started by `cargo bench` (`--bench` on the command
-/// line) rather than `cargo test --benches` (which only smoke-tests).
+/// line) rather than `cargo test --benches` (which only smoke-tests) or with
+/// `--profile-time` (for a profiler: no summaries then).
 pub fn is_bench_run() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a.starts_with("--profile-time"))
 }
 
 /// Measures every contender `rounds` times, rotating the order each round
