@@ -41,13 +41,22 @@ fn trace(size: usize) {
         .filter(|l| !l.starts_with("at "))
         .map(|l| l.split_once(": ").map_or(l, |(_, f)| f))
         .filter(|f| {
-            !f.starts_with("std::backtrace")
-                && !f.starts_with("allocs::")
-                && !f.starts_with("__rustc::")
-                && !f.starts_with("alloc::alloc::")
+            ![
+                "std::",
+                "<std::",
+                "allocs::",
+                "__rustc::",
+                "alloc::",
+                "<alloc::",
+                "core::",
+                "<core::",
+                "hashbrown::raw::",
+            ]
+            .iter()
+            .any(|p| f.starts_with(p))
                 && !f.contains("GlobalAlloc")
         })
-        .take(6)
+        .take(4)
         .collect();
     eprintln!("    alloc {size:>5} B  <- {}", frames.join("  <- "));
     IN_TRACE.with(|t| t.set(false));
