@@ -141,7 +141,13 @@ pub type TickStream = Pin<Box<dyn Stream<Item = Result<Tick, Status>> + Send + '
 async fn count(req: Request<CountRequest>) -> Result<Response<TickStream>, Status> {
     // `Coordinator::layer()` puts the signal into the request's extensions;
     // tonic carries them over from the HTTP request.
-    let signal = req.extensions().get::<ShutdownSignal>().cloned();
+    // From the extensions if a `SignalLayer` put it there, else from the
+    // `InFlight` layer that is polling this call (`coordinator.layer()`).
+    let signal = req
+        .extensions()
+        .get::<ShutdownSignal>()
+        .cloned()
+        .or_else(ShutdownSignal::current);
     let args = req.into_inner();
     if args.count > MAX_COUNT || args.interval_ms > MAX_INTERVAL_MS {
         return Err(Status::invalid_argument(format!(

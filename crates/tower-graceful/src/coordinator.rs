@@ -26,7 +26,8 @@ use tower_layer::Layer;
 
 use crate::builder::{Builder, Config, ConfigError};
 use crate::drain::{Drain, DrainLayer};
-use crate::extension::{AddSignal, SignalLayer};
+#[allow(unused_imports)] // doc links
+use crate::extension::SignalLayer;
 use crate::in_flight::{InFlight, InFlightLayer};
 use crate::probe::{LivenessService, ProbeLayer, Probes, Readiness, ReadinessService};
 use crate::report::{
@@ -126,6 +127,12 @@ impl Coordinator {
         Ok(coordinator)
     }
 
+    pub(crate) fn shared_static(&self) -> &'static Shared {
+        self.shared
+            .as_static()
+            .expect("a coordinator's state is allocated for the process")
+    }
+
     pub(crate) fn config(&self) -> &'static Config {
         self.inner.config
     }
@@ -161,6 +168,14 @@ impl Coordinator {
         self.shared.triggered.wait().await
     }
 
+    /// Completes when draining has begun and nothing is in flight (requests
+    /// until their bodies end, tracked tasks): woken directly by the last
+    /// guard to go, before the hooks run. Never completes if shutdown is not
+    /// triggered. Cancel safe.
+    pub async fn drained(&self) {
+        self.shared.tracker.drained().await
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.shared.phase()
@@ -188,7 +203,7 @@ impl Coordinator {
     /// WebSocket sessions). `name` appears in the report if it is still alive
     /// at the deadline.
     pub fn track(&self, name: impl Into<Cow<'static, str>>) -> InFlightGuard {
-        InFlightGuard::acquire(&self.shared, Kind::Task { name: name.into() })
+        InFlightGuard::task(&self.shared, name.into())
     }
 
     /// App-controlled readiness gates and the current status.
@@ -299,14 +314,15 @@ impl Coordinator {
     }
 
     /// The whole stack for the common case, outermost first: probes (if
-    /// paths were configured) → draining responder → `ShutdownSignal`
-    /// injection → in-flight counting. Apply it around the whole router
-    /// (`Router::layer`, tonic's `Server::builder().layer`).
+    /// paths were configured) → draining responder → in-flight counting
+    /// (which also makes [`ShutdownSignal::current`] and the axum extractor
+    /// work). Apply it around the whole router (`Router::layer`, tonic's
+    /// `Server::builder().layer`). Add [`SignalLayer`] inside it if you want
+    /// the signal in request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
         GracefulLayer {
             probes: ProbeLayer::new(self),
             drain: DrainLayer::new(self),
-            signal: SignalLayer::new(self),
             count: InFlightLayer::new(self),
         }
     }
@@ -368,13 +384,14 @@ impl Coordinator {
                 .into_iter()
                 .map(|l| Straggler {
                     what: match l.kind {
-                        Kind::Request { method, path } => StragglerKind::Request {
-                            method: method.to_string(),
-                            path: path.to_string(),
-                        },
+                        Kind::Request { method, path } => StragglerKind::Request { method, path },
                         Kind::Task { name } => StragglerKind::Task { name },
+                        Kind::Unnamed { count } => StragglerKind::Unnamed { count },
                     },
-                    age: now.saturating_duration_since(l.since),
+                    age: l
+                        .since
+                        .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
+                    age_is_lower_bound: l.lower_bound,
                 })
                 .collect();
         }
@@ -544,7 +561,6 @@ impl Future for Draining {
 pub struct GracefulLayer {
     probes: ProbeLayer,
     drain: DrainLayer,
-    signal: SignalLayer,
     count: InFlightLayer,
 }
 
@@ -557,14 +573,13 @@ impl GracefulLayer {
 }
 
 /// The service of [`GracefulLayer`].
-pub type Graceful<S> = Probes<Drain<AddSignal<InFlight<S>>>>;
+pub type Graceful<S> = Probes<Drain<InFlight<S>>>;
 
 impl<S> Layer<S> for GracefulLayer {
     type Service = Graceful<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.probes
-            .layer(self.drain.layer(self.signal.layer(self.count.layer(inner))))
+        self.probes.layer(self.drain.layer(self.count.layer(inner)))
     }
 }
 

@@ -25,7 +25,9 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -40,6 +42,8 @@ const GRPC_UNAVAILABLE: HeaderValue = HeaderValue::from_static("14");
 const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// What a custom rejection function sees of the rejected request: enough to
 /// pick a format, nothing to echo.
@@ -168,8 +172,8 @@ impl RejectConfig {
             // Trailers-only: status in the headers, empty body.
             let h = res.headers_mut();
             h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-            h.insert("grpc-status", GRPC_UNAVAILABLE);
-            h.insert("grpc-message", self.grpc_message.clone());
+            h.insert(GRPC_STATUS, GRPC_UNAVAILABLE);
+            h.insert(GRPC_MESSAGE, self.grpc_message.clone());
         } else {
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             let h = res.headers_mut();

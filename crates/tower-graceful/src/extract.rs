@@ -9,9 +9,11 @@ use http::StatusCode;
 
 use crate::ShutdownSignal;
 
-/// Extracts the [`ShutdownSignal`] that [`SignalLayer`](crate::SignalLayer)
-/// (part of [`Coordinator::layer`](crate::Coordinator::layer)) put into the
-/// request extensions. Use `Option<ShutdownSignal>` to make it optional.
+/// Extracts the [`ShutdownSignal`] of the request: from the request
+/// extensions if a [`SignalLayer`](crate::SignalLayer) put one there,
+/// otherwise from the [`InFlight`](crate::InFlight) layer polling the handler
+/// ([`ShutdownSignal::current`], no allocation). Use
+/// `Option<ShutdownSignal>` to make it optional.
 ///
 /// # Example
 ///
@@ -43,6 +45,7 @@ where
             .extensions
             .get::<ShutdownSignal>()
             .cloned()
+            .or_else(ShutdownSignal::current)
             .ok_or(MissingShutdownSignal { _priv: () })
     }
 }
@@ -57,7 +60,11 @@ where
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<ShutdownSignal>().cloned())
+        Ok(parts
+            .extensions
+            .get::<ShutdownSignal>()
+            .cloned()
+            .or_else(ShutdownSignal::current))
     }
 }
 
@@ -83,8 +90,8 @@ impl MissingShutdownSignal {
 impl fmt::Display for MissingShutdownSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "Missing `ShutdownSignal` in request extensions: add `coordinator.layer()` (or \
-             `tower_graceful::SignalLayer`) with `Router::layer` so it covers this route",
+            "Missing `ShutdownSignal`: add `coordinator.layer()` (or `tower_graceful::InFlightLayer` \
+             or `tower_graceful::SignalLayer`) with `Router::layer` so it covers this route",
         )
     }
 }

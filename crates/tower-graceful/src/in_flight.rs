@@ -23,14 +23,15 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::signal::CurrentSignal;
 use crate::signal::InFlightGuard;
-use crate::state::SharedRef;
+use crate::state::{Shared, SharedRef};
 use crate::Coordinator;
 
 /// Layer that applies [`InFlight`].
 #[derive(Clone)]
 pub struct InFlightLayer {
-    shared: SharedRef,
+    shared: &'static Shared,
     untracked: &'static [String],
 }
 
@@ -38,7 +39,7 @@ impl InFlightLayer {
     /// Counts requests for `coordinator`.
     pub fn new(coordinator: &Coordinator) -> Self {
         Self {
-            shared: coordinator.shared.clone(),
+            shared: coordinator.shared_static(),
             untracked: &coordinator.config().untracked,
         }
     }
@@ -56,7 +57,7 @@ impl<S> Layer<S> for InFlightLayer {
     fn layer(&self, inner: S) -> Self::Service {
         InFlight {
             inner,
-            shared: self.shared.clone(),
+            shared: self.shared,
             untracked: self.untracked,
         }
     }
@@ -80,7 +81,7 @@ impl<S> Layer<S> for InFlightLayer {
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,
-    shared: SharedRef,
+    shared: &'static Shared,
     untracked: &'static [String],
 }
 
@@ -143,11 +144,17 @@ where
         let guard = if self.untracked.iter().any(|p| p == path) {
             None
         } else {
-            Some(InFlightGuard::request(&self.shared, req.method(), path))
+            Some(InFlightGuard::request(
+                &SharedRef::Static(self.shared),
+                req.method(),
+                path,
+            ))
         };
+        let _current = CurrentSignal::enter(self.shared);
         ResponseFuture {
             inner: self.inner.call(req),
             guard,
+            shared: self.shared,
         }
     }
 }
@@ -159,6 +166,7 @@ pin_project! {
         #[pin]
         inner: F,
         guard: Option<InFlightGuard>,
+        shared: &'static Shared,
     }
 }
 
@@ -178,14 +186,21 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let res = ready!(this.inner.poll(cx));
+        let res = {
+            let _current = CurrentSignal::enter(this.shared);
+            ready!(this.inner.poll(cx))
+        };
         let guard = this.guard.take();
         Poll::Ready(res.map(|res| {
             res.map(|inner| {
                 // A body that is already finished releases at once: hyper may
                 // drop it without polling.
                 let guard = if inner.is_end_stream() { None } else { guard };
-                ResponseBody { inner, guard }
+                ResponseBody {
+                    inner,
+                    guard,
+                    shared: this.shared,
+                }
             })
         }))
     }
@@ -199,6 +214,7 @@ pin_project! {
         #[pin]
         inner: B,
         guard: Option<InFlightGuard>,
+        shared: &'static Shared,
     }
 }
 
@@ -229,7 +245,12 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let mut inner = this.inner;
-        let frame = ready!(inner.as_mut().poll_frame(cx));
+        let frame = {
+            // Streams (SSE, gRPC server streaming) produced lazily in the
+            // body see the signal too.
+            let _current = CurrentSignal::enter(this.shared);
+            ready!(inner.as_mut().poll_frame(cx))
+        };
         let finished = match &frame {
             None | Some(Err(_)) => true,
             Some(Ok(_)) => inner.is_end_stream(),

@@ -45,18 +45,30 @@ pub struct Straggler {
     pub what: StragglerKind,
     /// How long it had been running when the drain was cut short.
     pub age: Duration,
+    /// `true` when the request started before shutdown was triggered: its
+    /// start is not timed (a clock read per request would cost as much as
+    /// the rest of the tracking), so `age` is the time since the trigger, a
+    /// lower bound.
+    pub age_is_lower_bound: bool,
 }
 
 /// The kind of a [`Straggler`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StragglerKind {
-    /// A request, by method and path (the path is cut at 64 bytes).
+    /// A request, by method and path (the method is cut at 8 bytes, the path
+    /// at 48, marked with `…`).
     Request {
         /// The request method.
         method: String,
         /// The request path (no query).
         path: String,
+    },
+    /// Requests that found no free slot to record their name (more than 128
+    /// in flight on one thread).
+    Unnamed {
+        /// How many.
+        count: usize,
     },
     /// Background work tracked with a guard, by the name it was given.
     Task {
@@ -67,11 +79,19 @@ pub enum StragglerKind {
 
 impl fmt::Display for Straggler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ge = if self.age_is_lower_bound { "≥ " } else { "" };
         match &self.what {
             StragglerKind::Request { method, path } => {
-                write!(f, "{method} {path} (age {:.1?})", self.age)
+                write!(f, "{method} {path} (age {ge}{:.1?})", self.age)
             }
-            StragglerKind::Task { name } => write!(f, "task {name} (age {:.1?})", self.age),
+            StragglerKind::Task { name } => write!(f, "task {name} (age {ge}{:.1?})", self.age),
+            StragglerKind::Unnamed { count } => {
+                write!(
+                    f,
+                    "{count} more requests, unnamed (age {ge}{:.1?})",
+                    self.age
+                )
+            }
         }
     }
 }
@@ -148,8 +168,12 @@ impl ShutdownReport {
     pub fn force_cancelled(&self) -> usize {
         self.stragglers
             .iter()
-            .filter(|s| matches!(s.what, StragglerKind::Request { .. }))
-            .count()
+            .map(|s| match s.what {
+                StragglerKind::Request { .. } => 1,
+                StragglerKind::Unnamed { count } => count,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Whether nothing was abandoned and every hook completed.

@@ -12,7 +12,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::state::{Shared, SharedRef};
 use crate::sync::Arc;
-use crate::tracker::{InlinePath, Kind, Ticket};
+use crate::tracker::Ticket;
 
 /// Tells a handler that shutdown has begun.
 ///
@@ -124,7 +124,7 @@ impl ShutdownSignal {
     /// before the callback runs, in which nothing is in flight and the drain
     /// can complete.
     pub fn track(&self, name: impl Into<Cow<'static, str>>) -> InFlightGuard {
-        InFlightGuard::acquire(&self.shared, Kind::Task { name: name.into() })
+        InFlightGuard::task(&self.shared, name.into())
     }
 
     /// A child [`CancellationToken`] cancelled when draining begins, for code
@@ -138,6 +138,50 @@ impl ShutdownSignal {
     /// signal.
     pub fn forced_token(&self) -> CancellationToken {
         self.shared.hard.child_token()
+    }
+}
+
+impl ShutdownSignal {
+    /// The signal of the request being handled on this thread, if an
+    /// [`InFlight`](crate::InFlight) layer (part of
+    /// [`Coordinator::layer`](crate::Coordinator::layer)) is polling it.
+    ///
+    /// Available while the layer polls the inner service's `call`, its
+    /// response future and its response body, so any handler (axum, tonic,
+    /// a plain tower service) can ask for it without anything in the request
+    /// extensions and without an allocation. Not available in tasks the
+    /// handler spawns: take the signal first and move it in.
+    pub fn current() -> Option<ShutdownSignal> {
+        CURRENT
+            .with(|c| c.get())
+            .map(|s| ShutdownSignal::new(SharedRef::Static(s)))
+    }
+}
+
+thread_local! {
+    static CURRENT: std::cell::Cell<Option<&'static Shared>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes [`ShutdownSignal::current`] answer while a request is polled;
+/// restores the previous value on drop (also when unwinding), so nested
+/// coordinators and panics leave nothing behind.
+pub(crate) struct CurrentSignal {
+    prev: Option<&'static Shared>,
+}
+
+impl CurrentSignal {
+    #[inline]
+    pub(crate) fn enter(shared: &'static Shared) -> Self {
+        Self {
+            prev: CURRENT.with(|c| c.replace(Some(shared))),
+        }
+    }
+}
+
+impl Drop for CurrentSignal {
+    #[inline]
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
     }
 }
 
@@ -194,9 +238,8 @@ pub struct InFlightGuard {
 }
 
 impl InFlightGuard {
-    #[inline]
-    pub(crate) fn acquire(shared: &SharedRef, kind: Kind) -> Self {
-        let ticket = shared.tracker.acquire(kind);
+    pub(crate) fn task(shared: &SharedRef, name: Cow<'static, str>) -> Self {
+        let ticket = shared.tracker.acquire_task(name);
         Self {
             shared: shared.clone(),
             ticket: Some(ticket),
@@ -205,13 +248,11 @@ impl InFlightGuard {
 
     #[inline]
     pub(crate) fn request(shared: &SharedRef, method: &http::Method, path: &str) -> Self {
-        Self::acquire(
-            shared,
-            Kind::Request {
-                method: method.clone(),
-                path: InlinePath::new(path),
-            },
-        )
+        let ticket = shared.tracker.acquire_request(method, path);
+        Self {
+            shared: shared.clone(),
+            ticket: Some(ticket),
+        }
     }
 
     /// Releases the guard now (same as dropping it).

@@ -94,6 +94,14 @@ pub(crate) enum SharedRef {
 }
 
 impl SharedRef {
+    /// The process-lifetime state, for layers (always `Static` there).
+    pub(crate) fn as_static(&self) -> Option<&'static Shared> {
+        match self {
+            SharedRef::Static(s) => Some(s),
+            SharedRef::Owned(_) => None,
+        }
+    }
+
     /// Allocates `shared` for the life of the process.
     pub(crate) fn leak(shared: Shared) -> Self {
         SharedRef::Static(Box::leak(Box::new(shared)))
@@ -192,6 +200,9 @@ impl Shared {
     /// Programmatic trigger. Idempotent; returns whether this call triggered.
     pub(crate) fn trigger(&self) -> bool {
         let first = self.advance(Phase::Triggered);
+        if first {
+            self.tracker.stamp_live();
+        }
         self.triggered.set();
         first
     }

@@ -5,13 +5,13 @@
 
 #[cfg(tower_graceful_loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU8, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicIsize, AtomicU64, AtomicU8, AtomicUsize},
     Mutex, MutexGuard,
 };
 
 #[cfg(not(tower_graceful_loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU8, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicIsize, AtomicU64, AtomicU8, AtomicUsize},
     Mutex, MutexGuard,
 };
 

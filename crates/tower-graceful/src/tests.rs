@@ -587,8 +587,8 @@ async fn signal_fires_at_start_of_draining_not_at_trigger() {
 async fn looping_handler_exits_and_drain_completes() {
     let c = coordinator();
     let svc = ServiceBuilder::new().layer(c.layer()).service(service_fn(
-        |req: Request<String>| async move {
-            let signal = req.extensions().get::<ShutdownSignal>().unwrap().clone();
+        |_req: Request<String>| async move {
+            let signal = ShutdownSignal::current().expect("polled by the InFlight layer");
             let mut ticks = 0u32;
             loop {
                 tokio::select! {
@@ -608,6 +608,29 @@ async fn looping_handler_exits_and_drain_completes() {
     let report = timeout(WAIT, c.wait()).await.unwrap();
     assert_eq!(report.drain_outcome, DrainOutcome::Drained);
     assert!(report.stragglers.is_empty());
+}
+
+#[tokio::test]
+async fn current_signal_is_scoped_to_the_layer_and_signal_layer_fills_extensions() {
+    let c = coordinator();
+    assert!(
+        ShutdownSignal::current().is_none(),
+        "nothing outside a request"
+    );
+    let svc = ServiceBuilder::new()
+        .layer(c.layer())
+        .layer(SignalLayer::new(&c))
+        .service(service_fn(|req: Request<String>| async move {
+            let from_ext = req.extensions().get::<ShutdownSignal>().is_some();
+            let current = ShutdownSignal::current().is_some();
+            Ok::<_, Infallible>(Response::new(format!("{from_ext} {current}")))
+        }));
+    let res = svc.oneshot(get("/")).await.unwrap();
+    assert_eq!(body_text(res).await, "true true");
+    assert!(
+        ShutdownSignal::current().is_none(),
+        "restored after the poll"
+    );
 }
 
 #[tokio::test]
@@ -631,7 +654,16 @@ async fn tracked_background_work_holds_the_drain() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(c.phase(), Phase::Draining, "guards hold the drain");
     drop(guard);
+    assert!(
+        timeout(Duration::from_millis(10), c.drained())
+            .await
+            .is_err(),
+        "one guard left"
+    );
     job.release();
+    timeout(WAIT, c.drained())
+        .await
+        .expect("drained once the last guard went");
     let report = timeout(WAIT, c.wait()).await.unwrap();
     assert_eq!(report.drain_outcome, DrainOutcome::Drained);
     assert!(report.drain >= Duration::from_secs(1));
@@ -718,7 +750,11 @@ async fn deadline_cancels_a_handler_that_never_finishes() {
             path: "/stuck/forever".into()
         }
     );
-    assert!(s.age >= Duration::from_millis(2_500), "{:?}", s.age);
+    // Started before the trigger: its age is the time since the trigger,
+    // marked as a lower bound.
+    assert!(s.age_is_lower_bound);
+    assert!(s.age >= Duration::from_secs(2), "{:?}", s.age);
+    assert!(report.to_string().contains("age ≥ 2.0s"), "{report}");
     assert!(forced.is_forced(), "hard signal fired");
     assert_eq!(c.phase(), Phase::Done);
     assert!(report.to_string().contains("POST /stuck/forever"));
