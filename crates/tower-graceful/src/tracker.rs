@@ -300,7 +300,9 @@ impl Tracker {
             slot.since.store(since, Relaxed);
             let live = (writing & !TAG) | LIVE;
             slot.state.store(live, Release);
-            cursor_set(idx + 1);
+            // Next time, try this slot first: with one request at a time per
+            // thread it is free again, and its cache line is already here.
+            cursor_set(idx);
             return Name::Slot {
                 shard: shard as u32,
                 slot: idx as u32,
