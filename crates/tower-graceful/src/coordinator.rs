@@ -55,6 +55,11 @@ struct Inner {
     hooks: Mutex<Option<Vec<Hook>>>,
     cause: Mutex<Option<TriggerCause>>,
     report: Mutex<Option<ShutdownReport>>,
+    /// Whether a driver task is alive. It lives on the runtime that built
+    /// the coordinator; if that runtime shuts down first, the next call to
+    /// `trigger`, `force` or `wait` starts a new driver on the caller's
+    /// runtime instead of leaving everyone waiting on a task that is gone.
+    driver_alive: std::sync::atomic::AtomicBool,
 }
 
 /// Ties the layers, the signal and the phases together. One per process,
@@ -118,12 +123,13 @@ impl Coordinator {
             hooks: Mutex::new(Some(Vec::new())),
             cause: Mutex::new(None),
             report: Mutex::new(None),
+            driver_alive: std::sync::atomic::AtomicBool::new(true),
         });
         let coordinator = Self { shared, inner };
         if coordinator.inner.config.handle_signals {
             signals::listen(coordinator.clone(), handle)?;
         }
-        handle.spawn(coordinator.clone().drive());
+        coordinator.spawn_driver(handle);
         Ok(coordinator)
     }
 
@@ -143,7 +149,32 @@ impl Coordinator {
         self.trigger_with(TriggerCause::Api)
     }
 
+    /// Restarts the driver on the current runtime if the one it ran on is
+    /// gone (see `Inner::driver_alive`).
+    fn ensure_driver(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        if self.shared.done.is_set() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .inner
+            .driver_alive
+            .compare_exchange(false, true, AcqRel, std::sync::atomic::Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                target: "tower_graceful",
+                "the runtime that built the coordinator is gone: driving shutdown from this one"
+            );
+            self.spawn_driver(&handle);
+        }
+    }
+
     pub(crate) fn trigger_with(&self, cause: TriggerCause) -> bool {
+        self.ensure_driver();
         {
             let mut c = lock(&self.inner.cause);
             if c.is_none() {
@@ -302,6 +333,7 @@ impl Coordinator {
     ///
     /// Cancel safe: it only observes.
     pub async fn wait(&self) -> ShutdownReport {
+        self.ensure_driver();
         self.shared.done.wait().await;
         lock(&self.inner.report)
             .clone()
@@ -325,6 +357,29 @@ impl Coordinator {
             drain: DrainLayer::new(self),
             count: InFlightLayer::new(self),
         }
+    }
+
+    /// Spawns the driver. The guard is moved into the task's future when it
+    /// is created, so it is dropped with the task even if the task never ran
+    /// (its runtime shut down first).
+    fn spawn_driver(&self, handle: &tokio::runtime::Handle) {
+        struct Alive(Coordinator);
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                if !self.0.shared.done.is_set() {
+                    self.0
+                        .inner
+                        .driver_alive
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+        let alive = Alive(self.clone());
+        handle.spawn(async move {
+            let c = alive.0.clone();
+            c.drive().await;
+            drop(alive);
+        });
     }
 
     async fn drive(self) {

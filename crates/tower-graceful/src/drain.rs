@@ -281,8 +281,7 @@ impl<S> Layer<S> for DrainLayer {
 }
 
 /// Middleware that answers new requests with a retryable rejection while
-///
-/// The draining responder.
+/// draining.
 ///
 /// Once the coordinator is draining, [`Drain`] answers new requests itself
 /// instead of calling the inner service:

@@ -216,19 +216,17 @@ impl Tracker {
         }
     }
 
-    /// Adds `delta` through `shard`; returns whether the shard was sealed
-    /// (that is, the operation happened while draining).
+    /// Adds one through `shard` (and through `global` if the shard is
+    /// sealed, that is, while draining).
     #[inline]
-    fn add(&self, shard: usize, delta: isize) -> bool {
-        // AcqRel: the release that ends a request publishes its work to the
-        // sealing swap (or, when sealed, to the `global` update below) and so
-        // to whoever the drained latch wakes.
-        let prev = self.shards[shard].0.count.fetch_add(delta, AcqRel);
-        if prev > SEALED / 2 {
-            return false;
+    fn inc(&self, shard: usize) {
+        // AcqRel here and in `release_in`: the release that ends a request
+        // publishes its work to the sealing swap (or, when sealed, to the
+        // `global` update) and so to whoever the drained latch wakes.
+        let prev = self.shards[shard].0.count.fetch_add(1, AcqRel);
+        if prev <= SEALED / 2 {
+            self.add_global(1);
         }
-        self.add_global(delta);
-        true
     }
 
     #[cold]
@@ -252,7 +250,7 @@ impl Tracker {
         method: &http::Method,
         path: &str,
     ) -> Ticket {
-        self.add(shard, 1);
+        self.inc(shard);
         Ticket {
             name: self.claim(shard, method, path),
             request: true,
@@ -318,7 +316,7 @@ impl Tracker {
     // ---- tasks ----
 
     pub(crate) fn acquire_task(&self, name: Cow<'static, str>) -> Ticket {
-        self.add(self.home(), 1);
+        self.inc(self.home());
         let mut t = lock(&self.tasks);
         let entry = Some((name, tokio::time::Instant::now()));
         let key = match t.free.pop() {
@@ -366,8 +364,14 @@ impl Tracker {
                 t.free.push(key);
             }
         }
-        if self.add(shard, -1) && ticket.request {
-            self.completed_while_draining.fetch_add(1, Relaxed);
+        let prev = self.shards[shard].0.count.fetch_add(-1, AcqRel);
+        if prev <= SEALED / 2 {
+            // Counted before the decrement that may reach zero: the report
+            // is written as soon as the latch is set.
+            if ticket.request {
+                self.completed_while_draining.fetch_add(1, Relaxed);
+            }
+            self.add_global(-1);
         }
     }
 
