@@ -7,9 +7,6 @@
 //! fails; servers listen on `127.0.0.1:0` only.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,9 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::{stream, SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tower_graceful::{
@@ -30,184 +26,9 @@ use tower_graceful_tests::{coordinator_with_deadline, serve_draining, within, H1
 
 // ================================================== 1. a storm of signals ==
 
-/// The `axum` example binary, built once per test process (as in
-/// `signals.rs`: cargo's own `compiler-artifact` message names the file).
-fn axum_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ lives in the workspace")
-            .to_owned();
-        let out = std::process::Command::new(env!("CARGO"))
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "-p",
-                "tower-graceful-examples",
-                "--bin",
-                "axum",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build for the axum example");
-        assert!(out.status.success(), "building the axum example failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "axum")
-            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported the axum executable")
-    })
-    .clone()
-}
-
-/// Lines of one output stream: a feed to wait on, and everything so far.
-struct Lines {
-    rx: mpsc::UnboundedReceiver<String>,
-    all: Arc<Mutex<String>>,
-}
-
-impl Lines {
-    fn read(stream: impl AsyncRead + Unpin + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let all = Arc::new(Mutex::new(String::new()));
-        let keep = all.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut all = keep.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-                let _ = tx.send(line);
-            }
-            // `tx` dropped here: the feed ends with the stream.
-        });
-        Self { rx, all }
-    }
-
-    /// Waits (bounded) for a line containing `needle` and returns it.
-    async fn wait_for(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = self.rx.recv().await {
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!(
-                "no line containing {needle:?} within 20 s; output so far:\n{}",
-                self.text()
-            ),
-        }
-    }
-
-    /// Waits (bounded) for the end of the stream and returns all of it.
-    async fn until_eof(&mut self) -> String {
-        let eof = tokio::time::timeout(Duration::from_secs(10), async {
-            while self.rx.recv().await.is_some() {}
-        })
-        .await;
-        assert!(eof.is_ok(), "output did not end:\n{}", self.text());
-        self.text()
-    }
-
-    fn text(&self) -> String {
-        self.all.lock().unwrap().clone()
-    }
-}
-
-/// A running `axum` example; killed by its PID (SIGKILL) when dropped
-/// unless it exited.
-struct Example {
-    child: Child,
-    pid: u32,
-    stdout: Lines,
-    stderr: Lines,
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-impl Example {
-    /// Starts the example on a free port and waits for `listening on`.
-    async fn start(env: &[(&str, &str)]) -> (Self, std::net::SocketAddr) {
-        let bin = tokio::task::spawn_blocking(axum_binary).await.unwrap();
-        let mut child = Command::new(&bin)
-            .env("PORT", "0")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let pid = child.id().expect("just spawned");
-        let stdout = Lines::read(child.stdout.take().unwrap());
-        let stderr = Lines::read(child.stderr.take().unwrap());
-        let mut example = Example {
-            child,
-            pid,
-            stdout,
-            stderr,
-        };
-        let line = example.stdout.wait_for("listening on ").await;
-        let addr = line["listening on ".len()..]
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-        (example, addr)
-    }
-
-    /// Sends `signal` (`TERM`, `INT`) to the child's PID with `kill`. The
-    /// child is never reaped before [`exited`](Self::exited), so its PID
-    /// cannot have been reused: `kill` must succeed even after it exited
-    /// (a zombie still takes signals).
-    fn kill(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args(["-s", signal, &self.pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {signal} {} failed", self.pid);
-    }
-
-    /// Sends `signals` back to back from one shell (builtin `kill`, no
-    /// process start between them): microseconds apart.
-    fn burst(&self, signals: &[&str]) {
-        let script: String = signals
-            .iter()
-            .map(|s| format!("kill -s {s} {} || exit 1\n", self.pid))
-            .collect();
-        let status = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .status()
-            .expect("run sh");
-        assert!(status.success(), "signal burst to {} failed", self.pid);
-    }
-
-    /// Waits (bounded by `limit`) for the process to exit and reaps it.
-    async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.expect("wait for the child"),
-            Err(_) => panic!(
-                "the example did not exit within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout.text(),
-                self.stderr.text()
-            ),
-        }
-    }
-}
+#[path = "support/example.rs"]
+mod example;
+use example::Example;
 
 /// `TERM`, `INT`, `TERM`, … for `n` signals.
 fn mixed(n: usize) -> Vec<&'static str> {
