@@ -26,8 +26,6 @@ use tower_layer::Layer;
 
 use crate::builder::{Builder, Config, ConfigError};
 use crate::drain::{Drain, DrainLayer};
-#[allow(unused_imports)] // doc links
-use crate::extension::SignalLayer;
 use crate::in_flight::{InFlight, InFlightLayer};
 use crate::probe::{LivenessService, ProbeLayer, Probes, Readiness, ReadinessService};
 use crate::report::{
@@ -349,7 +347,7 @@ impl Coordinator {
     /// paths were configured) → draining responder → in-flight counting
     /// (which also makes [`ShutdownSignal::current`] and the axum extractor
     /// work). Apply it around the whole router (`Router::layer`, tonic's
-    /// `Server::builder().layer`). Add [`SignalLayer`] inside it if you want
+    /// `Server::builder().layer`). Add [`SignalLayer`](crate::SignalLayer) inside it if you want
     /// the signal in request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
         GracefulLayer {

@@ -393,7 +393,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] fut: F },
-        Rejected { res: Option<Response<Bytes>> },
+        Answered { res: Option<Response<Bytes>> },
     }
 }
 
@@ -409,7 +409,7 @@ impl<F> ResponseFuture<F> {
     #[inline]
     pub(crate) fn answered(res: Response<Bytes>) -> Self {
         Self {
-            kind: Kind::Rejected { res: Some(res) },
+            kind: Kind::Answered { res: Some(res) },
         }
     }
 }
@@ -435,10 +435,10 @@ where
                     kind: BodyKind::Inner { inner },
                 })))
             }
-            KindProj::Rejected { res } => {
+            KindProj::Answered { res } => {
                 let res = res.take().expect("polled after completion");
                 Poll::Ready(Ok(res.map(|data| ResponseBody {
-                    kind: BodyKind::Rejected {
+                    kind: BodyKind::Answered {
                         data: (!data.is_empty()).then_some(data),
                     },
                 })))
@@ -459,7 +459,7 @@ pin_project! {
     #[project = BodyProj]
     enum BodyKind<B> {
         Inner { #[pin] inner: B },
-        Rejected { data: Option<Bytes> },
+        Answered { data: Option<Bytes> },
     }
 }
 
@@ -484,7 +484,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             BodyProj::Inner { inner } => inner.poll_frame(cx),
-            BodyProj::Rejected { data } => {
+            BodyProj::Answered { data } => {
                 Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
             }
         }
@@ -494,7 +494,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             BodyKind::Inner { inner } => inner.is_end_stream(),
-            BodyKind::Rejected { data } => data.is_none(),
+            BodyKind::Answered { data } => data.is_none(),
         }
     }
 
@@ -502,7 +502,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             BodyKind::Inner { inner } => inner.size_hint(),
-            BodyKind::Rejected { data } => {
+            BodyKind::Answered { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
