@@ -22,12 +22,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tower_layer::Layer;
 
 use crate::builder::{Builder, Config, ConfigError};
-use crate::drain::{Drain, DrainLayer};
-use crate::in_flight::{InFlight, InFlightLayer};
-use crate::probe::{LivenessService, ProbeLayer, Probes, Readiness, ReadinessService};
+use crate::graceful::{GracefulLayer, Stack};
+use crate::probe::{LivenessService, Readiness, ReadinessService};
 use crate::report::{
     DrainOutcome, HookOutcome, HookReport, ShutdownReport, Straggler, StragglerKind, TriggerCause,
 };
@@ -49,6 +47,8 @@ struct Hook {
 struct Inner {
     /// Leaked like the shared state, so layers can hold `&'static` parts of it.
     config: &'static Config,
+    /// What every `Graceful` service of `layer()` points to (leaked too).
+    stack: &'static Stack,
     /// `None` once cleanup has begun: later hooks are refused.
     hooks: Mutex<Option<Vec<Hook>>>,
     cause: Mutex<Option<TriggerCause>>,
@@ -116,8 +116,16 @@ impl Coordinator {
         handle: &tokio::runtime::Handle,
     ) -> Result<Self, ConfigError> {
         let shared = SharedRef::leak(Shared::new(CancellationToken::new(), true));
+        let config: &'static Config = Box::leak(Box::new(config));
+        let stack = Box::leak(Box::new(Stack::new(
+            shared.as_static().expect("leaked above"),
+            &config.reject,
+            &config.probes,
+            &config.untracked,
+        )));
         let inner = Arc::new(Inner {
-            config: Box::leak(Box::new(config)),
+            config,
+            stack,
             hooks: Mutex::new(Some(Vec::new())),
             cause: Mutex::new(None),
             report: Mutex::new(None),
@@ -350,11 +358,7 @@ impl Coordinator {
     /// `Server::builder().layer`). Add [`SignalLayer`](crate::SignalLayer) inside it if you want
     /// the signal in request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
-        GracefulLayer {
-            probes: ProbeLayer::new(self),
-            drain: DrainLayer::new(self),
-            count: InFlightLayer::new(self),
-        }
+        GracefulLayer::new(self.inner.stack)
     }
 
     /// Spawns the driver. The guard is moved into the task's future when it
@@ -606,33 +610,6 @@ impl Future for Draining {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.project().inner.poll(cx)
-    }
-}
-
-/// The combined layer of [`Coordinator::layer`].
-#[derive(Clone, Debug)]
-pub struct GracefulLayer {
-    probes: ProbeLayer,
-    drain: DrainLayer,
-    count: InFlightLayer,
-}
-
-impl GracefulLayer {
-    /// Adds an exact path the draining responder always lets through.
-    pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        self.drain = self.drain.exempt(path);
-        self
-    }
-}
-
-/// The service of [`GracefulLayer`].
-pub type Graceful<S> = Probes<Drain<InFlight<S>>>;
-
-impl<S> Layer<S> for GracefulLayer {
-    type Service = Graceful<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        self.probes.layer(self.drain.layer(self.count.layer(inner)))
     }
 }
 

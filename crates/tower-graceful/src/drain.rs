@@ -34,7 +34,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::state::SharedRef;
+use crate::body::FixedBody;
+use crate::probe::ProbeMethod;
+use crate::state::Shared;
 use crate::sync::Arc;
 use crate::Coordinator;
 
@@ -138,8 +140,17 @@ impl RejectConfig {
         }
     }
 
+    /// A copy with one more exempt path.
+    pub(crate) fn with_exempt(&self, path: String) -> Self {
+        let mut config = self.clone();
+        let mut v: Vec<String> = config.exempt.iter().cloned().collect();
+        v.push(path);
+        config.exempt = v.into();
+        config
+    }
+
     #[inline]
-    fn is_exempt(&self, path: &str) -> bool {
+    pub(crate) fn is_exempt(&self, path: &str) -> bool {
         self.exempt.iter().any(|p| p == path)
     }
 
@@ -152,35 +163,48 @@ impl RejectConfig {
         }
     }
 
-    fn reject<B>(&self, req: &Request<B>) -> Response<Bytes> {
+    /// Decides the rejection of `req`; the response itself is built when the
+    /// future is polled ([`Answer::into_response`]), which keeps every
+    /// response future of the stack small.
+    #[inline]
+    pub(crate) fn reject<B>(&'static self, req: &Request<B>) -> Answer {
         let grpc = req
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let retry_after = self.pick_retry_after();
         if let Some(custom) = &self.custom {
-            return custom(&RejectContext {
+            return Answer::Custom(Box::new(custom(&RejectContext {
                 version: req.version(),
                 grpc,
-                retry_after,
+                retry_after: self.pick_retry_after(),
                 path: req.uri().path(),
-            });
+            })));
         }
+        Answer::Reject {
+            config: self,
+            version: req.version(),
+            grpc,
+        }
+    }
+
+    fn response(&self, version: Version, grpc: bool) -> Response<Bytes> {
         let mut res = Response::new(Bytes::new());
-        *res.version_mut() = req.version();
+        *res.version_mut() = version;
         if grpc {
             // Trailers-only: status in the headers, empty body.
             let h = res.headers_mut();
+            h.reserve(3);
             h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
             h.insert(GRPC_STATUS, GRPC_UNAVAILABLE);
             h.insert(GRPC_MESSAGE, self.grpc_message.clone());
         } else {
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             let h = res.headers_mut();
-            h.insert(RETRY_AFTER, retry_after.clone());
+            h.reserve(4);
+            h.insert(RETRY_AFTER, self.pick_retry_after().clone());
             h.insert(CONTENT_TYPE, TEXT_PLAIN);
             h.insert(CONTENT_LENGTH, self.content_length.clone());
-            if req.version() <= Version::HTTP_11 {
+            if version <= Version::HTTP_11 {
                 // Only HTTP/1.x has connection-level headers; HTTP/2 and 3
                 // forbid them (the server's GOAWAY does the job there).
                 h.insert(CONNECTION, CLOSE);
@@ -188,6 +212,47 @@ impl RejectConfig {
             *res.body_mut() = self.body.clone();
         }
         res
+    }
+}
+
+/// A response decided without calling the inner service (a rejection or a
+/// probe answer). Small on purpose: it sits in a variant of the response
+/// future beside the inner service's future, so its size is paid on every
+/// request; the response is built from it when the future is polled.
+pub(crate) enum Answer {
+    Reject {
+        config: &'static RejectConfig,
+        version: Version,
+        grpc: bool,
+    },
+    /// From [`DrainLayer::respond_with`]: built at `call` (it sees the path).
+    Custom(Box<Response<Bytes>>),
+    Ready {
+        shared: &'static Shared,
+        method: ProbeMethod,
+    },
+    Live {
+        method: ProbeMethod,
+    },
+}
+
+impl Answer {
+    pub(crate) fn into_response(self) -> Response<Bytes> {
+        match self {
+            Answer::Reject {
+                config,
+                version,
+                grpc,
+            } => config.response(version, grpc),
+            Answer::Custom(res) => *res,
+            Answer::Ready { shared, method } => {
+                crate::probe::readiness_response(shared, &method.method())
+                    .map(FixedBody::into_bytes)
+            }
+            Answer::Live { method } => {
+                crate::probe::liveness_response(&method.method()).map(FixedBody::into_bytes)
+            }
+        }
     }
 }
 
@@ -216,7 +281,7 @@ fn jitter(n: usize) -> usize {
 /// Layer that applies [`Drain`].
 #[derive(Clone)]
 pub struct DrainLayer {
-    shared: SharedRef,
+    shared: &'static Shared,
     config: &'static RejectConfig,
 }
 
@@ -225,7 +290,7 @@ impl DrainLayer {
     /// rejection settings from its builder.
     pub fn new(coordinator: &Coordinator) -> Self {
         Self {
-            shared: coordinator.shared.clone(),
+            shared: coordinator.shared_static(),
             config: &coordinator.config().reject,
         }
     }
@@ -238,11 +303,7 @@ impl DrainLayer {
     /// (services hold a `&'static` to it so per-request clones are free):
     /// configure layers at start-up, not per request.
     pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        let mut config = self.config.clone();
-        let mut v: Vec<String> = config.exempt.iter().cloned().collect();
-        v.push(path.into());
-        config.exempt = v.into();
-        self.config = Box::leak(Box::new(config));
+        self.config = Box::leak(Box::new(self.config.with_exempt(path.into())));
         self
     }
 
@@ -274,7 +335,7 @@ impl<S> Layer<S> for DrainLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Drain {
             inner,
-            shared: self.shared.clone(),
+            shared: self.shared,
             config: self.config,
         }
     }
@@ -303,7 +364,7 @@ impl<S> Layer<S> for DrainLayer {
 #[derive(Clone)]
 pub struct Drain<S> {
     inner: S,
-    shared: SharedRef,
+    shared: &'static Shared,
     config: &'static RejectConfig,
 }
 
@@ -393,7 +454,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] fut: F },
-        Answered { res: Option<Response<Bytes>> },
+        Answered { answer: Option<Answer> },
     }
 }
 
@@ -407,9 +468,11 @@ impl<F> ResponseFuture<F> {
 
     /// A response decided without calling the inner service.
     #[inline]
-    pub(crate) fn answered(res: Response<Bytes>) -> Self {
+    pub(crate) fn answered(answer: Answer) -> Self {
         Self {
-            kind: Kind::Answered { res: Some(res) },
+            kind: Kind::Answered {
+                answer: Some(answer),
+            },
         }
     }
 }
@@ -435,8 +498,11 @@ where
                     kind: BodyKind::Inner { inner },
                 })))
             }
-            KindProj::Answered { res } => {
-                let res = res.take().expect("polled after completion");
+            KindProj::Answered { answer } => {
+                let res = answer
+                    .take()
+                    .expect("polled after completion")
+                    .into_response();
                 Poll::Ready(Ok(res.map(|data| ResponseBody {
                     kind: BodyKind::Answered {
                         data: (!data.is_empty()).then_some(data),

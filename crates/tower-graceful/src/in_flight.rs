@@ -24,8 +24,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::signal::CurrentSignal;
-use crate::signal::InFlightGuard;
-use crate::state::{Shared, SharedRef};
+use crate::state::Shared;
+use crate::tracker::RequestGuard;
 use crate::Coordinator;
 
 /// Layer that applies [`InFlight`].
@@ -144,11 +144,7 @@ where
         let guard = if self.untracked.iter().any(|p| p == path) {
             None
         } else {
-            Some(InFlightGuard::request(
-                &SharedRef::Static(self.shared),
-                req.method(),
-                path,
-            ))
+            Some(RequestGuard::new(&self.shared.tracker, req.method(), path))
         };
         let _current = CurrentSignal::enter(self.shared);
         ResponseFuture {
@@ -165,7 +161,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<InFlightGuard>,
+        guard: Option<RequestGuard>,
         shared: &'static Shared,
     }
 }
@@ -213,7 +209,7 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        guard: Option<InFlightGuard>,
+        guard: Option<RequestGuard>,
         shared: &'static Shared,
     }
 }

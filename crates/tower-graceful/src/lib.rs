@@ -67,6 +67,7 @@ mod coordinator;
 mod drain;
 mod event;
 mod extension;
+mod graceful;
 mod in_flight;
 mod probe;
 mod report;
@@ -87,13 +88,12 @@ pub use crate::builder::{
     Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
     DEFAULT_RETRY_AFTER, GRPC_HEALTH_WATCH,
 };
-pub use crate::coordinator::{
-    Coordinator, Draining, Graceful, GracefulLayer, HookRegistrationError,
-};
+pub use crate::coordinator::{Coordinator, Draining, HookRegistrationError};
 pub use crate::drain::{Drain, DrainLayer, RejectContext};
 pub use crate::extension::{AddSignal, SignalLayer};
 #[cfg(feature = "axum")]
 pub use crate::extract::MissingShutdownSignal;
+pub use crate::graceful::{Graceful, GracefulLayer};
 pub use crate::in_flight::{InFlight, InFlightLayer};
 pub use crate::probe::{
     LivenessService, ProbeLayer, Probes, Readiness, ReadinessGate, ReadinessService,
@@ -107,12 +107,14 @@ pub use crate::state::{Phase, ReadinessStatus};
 /// Response futures and bodies of the middleware, by module.
 pub mod future {
     pub use crate::drain::ResponseFuture as DrainFuture;
+    pub use crate::graceful::GracefulFuture;
     pub use crate::in_flight::ResponseFuture as InFlightFuture;
 }
 
 /// Response bodies of the middleware.
 pub mod body_types {
     pub use crate::drain::ResponseBody as DrainBody;
+    pub use crate::graceful::GracefulBody;
     pub use crate::in_flight::ResponseBody as InFlightBody;
 }
 

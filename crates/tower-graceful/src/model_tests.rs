@@ -91,11 +91,9 @@ impl Body for ChannelBody {
     }
 }
 
-type Res = Response<
-    crate::body_types::DrainBody<
-        crate::body_types::DrainBody<crate::body_types::InFlightBody<ChannelBody>>,
-    >,
->;
+/// Boxed, so that one model drives both the fused stack (`Coordinator::layer`)
+/// and the three layers stacked by hand.
+type Res = Response<http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>>;
 
 struct Pending {
     cmd: oneshot::Sender<Cmd>,
@@ -183,7 +181,13 @@ fn quiet_model_panics() {
     });
 }
 
-async fn run_case(pre_drain_ms: u64, deadline_ms: u64, hooks: Vec<HookKind>, ops: Vec<Op>) {
+async fn run_case(
+    composed: bool,
+    pre_drain_ms: u64,
+    deadline_ms: u64,
+    hooks: Vec<HookKind>,
+    ops: Vec<Op>,
+) {
     let c = Coordinator::builder()
         .handle_signals(false)
         .pre_drain_delay(Duration::from_millis(pre_drain_ms))
@@ -204,7 +208,11 @@ async fn run_case(pre_drain_ms: u64, deadline_ms: u64, hooks: Vec<HookKind>, ops
         .unwrap();
     }
     let gate = c.readiness().gate("model-gate");
-    let layer = c.layer();
+    let fused = c.layer();
+    let stacked = tower::ServiceBuilder::new()
+        .layer(ProbeLayer::new(&c))
+        .layer(DrainLayer::new(&c))
+        .layer(InFlightLayer::new(&c));
     let mut m = Model {
         hook_ms: 1_000 * hooks.iter().filter(|k| **k == HookKind::Hang).count() as u64,
         ..Model::default()
@@ -219,7 +227,7 @@ async fn run_case(pre_drain_ms: u64, deadline_ms: u64, hooks: Vec<HookKind>, ops
             Op::Start { grpc } => {
                 let (cmd_tx, cmd_rx) = oneshot::channel::<Cmd>();
                 let mut cmd_rx = Some(cmd_rx);
-                let svc = layer.layer(service_fn(move |_req: Request<()>| {
+                let handler = service_fn(move |_req: Request<()>| {
                     let rx = cmd_rx.take().expect("one call");
                     async move {
                         match rx.await {
@@ -231,13 +239,25 @@ async fn run_case(pre_drain_ms: u64, deadline_ms: u64, hooks: Vec<HookKind>, ops
                             STREAMS.with(|s| s.borrow_mut().pop().expect("stream prepared")),
                         )))
                     }
-                }));
+                });
                 let mut req = Request::post("/model").body(()).unwrap();
                 if grpc {
                     req.headers_mut()
                         .insert("content-type", "application/grpc".parse().unwrap());
                 }
-                let task = tokio::spawn(svc.oneshot(req));
+                let task = if composed {
+                    let svc = stacked.service(handler);
+                    tokio::spawn(async move {
+                        let res = svc.oneshot(req).await?;
+                        Ok(res.map(|b| b.boxed_unsync()))
+                    })
+                } else {
+                    let svc = fused.layer(handler);
+                    tokio::spawn(async move {
+                        let res = svc.oneshot(req).await?;
+                        Ok(res.map(|b| b.boxed_unsync()))
+                    })
+                };
                 settle().await;
                 if m.draining_at.is_some() {
                     assert!(task.is_finished(), "rejection is immediate");
@@ -454,6 +474,7 @@ proptest! {
 
     #[test]
     fn phase_machine_matches_model(
+        composed in any::<bool>(),
         pre_drain_ms in prop_oneof![Just(0u64), Just(100), Just(1_000)],
         deadline_ms in prop_oneof![Just(500u64), Just(2_000)],
         hooks in prop::collection::vec(hook_kind(), 0..4),
@@ -465,20 +486,29 @@ proptest! {
             .start_paused(true)
             .build()
             .unwrap();
-        rt.block_on(run_case(pre_drain_ms, deadline_ms, hooks, ops));
+        rt.block_on(run_case(composed, pre_drain_ms, deadline_ms, hooks, ops));
     }
 }
 
 // Shrunk cases found while building the model, kept as regular tests.
 
+/// Runs the case through the fused stack and through the stacked layers.
 fn run_on_paused_runtime(pre: u64, deadline: u64, hooks: Vec<HookKind>, ops: Vec<Op>) {
     quiet_model_panics();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(run_case(pre, deadline, hooks, ops));
+    for composed in [false, true] {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(run_case(
+                composed,
+                pre,
+                deadline,
+                hooks.clone(),
+                ops.clone(),
+            ));
+    }
 }
 
 /// A rejection after the report was written is not in the report.

@@ -27,7 +27,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::FixedBody;
-use crate::drain::ResponseBody as EitherBody;
+use crate::drain::{Answer, ResponseBody as EitherBody};
 use crate::state::{Gate, ReadinessStatus, Shared, SharedRef};
 use crate::sync::{lock, Arc};
 use crate::Coordinator;
@@ -157,7 +157,7 @@ fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody>
     res
 }
 
-fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
+pub(crate) fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
     let status = shared.readiness();
     let text = match &status {
         ReadinessStatus::Ready => Bytes::from_static(b"ready\n"),
@@ -167,7 +167,7 @@ fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
     probe_response(method, status.is_ready(), text)
 }
 
-fn liveness_response(method: &Method) -> Response<FixedBody> {
+pub(crate) fn liveness_response(method: &Method) -> Response<FixedBody> {
     probe_response(method, true, Bytes::from_static(b"live\n"))
 }
 
@@ -246,7 +246,7 @@ pub(crate) struct ProbePaths {
 /// probes keep answering while everything else is rejected.
 #[derive(Clone)]
 pub struct ProbeLayer {
-    shared: SharedRef,
+    shared: &'static Shared,
     paths: &'static ProbePaths,
 }
 
@@ -256,7 +256,7 @@ impl ProbeLayer {
     /// [`liveness_path`](crate::Builder::liveness_path)).
     pub fn new(coordinator: &Coordinator) -> Self {
         Self {
-            shared: coordinator.shared.clone(),
+            shared: coordinator.shared_static(),
             paths: &coordinator.config().probes,
         }
     }
@@ -276,7 +276,7 @@ impl<S> Layer<S> for ProbeLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Probes {
             inner,
-            shared: self.shared.clone(),
+            shared: self.shared,
             paths: self.paths,
         }
     }
@@ -286,7 +286,7 @@ impl<S> Layer<S> for ProbeLayer {
 #[derive(Clone)]
 pub struct Probes<S> {
     inner: S,
-    shared: SharedRef,
+    shared: &'static Shared,
     paths: &'static ProbePaths,
 }
 
@@ -333,19 +333,67 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let path = req.uri().path();
-        if self.paths.ready.as_deref() == Some(path) {
-            let res = readiness_response(&self.shared, req.method());
-            return crate::drain::ResponseFuture::answered(into_bytes(res));
+        match self
+            .paths
+            .answer(self.shared, req.uri().path(), req.method())
+        {
+            Some(answer) => crate::drain::ResponseFuture::answered(answer),
+            None => crate::drain::ResponseFuture::inner(self.inner.call(req)),
         }
-        if self.paths.live.as_deref() == Some(path) {
-            let res = liveness_response(req.method());
-            return crate::drain::ResponseFuture::answered(into_bytes(res));
-        }
-        crate::drain::ResponseFuture::inner(self.inner.call(req))
     }
 }
 
-fn into_bytes(res: Response<FixedBody>) -> Response<Bytes> {
-    res.map(|b| b.into_bytes())
+impl ProbePaths {
+    /// The probe answer for `req`, if its path is a probe path.
+    #[inline]
+    pub(crate) fn answer(
+        &self,
+        shared: &'static Shared,
+        path: &str,
+        method: &Method,
+    ) -> Option<Answer> {
+        if self.ready.as_deref() == Some(path) {
+            return Some(Answer::Ready {
+                shared,
+                method: ProbeMethod::of(method),
+            });
+        }
+        if self.live.as_deref() == Some(path) {
+            return Some(Answer::Live {
+                method: ProbeMethod::of(method),
+            });
+        }
+        None
+    }
+}
+
+/// What a probe answer depends on of the request's method (one byte in the
+/// response future instead of a `Method`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ProbeMethod {
+    Get,
+    Head,
+    Other,
+}
+
+impl ProbeMethod {
+    #[inline]
+    fn of(method: &Method) -> Self {
+        if method == Method::GET {
+            ProbeMethod::Get
+        } else if method == Method::HEAD {
+            ProbeMethod::Head
+        } else {
+            ProbeMethod::Other
+        }
+    }
+
+    pub(crate) fn method(self) -> Method {
+        match self {
+            ProbeMethod::Get => Method::GET,
+            ProbeMethod::Head => Method::HEAD,
+            // Any other method gets the same `405`.
+            ProbeMethod::Other => Method::POST,
+        }
+    }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::state::{Shared, SharedRef};
 use crate::sync::Arc;
-use crate::tracker::Ticket;
+use crate::tracker::TaskTicket;
 
 /// Tells a handler that shutdown has begun.
 ///
@@ -226,29 +226,22 @@ impl Future for Cancelled<'_> {
     }
 }
 
-/// Counts one unit of in-flight work until dropped.
+/// Counts one unit of background work until dropped.
 ///
-/// Requests hold one inside the [`InFlight`](crate::InFlight) service's
-/// future and then its response body. Background work gets one from
-/// [`ShutdownSignal::track`] or [`Coordinator::track`](crate::Coordinator::track).
-/// The drain completes only when every guard is gone.
+/// Background work gets one from [`ShutdownSignal::track`] or
+/// [`Coordinator::track`](crate::Coordinator::track); it is named in the
+/// straggler list if it outlives the drain deadline. (Requests are counted by
+/// [`InFlight`](crate::InFlight) or the [`Graceful`](crate::Graceful) stack
+/// with a lighter guard of their own.) The drain completes only when every
+/// guard and every request is gone.
 pub struct InFlightGuard {
     shared: SharedRef,
-    ticket: Option<Ticket>,
+    ticket: Option<TaskTicket>,
 }
 
 impl InFlightGuard {
     pub(crate) fn task(shared: &SharedRef, name: Cow<'static, str>) -> Self {
         let ticket = shared.tracker.acquire_task(name);
-        Self {
-            shared: shared.clone(),
-            ticket: Some(ticket),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn request(shared: &SharedRef, method: &http::Method, path: &str) -> Self {
-        let ticket = shared.tracker.acquire_request(method, path);
         Self {
             shared: shared.clone(),
             ticket: Some(ticket),
@@ -263,7 +256,7 @@ impl InFlightGuard {
     #[inline]
     fn release_now(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.shared.tracker.release(ticket);
+            self.shared.tracker.release_task(ticket);
         }
     }
 }

@@ -1,64 +1,86 @@
 //! The in-flight tracker: how many requests and background tasks are alive,
 //! which ones, and the exact moment the last one ends after draining began.
 //!
-//! # Counting: per-thread while serving, exact while draining
+//! # Counting: a request's name slot is its count
 //!
 //! Every request of every core goes through here, so the serving path must
-//! touch no cache line that another core writes. Each thread adds and
-//! subtracts on its own shard's counter (one `fetch_add` on a line it
-//! owns). A shard's value means nothing alone (a request may start on one
-//! thread and end on another); only the sum does, and summing live counters
-//! is racy. So, like Linux's per-CPU reference counts, the tracker switches
-//! once, when draining begins, to one exact counter:
+//! touch no cache line that another core writes, and do no more
+//! read-modify-writes than a single shared counter would (two: one to start,
+//! one to end). Each thread owns a *shard*: a small array of slots. A request
+//! claims a free slot of its thread's shard with one compare-exchange and
+//! frees it with one `fetch_and`; the number of live slots *is* the count,
+//! and the slot also names the request (method and path prefix, written with
+//! plain stores before the claim) for the straggler list. Nothing else is
+//! touched while serving: no shared counter, no clock.
+//!
+//! Summing live slots is racy, so, like Linux's per-CPU reference counts, the
+//! tracker switches once, when draining begins, to one exact counter:
 //!
 //! 1. `global` starts at a huge `BIAS`, so that nothing that happens during
 //!    the switch can bring it to zero.
-//! 2. `begin_drain` **seals** each shard by swapping its value for the
-//!    `SEALED` sentinel and adds up what it took.
-//! 3. Every counter operation is a `fetch_add` on the thread's shard whose
-//!    *previous value* says whether the shard was sealed. Because the swap
-//!    and the `fetch_add` are read-modify-writes of the same atomic, each
-//!    operation is either before the seal (and inside the sum) or after it
-//!    (it then sees the sentinel and also applies itself to `global`). No
+//! 2. `begin_drain` **seals** every slot by setting its `SEALED` bit with a
+//!    `fetch_or`, and counts the slots that were live. Because the claim, the
+//!    release and the seal are read-modify-writes of the same atomic, each
+//!    request's start is either before the seal of its slot (so it was live
+//!    and inside the sum) or after it (the claim then sees `SEALED` and adds
+//!    itself to `global`); its end sees `SEALED` exactly when its start was
+//!    counted by one of the two, and then subtracts from `global`. No
 //!    operation is lost or counted twice.
-//! 4. With every shard sealed, `begin_drain` adds the sum minus `BIAS`.
+//! 3. With every slot sealed, `begin_drain` adds the sum minus `BIAS`.
 //!
 //! From then on `global` is exact, and whoever brings it to zero sets the
 //! `drained` latch ([`Event`]), which also serves waiters that arrive later:
 //! the "last request ends as draining starts" race has no losing
 //! interleaving (loom models below).
 //!
-//! # Naming: per-slot, lock-free, no clock read while serving
+//! Requests that find no free slot in a few probes (more than `SLOTS` live
+//! on one thread), requests on threads without a shard of their own, and
+//! background tasks use the shard's `count` instead: a `fetch_add` whose
+//! previous value says whether the shard was sealed (sealing swaps in the
+//! `SEALED_COUNT` sentinel), with the same argument as above.
 //!
-//! To name stragglers at the deadline, each request claims a slot in its
-//! shard (one compare-exchange on a line the thread owns) and writes its
-//! method and path prefix there with plain stores; ending releases the slot
-//! with one store. No timestamp is taken while serving (a clock read costs
-//! as much as all the rest): when shutdown is triggered, every live slot is
-//! stamped with the trigger time, and requests that start afterwards record
-//! their own. A straggler's age is therefore exact if it started after the
-//! trigger, and otherwise a lower bound ("in flight since before the
-//! trigger"), which is what tells a user what blocked the shutdown. A thread
-//! with more live requests than slots counts the extra ones as unnamed.
-//! Background tasks (rare, named by the user) sit in a small locked list.
+//! # Why a thread owns its shard
+//!
+//! Only the owning thread claims slots of a shard, so it can write a free
+//! slot's name fields *before* the claim, without a "writing" state and the
+//! extra read-modify-write that would need. Thread indices come from a small
+//! process-wide registry and are given back when a thread exits, so the
+//! threads alive at any moment have distinct small indices; a thread whose
+//! index is beyond the shard count serves unnamed (counted, not named).
+//! Any thread may *release* any slot (a request can end on another worker).
+//!
+//! # Naming: no clock read while serving
+//!
+//! No timestamp is taken while serving (a clock read costs as much as all the
+//! rest): when shutdown is triggered, every live slot is stamped with the
+//! trigger time, and requests that start afterwards record their own. A
+//! straggler's age is therefore exact if it started after the trigger, and
+//! otherwise a lower bound ("in flight since before the trigger"), which is
+//! what tells a user what blocked the shutdown. Background tasks (rare,
+//! named by the user) sit in a small locked list.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::event::{Event, Wait};
 use crate::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
 
-/// Far below any real count: a sealed shard's value stays near it.
-const SEALED: isize = isize::MIN / 2;
+/// A sealed shard counter's value stays near this, far below any real count.
+const SEALED_COUNT: isize = isize::MIN / 2;
 /// Far above any real count: keeps `global` away from zero during the switch.
 const BIAS: isize = isize::MAX / 4;
 
 #[cfg(not(tower_graceful_loom))]
-const SLOTS: usize = 128;
+const SLOTS: usize = 64;
 #[cfg(tower_graceful_loom)]
 const SLOTS: usize = 2;
+/// Slots a claim looks at (starting from the shard's hint) before it gives up
+/// and counts the request unnamed.
+#[cfg(not(tower_graceful_loom))]
+const PROBES: usize = 4;
+#[cfg(tower_graceful_loom)]
+const PROBES: usize = 2;
 #[cfg(not(tower_graceful_loom))]
 const PATH_WORDS: usize = 6;
 #[cfg(tower_graceful_loom)]
@@ -66,15 +88,16 @@ const PATH_WORDS: usize = 1;
 /// The longest path prefix a slot keeps.
 pub(crate) const PATH_CAP: usize = PATH_WORDS * 8;
 
-const FREE: u64 = 0;
-const WRITING: u64 = 1;
-const LIVE: u64 = 2;
-const TAG: u64 = 3;
+/// Slot `state` bits: the rest is a generation, bumped by every claim, that
+/// lets a reader notice that the slot was reused while it read the name.
+const LIVE: u64 = 1;
+const SEALED: u64 = 2;
+const GEN: u64 = 4;
 /// `since` bit: the time is the trigger's, a lower bound of the real start.
 const BEFORE_TRIGGER: u64 = 1 << 63;
 
 struct Slot {
-    /// `generation << 2 | tag`.
+    /// `generation * GEN | SEALED? | LIVE?`.
     state: AtomicU64,
     method: AtomicU64,
     /// Path length in the low 16 bits, bit 16 set when truncated.
@@ -87,7 +110,7 @@ struct Slot {
 impl Slot {
     fn new() -> Self {
         Self {
-            state: AtomicU64::new(FREE),
+            state: AtomicU64::new(0),
             method: AtomicU64::new(0),
             meta: AtomicU64::new(0),
             path: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -97,13 +120,18 @@ impl Slot {
 }
 
 struct Shard {
+    /// Unnamed requests and tasks: `fetch_add`ed by any thread whose home
+    /// this shard is; swapped for `SEALED_COUNT` by the switch.
     count: AtomicIsize,
-    /// Requests on this shard that found no free slot.
-    unnamed: AtomicUsize,
-    slots: Box<[Slot]>,
+    /// Requests that found no free slot (a gauge for the report).
+    unnamed: AtomicIsize,
+    /// Where the owner looks first for a free slot (written by the owner
+    /// only: plain loads and stores).
+    hint: AtomicUsize,
+    slots: [Slot; SLOTS],
 }
 
-/// Keeps each shard's counter on its own cache line(s).
+/// Keeps each shard's header on its own cache line(s).
 #[repr(align(128))]
 struct Padded<T>(T);
 
@@ -124,18 +152,55 @@ pub(crate) struct Live {
     pub(crate) lower_bound: bool,
 }
 
-/// What a guard hands back to [`Tracker::release`].
-#[derive(Debug)]
-pub(crate) struct Ticket {
-    name: Name,
-    request: bool,
+/// A request's hold on the count: the slot that names it, or `None` when it
+/// is counted unnamed. Not `Clone`: released exactly once.
+pub(crate) struct RequestTicket<'t>(Option<&'t Slot>);
+
+impl fmt::Debug for RequestTicket<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RequestTicket")
+            .field(&if self.0.is_some() { "named" } else { "unnamed" })
+            .finish()
+    }
 }
 
+/// A request's count, released when dropped: what [`InFlight`] and
+/// [`Graceful`] keep in their response future, then in the response body.
+///
+/// [`InFlight`]: crate::InFlight
+/// [`Graceful`]: crate::Graceful
+pub(crate) struct RequestGuard {
+    tracker: &'static Tracker,
+    slot: Option<&'static Slot>,
+}
+
+impl RequestGuard {
+    #[inline]
+    pub(crate) fn new(tracker: &'static Tracker, method: &http::Method, path: &str) -> Self {
+        let RequestTicket(slot) = tracker.acquire_request(method, path);
+        Self { tracker, slot }
+    }
+}
+
+impl Drop for RequestGuard {
+    #[inline]
+    fn drop(&mut self) {
+        self.tracker.release_request(RequestTicket(self.slot));
+    }
+}
+
+impl fmt::Debug for RequestGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestGuard")
+            .field("named", &self.slot.is_some())
+            .finish()
+    }
+}
+
+/// A background task's hold on the count.
 #[derive(Debug)]
-enum Name {
-    Slot { shard: u32, slot: u32, state: u64 },
-    Unnamed { shard: u32 },
-    Task { key: usize },
+pub(crate) struct TaskTicket {
+    key: usize,
 }
 
 #[derive(Default)]
@@ -168,14 +233,15 @@ impl fmt::Debug for Tracker {
 
 impl Tracker {
     pub(crate) fn new(shards: usize) -> Self {
-        let shards = shards.max(1);
+        let shards = shards.clamp(1, 1 << 15);
         Self {
             shards: (0..shards)
                 .map(|_| {
                     Padded(Shard {
                         count: AtomicIsize::new(0),
-                        unnamed: AtomicUsize::new(0),
-                        slots: (0..SLOTS).map(|_| Slot::new()).collect(),
+                        unnamed: AtomicIsize::new(0),
+                        hint: AtomicUsize::new(0),
+                        slots: std::array::from_fn(|_| Slot::new()),
                     })
                 })
                 .collect(),
@@ -189,7 +255,9 @@ impl Tracker {
         }
     }
 
-    /// A shard count for this machine: one per core, so threads rarely share.
+    /// A shard count for this machine: room for every worker thread of a
+    /// runtime sized to the cores, plus the threads that come and go
+    /// (`block_in_place`, blocking pools, a second runtime). About 5 KiB each.
     pub(crate) fn default_shards() -> usize {
         #[cfg(tower_graceful_loom)]
         {
@@ -200,32 +268,8 @@ impl Tracker {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(4)
-                .clamp(1, 64)
-        }
-    }
-
-    #[inline]
-    fn home(&self) -> usize {
-        #[cfg(tower_graceful_loom)]
-        {
-            0
-        }
-        #[cfg(not(tower_graceful_loom))]
-        {
-            thread_state(|t| t.shard) % self.shards.len()
-        }
-    }
-
-    /// Adds one through `shard` (and through `global` if the shard is
-    /// sealed, that is, while draining).
-    #[inline]
-    fn inc(&self, shard: usize) {
-        // AcqRel here and in `release_in`: the release that ends a request
-        // publishes its work to the sealing swap (or, when sealed, to the
-        // `global` update) and so to whoever the drained latch wakes.
-        let prev = self.shards[shard].0.count.fetch_add(1, AcqRel);
-        if prev <= SEALED / 2 {
-            self.add_global(1);
+                .saturating_mul(2)
+                .clamp(8, 512)
         }
     }
 
@@ -236,87 +280,168 @@ impl Tracker {
         }
     }
 
-    // ---- requests ----
-
+    /// Adds `delta` through `shard`'s counter (and through `global` if the
+    /// shard is sealed). Returns whether it was sealed.
     #[inline]
-    pub(crate) fn acquire_request(&self, method: &http::Method, path: &str) -> Ticket {
-        self.acquire_request_in(self.home(), method, path)
+    fn add_count(&self, shard: usize, delta: isize) -> bool {
+        // AcqRel here and on slots: the release that ends a request publishes
+        // its work to the sealing swap (or, when sealed, to the `global`
+        // update) and so to whoever the drained latch wakes.
+        let prev = self.shards[shard].0.count.fetch_add(delta, AcqRel);
+        let sealed = prev <= SEALED_COUNT / 2;
+        if sealed {
+            self.add_global(delta);
+        }
+        sealed
     }
 
+    // ---- requests ----
+
+    /// Counts a request started on this thread, named in this thread's shard
+    /// when the thread has one.
+    #[inline]
+    pub(crate) fn acquire_request(&self, method: &http::Method, path: &str) -> RequestTicket<'_> {
+        let index = thread_index::current();
+        if index < self.shards.len() {
+            self.acquire_request_in(index, method, path)
+        } else {
+            self.acquire_unnamed(index % self.shards.len())
+        }
+    }
+
+    /// Counts a request in `shard`. Only one thread at a time may claim in a
+    /// given shard (its owner); any thread may release.
     #[inline]
     pub(crate) fn acquire_request_in(
         &self,
         shard: usize,
         method: &http::Method,
         path: &str,
-    ) -> Ticket {
-        self.inc(shard);
-        Ticket {
-            name: self.claim(shard, method, path),
-            request: true,
+    ) -> RequestTicket<'_> {
+        let s = &self.shards[shard].0;
+        let hint = s.hint.load(Relaxed);
+        for i in 0..PROBES {
+            let idx = (hint + i) % SLOTS;
+            let slot = &s.slots[idx];
+            // Acquire: a release on another thread freed it; its reads of the
+            // old name happen before the writes below.
+            let st = slot.state.load(Acquire);
+            if st & LIVE != 0 {
+                continue;
+            }
+            self.write_name(slot, method, path);
+            self.claim(slot);
+            if idx != hint {
+                // Next time, look here first: with one request at a time per
+                // thread it is free again, and its cache line is already here.
+                s.hint.store(idx, Relaxed);
+            }
+            return RequestTicket(Some(slot));
+        }
+        self.acquire_unnamed(shard)
+    }
+
+    /// Writes the name into a free slot of this thread's shard (seqlock-style
+    /// for `snapshot`: a reader that saw the previous generation live notices
+    /// the change of `state` and drops what it read).
+    #[inline]
+    fn write_name(&self, slot: &Slot, method: &http::Method, path: &str) {
+        fence(Release);
+        slot.method
+            .store(pack8(method.as_str().as_bytes()), Relaxed);
+        let bytes = path.as_bytes();
+        let len = bytes.len().min(PATH_CAP);
+        let mut chunks = bytes[..len].chunks(8);
+        for w in slot.path.iter() {
+            match chunks.next() {
+                Some(c) => w.store(pack8(c), Relaxed),
+                None => break,
+            }
+        }
+        slot.meta
+            .store(len as u64 | (u64::from(len < bytes.len()) << 16), Relaxed);
+        let since = if self.stamping.load(Relaxed) {
+            self.now_stamp()
+        } else {
+            0
+        };
+        slot.since.store(since, Relaxed);
+    }
+
+    /// Makes a free slot live: the request's +1. One `fetch_add` (no retry
+    /// loop): nobody but the owner changes a free slot except the switch,
+    /// which only sets `SEALED`, and adding `GEN | LIVE` to a free slot sets
+    /// `LIVE` and bumps the generation whatever that bit is.
+    #[inline]
+    fn claim(&self, slot: &Slot) {
+        let prev = slot.state.fetch_add(GEN | LIVE, AcqRel);
+        debug_assert!(prev & LIVE == 0, "claimed a live slot");
+        if prev & SEALED != 0 {
+            // Sealed while free: the switch did not count it, so count it in
+            // `global` (before the request can end: that is after we return).
+            self.add_global(1);
+        }
+    }
+
+    #[cold]
+    fn acquire_unnamed(&self, shard: usize) -> RequestTicket<'_> {
+        self.add_count(shard, 1);
+        self.shards[shard].0.unnamed.fetch_add(1, Relaxed);
+        RequestTicket(None)
+    }
+
+    /// The request's -1.
+    #[inline]
+    pub(crate) fn release_request(&self, ticket: RequestTicket<'_>) {
+        match ticket.0 {
+            Some(slot) => self.release_named(slot),
+            None => self.release_unnamed(thread_index::current() % self.shards.len()),
+        }
+    }
+
+    /// [`release_request`](Self::release_request), with `shard` standing for
+    /// the releasing thread's shard (tests and loom models).
+    #[cfg(test)]
+    pub(crate) fn release_request_in(&self, shard: usize, ticket: RequestTicket<'_>) {
+        match ticket.0 {
+            Some(slot) => self.release_named(slot),
+            None => self.release_unnamed(shard),
         }
     }
 
     #[inline]
-    fn claim(&self, shard: usize, method: &http::Method, path: &str) -> Name {
-        let s = &self.shards[shard].0;
-        let start = cursor_next();
-        for i in 0..4 {
-            let idx = (start + i) % SLOTS;
-            let slot = &s.slots[idx];
-            let st = slot.state.load(Relaxed);
-            if st & TAG != FREE {
-                continue;
-            }
-            let writing = ((st & !TAG) + 4) | WRITING;
-            if slot
-                .state
-                .compare_exchange(st, writing, Acquire, Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // Seqlock-style publication for `snapshot`: fields are written
-            // between WRITING and LIVE; a reader re-checks the state.
-            fence(Release);
-            slot.method
-                .store(pack8(method.as_str().as_bytes()), Relaxed);
-            let bytes = path.as_bytes();
-            let len = bytes.len().min(PATH_CAP);
-            let mut buf = [0u8; PATH_CAP];
-            buf[..len].copy_from_slice(&bytes[..len]);
-            for (w, chunk) in slot.path.iter().zip(buf.chunks_exact(8)) {
-                w.store(pack8(chunk), Relaxed);
-            }
-            slot.meta
-                .store(len as u64 | (u64::from(len < bytes.len()) << 16), Relaxed);
-            let since = if self.stamping.load(Relaxed) {
-                self.now_stamp()
-            } else {
-                0
-            };
-            slot.since.store(since, Relaxed);
-            let live = (writing & !TAG) | LIVE;
-            slot.state.store(live, Release);
-            // Next time, try this slot first: with one request at a time per
-            // thread it is free again, and its cache line is already here.
-            cursor_set(idx);
-            return Name::Slot {
-                shard: shard as u32,
-                slot: idx as u32,
-                state: live,
-            };
+    fn release_named(&self, slot: &Slot) {
+        // `fetch_sub` clears the set `LIVE` bit like `fetch_and` would, but is
+        // one `lock xadd` on x86 where `fetch_and` is a compare-exchange loop.
+        let prev = slot.state.fetch_sub(LIVE, AcqRel);
+        debug_assert!(prev & LIVE != 0, "slot released twice");
+        if prev & SEALED != 0 {
+            self.end_while_draining();
         }
-        s.unnamed.fetch_add(1, Relaxed);
-        Name::Unnamed {
-            shard: shard as u32,
+    }
+
+    #[cold]
+    fn end_while_draining(&self) {
+        // Counted before the decrement that may reach zero: the report is
+        // written as soon as the latch is set.
+        self.completed_while_draining.fetch_add(1, Relaxed);
+        self.add_global(-1);
+    }
+
+    #[cold]
+    fn release_unnamed(&self, shard: usize) {
+        self.shards[shard].0.unnamed.fetch_sub(1, Relaxed);
+        let s = &self.shards[shard].0;
+        let prev = s.count.fetch_add(-1, AcqRel);
+        if prev <= SEALED_COUNT / 2 {
+            self.end_while_draining();
         }
     }
 
     // ---- tasks ----
 
-    pub(crate) fn acquire_task(&self, name: Cow<'static, str>) -> Ticket {
-        self.inc(self.home());
+    pub(crate) fn acquire_task(&self, name: Cow<'static, str>) -> TaskTicket {
+        self.add_count(thread_index::current() % self.shards.len(), 1);
         let mut t = lock(&self.tasks);
         let entry = Some((name, tokio::time::Instant::now()));
         let key = match t.free.pop() {
@@ -329,50 +454,16 @@ impl Tracker {
                 t.slots.len() - 1
             }
         };
-        Ticket {
-            name: Name::Task { key },
-            request: false,
-        }
+        TaskTicket { key }
     }
 
-    // ---- release ----
-
-    #[inline]
-    pub(crate) fn release(&self, ticket: Ticket) {
-        self.release_in(self.home(), ticket)
-    }
-
-    #[inline]
-    pub(crate) fn release_in(&self, shard: usize, ticket: Ticket) {
-        match ticket.name {
-            Name::Slot {
-                shard: s,
-                slot,
-                state,
-            } => {
-                let free = (state & !TAG) | FREE;
-                self.shards[s as usize].0.slots[slot as usize]
-                    .state
-                    .store(free, Release);
-            }
-            Name::Unnamed { shard: s } => {
-                self.shards[s as usize].0.unnamed.fetch_sub(1, Relaxed);
-            }
-            Name::Task { key } => {
-                let mut t = lock(&self.tasks);
-                t.slots[key] = None;
-                t.free.push(key);
-            }
+    pub(crate) fn release_task(&self, ticket: TaskTicket) {
+        {
+            let mut t = lock(&self.tasks);
+            t.slots[ticket.key] = None;
+            t.free.push(ticket.key);
         }
-        let prev = self.shards[shard].0.count.fetch_add(-1, AcqRel);
-        if prev <= SEALED / 2 {
-            // Counted before the decrement that may reach zero: the report
-            // is written as soon as the latch is set.
-            if ticket.request {
-                self.completed_while_draining.fetch_add(1, Relaxed);
-            }
-            self.add_global(-1);
-        }
+        self.add_count(thread_index::current() % self.shards.len(), -1);
     }
 
     // ---- shutdown ----
@@ -394,7 +485,7 @@ impl Tracker {
         let stamp = self.now_stamp() | BEFORE_TRIGGER;
         for shard in self.shards.iter() {
             for slot in shard.0.slots.iter() {
-                if slot.state.load(Acquire) & TAG == LIVE {
+                if slot.state.load(Acquire) & LIVE != 0 {
                     // Only if unset: a request that started after `stamping`
                     // was raised keeps its own, exact time.
                     let _ = slot.since.compare_exchange(0, stamp, Relaxed, Relaxed);
@@ -413,9 +504,14 @@ impl Tracker {
         self.stamp_live();
         let mut sum: isize = 0;
         for shard in self.shards.iter() {
-            sum += shard.0.count.swap(SEALED, AcqRel);
+            sum += shard.0.count.swap(SEALED_COUNT, AcqRel);
+            for slot in shard.0.slots.iter() {
+                if slot.state.fetch_or(SEALED, AcqRel) & LIVE != 0 {
+                    sum += 1;
+                }
+            }
         }
-        // Every operation before a seal is in `sum`; every one after went to
+        // Every start before a seal is in `sum`; every one after went to
         // `global`. Drop the bias: `global` is exact from here on.
         self.add_global(sum - BIAS);
         Some(sum.max(0) as usize)
@@ -431,24 +527,31 @@ impl Tracker {
         self.drained.wait()
     }
 
-    /// Entries in flight now. Exact when nothing moves (and always exact
-    /// once draining has switched); a gauge otherwise.
+    /// Entries in flight now: exact once draining has switched, and before
+    /// that exact when nothing moves (a gauge otherwise). Before the switch it
+    /// reads every slot (`shards × SLOTS` loads): fine for metrics, not for a
+    /// per-request path.
     pub(crate) fn in_flight(&self) -> usize {
+        let g = self.global.load(Acquire);
+        if g < BIAS / 2 {
+            return g.max(0) as usize; // switched: exact
+        }
         let mut n: isize = 0;
-        let mut sealed = false;
         for shard in self.shards.iter() {
             let v = shard.0.count.load(Acquire);
-            if v > SEALED / 2 {
+            if v > SEALED_COUNT / 2 {
                 n += v;
-            } else {
-                sealed = true;
+            }
+            for slot in shard.0.slots.iter() {
+                let st = slot.state.load(Relaxed);
+                // Mid-switch, sealed live slots are already in `global`.
+                if st & (LIVE | SEALED) == LIVE {
+                    n += 1;
+                }
             }
         }
-        if sealed {
-            n += self.global.load(Acquire);
-            if n >= BIAS / 2 {
-                n -= BIAS;
-            }
+        if self.draining.load(Acquire) {
+            n += g - BIAS;
         }
         n.max(0) as usize
     }
@@ -463,12 +566,12 @@ impl Tracker {
     #[cold]
     pub(crate) fn snapshot(&self) -> Vec<Live> {
         let mut out = Vec::new();
-        let mut unnamed = 0;
+        let mut unnamed: isize = 0;
         for shard in self.shards.iter() {
             unnamed += shard.0.unnamed.load(Relaxed);
             for slot in shard.0.slots.iter() {
                 let s1 = slot.state.load(Acquire);
-                if s1 & TAG != LIVE {
+                if s1 & LIVE == 0 {
                     continue;
                 }
                 let method = unpack(&[slot.method.load(Relaxed)]);
@@ -476,7 +579,8 @@ impl Tracker {
                 let words: Vec<u64> = slot.path.iter().map(|w| w.load(Relaxed)).collect();
                 let since = slot.since.load(Relaxed);
                 fence(Acquire);
-                if slot.state.load(Relaxed) != s1 {
+                // The seal changes no name: ignore that bit.
+                if slot.state.load(Relaxed) | SEALED != s1 | SEALED {
                     continue; // reused while we read: that request ended
                 }
                 let mut path = decode_path(&words, (meta & 0xffff) as usize);
@@ -502,7 +606,9 @@ impl Tracker {
         out.sort_by_key(|l| l.since);
         if unnamed > 0 {
             out.push(Live {
-                kind: Kind::Unnamed { count: unnamed },
+                kind: Kind::Unnamed {
+                    count: unnamed as usize,
+                },
                 since: None,
                 lower_bound: true,
             });
@@ -511,12 +617,26 @@ impl Tracker {
     }
 }
 
+/// Up to 8 bytes, little-endian, zero-padded; without a call to `memcpy`.
 #[inline]
-fn pack8(bytes: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = bytes.len().min(8);
-    b[..n].copy_from_slice(&bytes[..n]);
-    u64::from_le_bytes(b)
+fn pack8(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 8 {
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    } else if n >= 4 {
+        // Two overlapping 4-byte reads; the overlap holds the same bytes.
+        let lo = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let hi = u64::from(u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]));
+        lo | (hi << ((n - 4) * 8))
+    } else if n >= 2 {
+        let lo = u64::from(u16::from_le_bytes([b[0], b[1]]));
+        let hi = u64::from(u16::from_le_bytes([b[n - 2], b[n - 1]]));
+        lo | (hi << ((n - 2) * 8))
+    } else if n == 1 {
+        u64::from(b[0])
+    } else {
+        0
+    }
 }
 
 /// The stored prefix may end inside a character (it is cut by bytes, for
@@ -537,59 +657,83 @@ fn unpack(words: &[u64]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-#[derive(Clone, Copy)]
-struct ThreadState {
-    shard: usize,
-    cursor: usize,
-}
-
+/// Small per-thread indices, unique among the threads alive at any moment:
+/// index `i` owns shard `i` of every tracker.
 #[cfg(not(tower_graceful_loom))]
-thread_local! {
-    static THREAD: Cell<ThreadState> = const { Cell::new(ThreadState { shard: usize::MAX, cursor: 0 }) };
-}
+mod thread_index {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Mutex;
 
-#[cfg(not(tower_graceful_loom))]
-#[inline]
-fn thread_state<R>(f: impl FnOnce(ThreadState) -> R) -> R {
-    use std::sync::atomic::AtomicUsize as StdAtomic;
-    static NEXT: StdAtomic = StdAtomic::new(0);
-    THREAD.with(|c| {
-        let mut t = c.get();
-        if t.shard == usize::MAX {
-            t.shard = NEXT.fetch_add(1, Relaxed);
-            c.set(t);
+    /// Not assigned yet.
+    const UNSET: usize = usize::MAX;
+    /// The thread is exiting (or could not register): it owns no shard.
+    pub(super) const RETIRED: usize = usize::MAX - 1;
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(UNSET) };
+        static OWNER: Owner = const { Owner(Cell::new(UNSET)) };
+    }
+
+    /// Gives the index back when the thread exits.
+    struct Owner(Cell<usize>);
+
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            let i = self.0.replace(UNSET);
+            if i < RETIRED {
+                // From now on this thread serves unnamed: another thread may
+                // get the index (and the shard) as soon as it is pushed.
+                let _ = INDEX.try_with(|c| c.set(RETIRED));
+                free_list().push(i);
+            }
         }
-        f(t)
-    })
+    }
+
+    fn free_list() -> std::sync::MutexGuard<'static, Vec<usize>> {
+        FREE.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This thread's index.
+    #[inline]
+    pub(super) fn current() -> usize {
+        let i = INDEX.with(Cell::get);
+        if i == UNSET {
+            assign()
+        } else {
+            i
+        }
+    }
+
+    #[cold]
+    fn assign() -> usize {
+        let i = free_list()
+            .pop()
+            .unwrap_or_else(|| NEXT.fetch_add(1, Relaxed));
+        let i = match OWNER.try_with(|o| o.0.set(i)) {
+            Ok(()) => i,
+            Err(_) => {
+                // Thread-local destructors are running: no shard.
+                free_list().push(i);
+                RETIRED
+            }
+        };
+        INDEX.with(|c| c.set(i));
+        i
+    }
 }
 
-#[cfg(not(tower_graceful_loom))]
-#[inline]
-fn cursor_next() -> usize {
-    thread_state(|t| t.cursor)
-}
-
-#[cfg(not(tower_graceful_loom))]
-#[inline]
-fn cursor_set(v: usize) {
-    THREAD.with(|c| {
-        let mut t = c.get();
-        t.cursor = v;
-        c.set(t);
-    })
-}
-
+/// Under loom, models name shards explicitly; helpers use shard 0.
 #[cfg(tower_graceful_loom)]
-fn cursor_next() -> usize {
-    0
+mod thread_index {
+    pub(super) fn current() -> usize {
+        0
+    }
 }
-
-#[cfg(tower_graceful_loom)]
-fn cursor_set(_: usize) {}
-
-#[cfg(tower_graceful_loom)]
-#[allow(dead_code)]
-fn _unused(_: Cell<ThreadState>) {}
 
 #[cfg(all(test, not(tower_graceful_loom)))]
 mod tests {
@@ -607,10 +751,10 @@ mod tests {
         assert_eq!(t.begin_drain(), None, "second begin_drain is a no-op");
         assert!(!t.is_drained());
         assert_eq!(t.in_flight(), 2);
-        t.release_in(1, a); // ended on another thread's shard
+        t.release_request_in(1, a); // ended on another thread's shard
         assert!(!t.is_drained());
         assert_eq!(t.in_flight(), 1);
-        t.release_in(2, b);
+        t.release_request_in(2, b);
         assert!(t.is_drained());
         assert_eq!(t.completed_while_draining(), 2);
         assert_eq!(t.in_flight(), 0);
@@ -620,7 +764,7 @@ mod tests {
     fn cross_shard_release_before_drain_cancels_out() {
         let t = Tracker::new(2);
         let a = t.acquire_request_in(0, &GET, "/");
-        t.release_in(1, a); // shard 0 = +1, shard 1 = -1
+        t.release_request_in(1, a); // shard 0 = +1, shard 1 = -1
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.begin_drain(), Some(0));
         assert!(t.is_drained());
@@ -634,7 +778,7 @@ mod tests {
         assert!(t.is_drained());
         let a = t.acquire_request_in(0, &GET, "/late");
         assert_eq!(t.in_flight(), 1);
-        t.release_in(1, a);
+        t.release_request_in(1, a);
         assert_eq!(t.in_flight(), 0);
     }
 
@@ -678,9 +822,10 @@ mod tests {
             .find(|l| matches!(&l.kind, Kind::Request { path, .. } if path == "/after-trigger"))
             .unwrap();
         assert!(late.since.is_some() && !late.lower_bound);
-        for x in [a, b, c, d] {
-            t.release_in(0, x);
+        for x in [a, c, d] {
+            t.release_request_in(0, x);
         }
+        t.release_task(b);
         assert!(t.snapshot().is_empty());
         assert_eq!(t.in_flight(), 0);
     }
@@ -703,7 +848,7 @@ mod tests {
         let named = snap.len() - usize::from(unnamed > 0);
         assert_eq!(named + unnamed, SLOTS + 10);
         for x in tickets {
-            t.release_in(0, x);
+            t.release_request_in(0, x);
         }
         assert_eq!(t.in_flight(), 0);
         assert!(t.snapshot().is_empty());
@@ -714,20 +859,25 @@ mod tests {
 mod loom_tests {
     use super::*;
     use loom::future::block_on;
-    use loom::sync::Arc;
     use loom::thread;
 
     const GET: http::Method = http::Method::GET;
+
+    /// Tickets borrow their tracker, and loom has no scoped threads: each
+    /// model execution leaks its (small) tracker.
+    fn leak(t: Tracker) -> &'static Tracker {
+        Box::leak(Box::new(t))
+    }
 
     /// The last request ends exactly as draining starts: the waiter must wake,
     /// and must not wake before the release.
     #[test]
     fn last_release_races_begin_drain() {
         loom::model(|| {
-            let t = Arc::new(Tracker::new(2));
+            let t = leak(Tracker::new(2));
             let ticket = t.acquire_request_in(1, &GET, "/");
-            let t2 = t.clone();
-            let releaser = thread::spawn(move || t2.release_in(0, ticket));
+            let t2 = t;
+            let releaser = thread::spawn(move || t2.release_request_in(0, ticket));
             t.begin_drain();
             block_on(t.drained());
             releaser.join().unwrap();
@@ -740,13 +890,13 @@ mod loom_tests {
     #[test]
     fn cross_shard_releases_during_switch() {
         loom::model(|| {
-            let t = Arc::new(Tracker::new(2));
+            let t = leak(Tracker::new(2));
             let a = t.acquire_request_in(0, &GET, "/");
             let b = t.acquire_request_in(1, &GET, "/");
-            let ta = t.clone();
+            let ta = t;
             let h = thread::spawn(move || {
-                ta.release_in(1, a);
-                ta.release_in(0, b);
+                ta.release_request_in(1, a);
+                ta.release_request_in(0, b);
             });
             t.begin_drain();
             block_on(t.drained());
@@ -760,20 +910,20 @@ mod loom_tests {
     #[test]
     fn acquire_during_switch_never_drains_early() {
         loom::model(|| {
-            let t = Arc::new(Tracker::new(2));
+            let t = leak(Tracker::new(2));
             let held = t.acquire_request_in(0, &GET, "/");
-            let t2 = t.clone();
+            let t2 = t;
             let h = thread::spawn(move || {
                 let late = t2.acquire_request_in(1, &GET, "/");
                 let early = t2.is_drained();
-                t2.release_in(0, late);
+                t2.release_request_in(0, late);
                 early
             });
             t.begin_drain();
             assert!(!t.is_drained(), "`held` is still live");
             let drained_while_late_live = h.join().unwrap();
             assert!(!drained_while_late_live, "`held` was live all along");
-            t.release_in(1, held);
+            t.release_request_in(1, held);
             assert!(t.is_drained());
             assert_eq!(t.in_flight(), 0);
         });
@@ -784,17 +934,66 @@ mod loom_tests {
     #[test]
     fn concurrent_begin_drain() {
         loom::model(|| {
-            let t = Arc::new(Tracker::new(2));
+            let t = leak(Tracker::new(2));
             let a = t.acquire_request_in(1, &GET, "/");
-            let t2 = t.clone();
+            let t2 = t;
             let h = thread::spawn(move || t2.begin_drain());
             let mine = t.begin_drain();
             let theirs = h.join().unwrap();
             assert!(mine.is_some() ^ theirs.is_some());
             assert_eq!(mine.or(theirs), Some(1));
             assert!(!t.is_drained());
-            t.release_in(0, a);
+            t.release_request_in(0, a);
             assert!(t.is_drained());
+        });
+    }
+
+    /// More live requests on a thread than it has slots: the extra one is
+    /// counted through the shard counter, while the switch seals both kinds
+    /// of counts. Never drained while any is live; drained at the end.
+    #[test]
+    fn unnamed_overflow_races_switch() {
+        loom::model(|| {
+            let t = leak(Tracker::new(2));
+            let held = t.acquire_request_in(0, &GET, "/held");
+            let t2 = t;
+            let h = thread::spawn(move || {
+                let a = t2.acquire_request_in(1, &GET, "/a");
+                let b = t2.acquire_request_in(1, &GET, "/b");
+                let c = t2.acquire_request_in(1, &GET, "/c"); // no free slot
+                t2.release_request_in(0, c);
+                t2.release_request_in(1, a);
+                t2.release_request_in(0, b);
+                assert!(!t2.is_drained(), "`held` is live");
+            });
+            t.begin_drain();
+            assert!(!t.is_drained(), "`held` is live");
+            h.join().unwrap();
+            assert!(!t.is_drained(), "`held` is live");
+            assert_eq!(t.in_flight(), 1);
+            t.release_request_in(1, held);
+            assert!(t.is_drained());
+            assert_eq!(t.in_flight(), 0);
+        });
+    }
+
+    /// A task guard (shard counter) and a request (slot) end on other
+    /// threads during the switch.
+    #[test]
+    fn task_and_request_end_during_switch() {
+        loom::model(|| {
+            let t = leak(Tracker::new(2));
+            let job = t.acquire_task("job".into());
+            let req = t.acquire_request_in(1, &GET, "/");
+            let t2 = t;
+            let h = thread::spawn(move || {
+                t2.release_task(job);
+                t2.release_request_in(0, req);
+            });
+            assert_eq!(t.begin_drain().map(|n| n <= 2), Some(true));
+            block_on(t.drained());
+            h.join().unwrap();
+            assert_eq!(t.in_flight(), 0);
         });
     }
 
@@ -803,13 +1002,13 @@ mod loom_tests {
     #[test]
     fn snapshot_never_reports_a_torn_slot() {
         loom::model(|| {
-            let t = Arc::new(Tracker::new(1));
+            let t = leak(Tracker::new(1));
             let a = t.acquire_request_in(0, &GET, "/a");
-            let t2 = t.clone();
+            let t2 = t;
             let h = thread::spawn(move || {
-                t2.release_in(0, a);
+                t2.release_request_in(0, a);
                 let b = t2.acquire_request_in(0, &http::Method::PUT, "/b");
-                t2.release_in(0, b);
+                t2.release_request_in(0, b);
             });
             for l in t.snapshot() {
                 match l.kind {

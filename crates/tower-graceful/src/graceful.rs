@@ -1,0 +1,406 @@
+//! The whole stack of [`Coordinator::layer`] as one service.
+//!
+//! [`Graceful`] does what [`Probes`](crate::Probes) →
+//! [`Drain`](crate::Drain) → [`InFlight`](crate::InFlight) do when stacked,
+//! in one `call`, with one response future and one response body instead of
+//! three nested ones: one branch on the path for the probes, one load of the
+//! phase, one slot claimed in the thread's own shard, and nothing moved
+//! more than once. The separate layers stay available for custom orders.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::drain::{Answer, RejectConfig};
+use crate::probe::ProbePaths;
+use crate::signal::CurrentSignal;
+use crate::state::Shared;
+use crate::tracker::RequestGuard;
+
+/// Everything one [`Graceful`] service needs, allocated once per coordinator
+/// (and once per [`GracefulLayer::exempt`]) for the life of the process, so
+/// that a service is its inner service plus one pointer, and a clone per
+/// request (what hyper-util, axum and tonic do) copies that pointer.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    pub(crate) shared: &'static Shared,
+    pub(crate) reject: &'static RejectConfig,
+    pub(crate) probes: &'static ProbePaths,
+    pub(crate) untracked: &'static [String],
+    /// Bit `len % 64` is set for the length of every probe and untracked
+    /// path: a request whose path length is not in it skips every string
+    /// comparison.
+    special_lens: u64,
+}
+
+impl Stack {
+    pub(crate) fn new(
+        shared: &'static Shared,
+        reject: &'static RejectConfig,
+        probes: &'static ProbePaths,
+        untracked: &'static [String],
+    ) -> Self {
+        let mut special_lens = 0u64;
+        let paths = [probes.ready.as_deref(), probes.live.as_deref()];
+        for p in paths
+            .into_iter()
+            .flatten()
+            .chain(untracked.iter().map(String::as_str))
+        {
+            special_lens |= len_bit(p);
+        }
+        Self {
+            shared,
+            reject,
+            probes,
+            untracked,
+            special_lens,
+        }
+    }
+
+    #[inline]
+    fn maybe_special(&self, path: &str) -> bool {
+        self.special_lens & len_bit(path) != 0
+    }
+}
+
+#[inline]
+fn len_bit(path: &str) -> u64 {
+    1 << (path.len() % 64)
+}
+
+/// The combined layer of [`Coordinator::layer`](crate::Coordinator::layer):
+/// probes, then the draining responder, then in-flight counting, fused into
+/// one service ([`Graceful`]).
+#[derive(Clone, Copy)]
+pub struct GracefulLayer {
+    stack: &'static Stack,
+}
+
+impl GracefulLayer {
+    pub(crate) fn new(stack: &'static Stack) -> Self {
+        Self { stack }
+    }
+
+    /// Adds an exact path the draining responder always lets through (for
+    /// example a metrics route); it is still counted. The builder's
+    /// [`exempt_path`](crate::Builder::exempt_path) validates paths; this
+    /// adds one without checks.
+    ///
+    /// Like the coordinator, a configured layer lives for the whole process:
+    /// configure layers at start-up, not per request.
+    pub fn exempt(self, path: impl Into<String>) -> Self {
+        let reject = Box::leak(Box::new(self.stack.reject.with_exempt(path.into())));
+        Self {
+            stack: Box::leak(Box::new(Stack::new(
+                self.stack.shared,
+                reject,
+                self.stack.probes,
+                self.stack.untracked,
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for GracefulLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulLayer")
+            .field("probes", &self.stack.probes)
+            .field("reject", &self.stack.reject)
+            .field("untracked", &self.stack.untracked)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for GracefulLayer {
+    type Service = Graceful<S>;
+
+    fn layer(&self, inner: S) -> Graceful<S> {
+        Graceful {
+            inner,
+            stack: self.stack,
+        }
+    }
+}
+
+/// The service of [`GracefulLayer`]: answers the probe paths, rejects new
+/// requests with a retryable response while draining, and counts every other
+/// request until its response body ends, with [`ShutdownSignal::current`]
+/// (and so the axum extractor) available while the request is polled.
+///
+/// Behaves exactly as `Probes<Drain<InFlight<S>>>` (each documented on its
+/// own layer), at the cost of one.
+///
+/// [`ShutdownSignal::current`]: crate::ShutdownSignal::current
+#[derive(Clone)]
+pub struct Graceful<S> {
+    inner: S,
+    stack: &'static Stack,
+}
+
+impl<S> Graceful<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Graceful<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Graceful")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Graceful<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+{
+    type Response = Response<GracefulBody<ResBody>>;
+    type Error = S::Error;
+    type Future = GracefulFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Nothing is counted here: `poll_ready` may be called without a
+        // `call` following it (axum ignores readiness entirely).
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let stack = self.stack;
+        let shared = stack.shared;
+        let path = req.uri().path();
+        let special = stack.maybe_special(path);
+        if special {
+            if let Some(answer) = stack.probes.answer(shared, path, req.method()) {
+                return GracefulFuture::answered(shared, answer);
+            }
+        }
+        if shared.rejecting() && !stack.reject.is_exempt(path) {
+            return rejected(stack, &req);
+        }
+        // Taken before the inner `call`, so a panic inside it unwinds through
+        // the guard's `Drop` and is released.
+        let guard = if special && stack.untracked.iter().any(|p| p == path) {
+            None
+        } else {
+            Some(RequestGuard::new(&shared.tracker, req.method(), path))
+        };
+        let _current = CurrentSignal::enter(shared);
+        GracefulFuture {
+            kind: FutureKind::Inner {
+                fut: self.inner.call(req),
+                guard,
+            },
+            shared,
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn rejected<B, F>(stack: &'static Stack, req: &Request<B>) -> GracefulFuture<F> {
+    stack.shared.count_rejected();
+    tracing::debug!(
+        target: "tower_graceful",
+        method = %req.method(),
+        path = req.uri().path(),
+        "rejected: draining"
+    );
+    GracefulFuture::answered(stack.shared, stack.reject.reject(req))
+}
+
+pin_project! {
+    /// Response future of [`Graceful`]: the inner future and the request's
+    /// count, or a response decided without calling the inner service.
+    pub struct GracefulFuture<F> {
+        #[pin]
+        kind: FutureKind<F>,
+        shared: &'static Shared,
+    }
+}
+
+pin_project! {
+    #[project = FutureProj]
+    enum FutureKind<F> {
+        Inner { #[pin] fut: F, guard: Option<RequestGuard> },
+        Answered { answer: Option<Answer> },
+    }
+}
+
+impl<F> GracefulFuture<F> {
+    #[inline]
+    fn answered(shared: &'static Shared, answer: Answer) -> Self {
+        Self {
+            kind: FutureKind::Answered {
+                answer: Some(answer),
+            },
+            shared,
+        }
+    }
+}
+
+impl<F> fmt::Debug for GracefulFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for GracefulFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Output = Result<Response<GracefulBody<B>>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let shared = *this.shared;
+        match this.kind.project() {
+            FutureProj::Inner { fut, guard } => {
+                let res = {
+                    let _current = CurrentSignal::enter(shared);
+                    ready!(fut.poll(cx))
+                };
+                let guard = guard.take();
+                Poll::Ready(res.map(|res| {
+                    res.map(|inner| {
+                        // A body that is already finished releases at once:
+                        // hyper may drop it without polling.
+                        let guard = if inner.is_end_stream() { None } else { guard };
+                        GracefulBody {
+                            kind: BodyKind::Inner {
+                                inner,
+                                guard,
+                                shared,
+                            },
+                        }
+                    })
+                }))
+            }
+            FutureProj::Answered { answer } => {
+                let res = answer
+                    .take()
+                    .expect("polled after completion")
+                    .into_response();
+                Poll::Ready(Ok(res.map(|data| GracefulBody {
+                    kind: BodyKind::Answered {
+                        data: (!data.is_empty()).then_some(data),
+                    },
+                })))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response body of [`Graceful`]: the inner body, counted until it ends
+    /// (or fails, or is dropped), or the body of a probe answer or rejection.
+    /// Forwards `is_end_stream` and the exact `size_hint`.
+    pub struct GracefulBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner { #[pin] inner: B, guard: Option<RequestGuard>, shared: &'static Shared },
+        Answered { data: Option<Bytes> },
+    }
+}
+
+impl<B> fmt::Debug for GracefulBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counted = matches!(&self.kind, BodyKind::Inner { guard: Some(_), .. });
+        f.debug_struct("GracefulBody")
+            .field("counted", &counted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for GracefulBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner {
+                mut inner,
+                guard,
+                shared,
+            } => {
+                let frame = {
+                    // Streams (SSE, gRPC server streaming) produced lazily in
+                    // the body see the signal too.
+                    let _current = CurrentSignal::enter(shared);
+                    ready!(inner.as_mut().poll_frame(cx))
+                };
+                let finished = match &frame {
+                    None | Some(Err(_)) => true,
+                    Some(Ok(_)) => inner.is_end_stream(),
+                };
+                if finished {
+                    // Drop releases; `take` makes it happen exactly once.
+                    guard.take();
+                }
+                Poll::Ready(frame)
+            }
+            BodyProj::Answered { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
+            }
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { inner, .. } => inner.is_end_stream(),
+            BodyKind::Answered { data } => data.is_none(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { inner, .. } => inner.size_hint(),
+            BodyKind::Answered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
