@@ -7,6 +7,7 @@
 //! ```text
 //! icount <contender name> <requests> [clone|reused]
 //! icount --list
+//! icount --time <contender name>...   # quick interleaved ns/request vs bare
 //! ```
 
 use tower_graceful_benches::{service_contenders, Fixtures, Mode};
@@ -18,6 +19,10 @@ fn main() {
         for c in service_contenders(&fx, Mode::ClonePerRequest) {
             println!("{}", c.name);
         }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--time") {
+        quick_time(&fx, &args[1..]);
         return;
     }
     let (Some(name), Some(iters)) = (args.first(), args.get(1)) else {
@@ -42,4 +47,41 @@ fn main() {
     c.run(1000);
     let d = c.run(iters);
     std::hint::black_box(d);
+}
+
+/// A quick look while developing (the real tables come from the criterion
+/// benches): the named contenders and `bare`, cloned per request, in
+/// interleaved rounds; prints the median ns per request and the difference.
+fn quick_time(fx: &Fixtures, names: &[String]) {
+    let mut cs: Vec<_> = service_contenders(fx, Mode::ClonePerRequest)
+        .into_iter()
+        .filter(|c| c.name == "bare" || names.contains(&c.name))
+        .collect();
+    let rounds = 21;
+    let iters = 200_000u64;
+    let mut samples = vec![Vec::new(); cs.len()];
+    for c in cs.iter_mut() {
+        c.run(iters / 10);
+    }
+    for r in 0..rounds {
+        let n = cs.len();
+        for k in 0..n {
+            let i = (r + k) % n;
+            let d = cs[i].run(iters);
+            samples[i].push(d.as_nanos() as f64 / iters as f64);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let meds: Vec<f64> = samples.iter_mut().map(med).collect();
+    let bare = cs
+        .iter()
+        .position(|c| c.name == "bare")
+        .map(|i| meds[i])
+        .unwrap_or(f64::NAN);
+    for (c, m) in cs.iter().zip(meds) {
+        println!("{:<32} {:>7.1} ns  {:>+7.1}", c.name, m, m - bare);
+    }
 }

@@ -237,6 +237,8 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    #[cold]
+    #[inline(never)]
     pub(crate) fn into_response(self) -> Response<Bytes> {
         match self {
             Answer::Reject {

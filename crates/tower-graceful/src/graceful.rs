@@ -252,7 +252,8 @@ pin_project! {
 }
 
 impl<F> GracefulFuture<F> {
-    #[inline]
+    #[cold]
+    #[inline(never)]
     fn answered(shared: &'static Shared, answer: Answer) -> Self {
         Self {
             kind: FutureKind::Answered {
