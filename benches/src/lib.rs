@@ -24,7 +24,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::guards::{ArcCounter, GuardLayer, StaticAtomic, TokioGraceful, Tracker};
-use crate::services::{axum_get_root, drive, get_root, grpc_req, Hello, NoopLayer, HELLO};
+use crate::services::{
+    axum_get_root, drive, get_root, grpc_req, Hello, HelloHeaders, NoopLayer, HELLO,
+};
 
 /// How the service is used for each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,6 +381,13 @@ pub fn rejection_contenders(fx: &Fixtures, mode: Mode, grpc: bool) -> Vec<Conten
             Contender::new("bare GET", Hello, m, get_root),
             Contender::new("tg serving GET", serving, m, get_root),
             Contender::new("tg draining GET -> 503", draining, m, get_root),
+            Contender::new("bare GET, 4-header response", HelloHeaders, m, get_root),
+            Contender::new(
+                "tg serving GET, 4-header response",
+                fx.serving.layer().layer(HelloHeaders),
+                m,
+                get_root,
+            ),
         ]
     }
 }

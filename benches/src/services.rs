@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::{Empty, Full};
@@ -36,6 +36,34 @@ impl<B> Service<Request<B>> for Hello {
     #[inline]
     fn call(&mut self, _req: Request<B>) -> Self::Future {
         ready(Ok(Response::new(Full::new(Bytes::from_static(HELLO)))))
+    }
+}
+
+/// Like [`Hello`], but its response has the shape of the draining rejection:
+/// four headers (so a header map is allocated) and a short body. The fair
+/// baseline for the rejection path's cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HelloHeaders;
+
+impl<B> Service<Request<B>> for HelloHeaders {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, _req: Request<B>) -> Self::Future {
+        let mut res = Response::new(Full::new(Bytes::from_static(HELLO)));
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("11"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        ready(Ok(res))
     }
 }
 

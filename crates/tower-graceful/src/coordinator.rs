@@ -226,9 +226,7 @@ impl Coordinator {
 
     /// Requests answered with the draining rejection so far.
     pub fn rejected(&self) -> usize {
-        self.shared
-            .rejected
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.tracker.rejected()
     }
 
     /// The signal handlers watch. See [`ShutdownSignal`].

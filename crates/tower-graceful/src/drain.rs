@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
 };
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -88,8 +88,10 @@ pub(crate) struct RejectConfig {
     /// `Retry-After` values for base, base+1, … base+jitter seconds.
     pub(crate) retry_after: Arc<[HeaderValue]>,
     pub(crate) body: Bytes,
-    content_length: HeaderValue,
-    pub(crate) grpc_message: HeaderValue,
+    /// The rejection's headers, built once and cloned per rejection (two
+    /// allocations and a copy instead of hashing and inserting each header):
+    /// HTTP/1.x (with `Connection: close`), HTTP/2+, gRPC.
+    templates: Arc<[HeaderMap; 3]>,
     pub(crate) exempt: Arc<[String]>,
     pub(crate) custom: Option<Arc<Custom>>,
 }
@@ -117,7 +119,7 @@ impl RejectConfig {
         // values: cloning a static `HeaderValue` or `Bytes` copies a pointer,
         // where a shared one would bump a reference count on a cache line
         // that every core's rejections touch.
-        let retry_after = (retry_after_secs..=retry_after_secs + jitter_secs)
+        let retry_after: Arc<[HeaderValue]> = (retry_after_secs..=retry_after_secs + jitter_secs)
             .map(|s| HeaderValue::from_static(Box::leak(s.to_string().into_boxed_str())))
             .collect();
         let body = Bytes::from_static(Box::leak(body.to_vec().into_boxed_slice()));
@@ -130,11 +132,15 @@ impl RejectConfig {
         ));
         let content_length =
             HeaderValue::from_static(Box::leak(body.len().to_string().into_boxed_str()));
+        let templates = Arc::new(Self::templates(
+            &retry_after[0],
+            &content_length,
+            &grpc_message,
+        ));
         Self {
             retry_after,
             body,
-            content_length,
-            grpc_message,
+            templates,
             exempt: exempt.into(),
             custom: None,
         }
@@ -187,27 +193,40 @@ impl RejectConfig {
         }
     }
 
+    fn templates(
+        retry_after: &HeaderValue,
+        content_length: &HeaderValue,
+        grpc_message: &HeaderValue,
+    ) -> [HeaderMap; 3] {
+        let mut h2 = HeaderMap::with_capacity(4);
+        h2.insert(RETRY_AFTER, retry_after.clone());
+        h2.insert(CONTENT_TYPE, TEXT_PLAIN);
+        h2.insert(CONTENT_LENGTH, content_length.clone());
+        let mut h1 = h2.clone();
+        // Only HTTP/1.x has connection-level headers; HTTP/2 and 3 forbid
+        // them (the server's GOAWAY does the job there).
+        h1.insert(CONNECTION, CLOSE);
+        // Trailers-only: status in the headers, empty body.
+        let mut grpc = HeaderMap::with_capacity(3);
+        grpc.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+        grpc.insert(GRPC_STATUS, GRPC_UNAVAILABLE);
+        grpc.insert(GRPC_MESSAGE, grpc_message.clone());
+        [h1, h2, grpc]
+    }
+
     fn response(&self, version: Version, grpc: bool) -> Response<Bytes> {
         let mut res = Response::new(Bytes::new());
         *res.version_mut() = version;
         if grpc {
-            // Trailers-only: status in the headers, empty body.
-            let h = res.headers_mut();
-            h.reserve(3);
-            h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-            h.insert(GRPC_STATUS, GRPC_UNAVAILABLE);
-            h.insert(GRPC_MESSAGE, self.grpc_message.clone());
+            *res.headers_mut() = self.templates[2].clone();
         } else {
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let h1 = version <= Version::HTTP_11;
             let h = res.headers_mut();
-            h.reserve(4);
-            h.insert(RETRY_AFTER, self.pick_retry_after().clone());
-            h.insert(CONTENT_TYPE, TEXT_PLAIN);
-            h.insert(CONTENT_LENGTH, self.content_length.clone());
-            if version <= Version::HTTP_11 {
-                // Only HTTP/1.x has connection-level headers; HTTP/2 and 3
-                // forbid them (the server's GOAWAY does the job there).
-                h.insert(CONNECTION, CLOSE);
+            *h = self.templates[usize::from(!h1)].clone();
+            if self.retry_after.len() > 1 {
+                // Jittered: replaces the template's value in place.
+                h.insert(RETRY_AFTER, self.pick_retry_after().clone());
             }
             *res.body_mut() = self.body.clone();
         }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
-use crate::sync::{lock, AtomicU8, AtomicUsize, Mutex};
+use crate::sync::{lock, AtomicU8, Mutex};
 use crate::tracker::Tracker;
 
 /// Where a coordinator is in its shutdown. Phases only move forward.
@@ -136,7 +136,6 @@ pub(crate) struct Shared {
     pub(crate) hard: CancellationToken,
     /// When the drain deadline falls; set once when draining starts.
     pub(crate) deadline: OnceLock<tokio::time::Instant>,
-    pub(crate) rejected: AtomicUsize,
     pub(crate) gates: Mutex<Gates>,
     /// Whether a coordinator drives this state (false for a signal made from
     /// a bare `CancellationToken`).
@@ -154,7 +153,6 @@ impl Shared {
             soft,
             hard: CancellationToken::new(),
             deadline: OnceLock::new(),
-            rejected: AtomicUsize::new(0),
             gates: Mutex::new(Gates::default()),
             driven,
         }
@@ -239,7 +237,9 @@ impl Shared {
     }
 
     pub(crate) fn count_rejected(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        // On the thread's own shard: while draining, every core may be
+        // rejecting at once, and one shared counter would bounce between them.
+        self.tracker.count_rejected();
     }
 }
 

@@ -125,6 +125,8 @@ struct Shard {
     count: AtomicIsize,
     /// Requests that found no free slot (a gauge for the report).
     unnamed: AtomicIsize,
+    /// Draining rejections by threads whose home this shard is.
+    rejected: AtomicUsize,
     /// Where the owner looks first for a free slot (written by the owner
     /// only: plain loads and stores).
     hint: AtomicUsize,
@@ -240,6 +242,7 @@ impl Tracker {
                     Padded(Shard {
                         count: AtomicIsize::new(0),
                         unnamed: AtomicIsize::new(0),
+                        rejected: AtomicUsize::new(0),
                         hint: AtomicUsize::new(0),
                         slots: std::array::from_fn(|_| Slot::new()),
                     })
@@ -436,6 +439,19 @@ impl Tracker {
         if prev <= SEALED_COUNT / 2 {
             self.end_while_draining();
         }
+    }
+
+    // ---- rejections ----
+
+    /// Counts a draining rejection on this thread's shard.
+    pub(crate) fn count_rejected(&self) {
+        let home = thread_index::current() % self.shards.len();
+        self.shards[home].0.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// Draining rejections so far (a sum over the shards).
+    pub(crate) fn rejected(&self) -> usize {
+        self.shards.iter().map(|s| s.0.rejected.load(Relaxed)).sum()
     }
 
     // ---- tasks ----
