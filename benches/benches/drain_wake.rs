@@ -3,8 +3,10 @@
 //! awaiting the drain being woken and running, for:
 //!
 //! * tower-graceful: `c.trigger(); c.draining().await`, then a task awaits
-//!   `c.wait()` (pre-drain 0, no hooks) while another drops the last
-//!   `c.track(..)` guard, or the last response body of the full stack;
+//!   `c.drained()` (woken by the last guard itself) or `c.wait()` (the
+//!   report: one more task hop, through the coordinator's driver; pre-drain
+//!   0, no hooks) while another drops the last `c.track(..)` guard, or the
+//!   last response body of the full stack;
 //! * tokio-util: `TaskTracker::close()` + `wait()` vs the last `token()`;
 //! * tokio-graceful: trigger, then `Shutdown::shutdown()` vs the last
 //!   `ShutdownGuard`.
@@ -76,16 +78,20 @@ where
     pended.then(|| t1.saturating_duration_since(t0))
 }
 
-async fn tower_graceful_guard() -> Option<Duration> {
+async fn tower_graceful_guard(report: bool) -> Option<Duration> {
     let c = tower_graceful_benches::coordinator();
     let guard = c.track("bench");
     c.trigger();
     c.draining().await;
     let waiter = c.clone();
-    measure(async move { waiter.wait().await }, guard).await
+    if report {
+        measure(async move { waiter.wait().await }, guard).await
+    } else {
+        measure(async move { waiter.drained().await }, guard).await
+    }
 }
 
-async fn tower_graceful_body() -> Option<Duration> {
+async fn tower_graceful_body(report: bool) -> Option<Duration> {
     let c = tower_graceful_benches::coordinator();
     let mut svc = c.layer().layer(Hello);
     let res = svc.call(get_root()).await.unwrap();
@@ -94,7 +100,11 @@ async fn tower_graceful_body() -> Option<Duration> {
     c.trigger();
     c.draining().await;
     let waiter = c.clone();
-    measure(async move { waiter.wait().await }, body).await
+    if report {
+        measure(async move { waiter.wait().await }, body).await
+    } else {
+        measure(async move { waiter.drained().await }, body).await
+    }
 }
 
 async fn task_tracker() -> Option<Duration> {
@@ -127,12 +137,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 6] = [
+        (
+            "tower-graceful: last `track` guard -> `c.drained()`",
+            || Box::pin(tower_graceful_guard(false)),
+        ),
+        (
+            "tower-graceful: last response body -> `c.drained()`",
+            || Box::pin(tower_graceful_body(false)),
+        ),
         ("tower-graceful: last `track` guard -> `c.wait()`", || {
-            Box::pin(tower_graceful_guard())
+            Box::pin(tower_graceful_guard(true))
         }),
         ("tower-graceful: last response body -> `c.wait()`", || {
-            Box::pin(tower_graceful_body())
+            Box::pin(tower_graceful_body(true))
         }),
         ("tokio-util: last `TaskTracker::token` -> `wait()`", || {
             Box::pin(task_tracker())
