@@ -352,9 +352,12 @@ impl Coordinator {
     /// The whole stack for the common case, outermost first: probes (if
     /// paths were configured) → draining responder → in-flight counting
     /// (which also makes [`ShutdownSignal::current`] and the axum extractor
-    /// work). Apply it around the whole router (`Router::layer`, tonic's
-    /// `Server::builder().layer`). Add [`SignalLayer`](crate::SignalLayer) inside it if you want
-    /// the signal in request extensions too (one allocation per request).
+    /// work), fused into one service ([`Graceful`](crate::Graceful)).
+    /// Apply it around the whole router: `Router::layer`, or cheaper,
+    /// `ServiceBuilder::new().layer(..).service(router)` (axum boxes every
+    /// route of a `Router::layer`); tonic's `Server::builder().layer`. Add
+    /// [`SignalLayer`](crate::SignalLayer) inside it if you want the signal in
+    /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
         GracefulLayer::new(self.inner.stack)
     }
