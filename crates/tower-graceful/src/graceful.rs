@@ -8,18 +8,16 @@
 //! more than once. The separate layers stay available for custom orders.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::drain::{Answer, RejectConfig};
+use crate::drain::RejectConfig;
+use crate::in_flight::ResponseFuture as InFlightFuture;
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
 use crate::state::Shared;
@@ -196,7 +194,7 @@ where
         let special = stack.maybe_special(path);
         if special {
             if let Some(answer) = stack.probes.answer(shared, path, req.method()) {
-                return GracefulFuture::answered(shared, answer);
+                return GracefulFuture::answered(answer);
             }
         }
         if shared.rejecting() && !stack.reject.is_exempt(path) {
@@ -210,13 +208,7 @@ where
             Some(RequestGuard::new(&shared.tracker, req.method(), path))
         };
         let _current = CurrentSignal::enter(shared);
-        GracefulFuture {
-            kind: FutureKind::Inner {
-                fut: self.inner.call(req),
-                guard,
-            },
-            shared,
-        }
+        GracefulFuture::inner(InFlightFuture::new(self.inner.call(req), guard, shared))
     }
 }
 
@@ -230,178 +222,14 @@ fn rejected<B, F>(stack: &'static Stack, req: &Request<B>) -> GracefulFuture<F> 
         path = req.uri().path(),
         "rejected: draining"
     );
-    GracefulFuture::answered(stack.shared, stack.reject.reject(req))
+    GracefulFuture::answered(stack.reject.reject(req))
 }
 
-pin_project! {
-    /// Response future of [`Graceful`]: the inner future and the request's
-    /// count, or a response decided without calling the inner service.
-    pub struct GracefulFuture<F> {
-        #[pin]
-        kind: FutureKind<F>,
-        shared: &'static Shared,
-    }
-}
+/// Response future of [`Graceful`]: the same as the draining responder's
+/// around the counter's (`Drain` around `InFlight`), which is what the fused
+/// service behaves as.
+pub type GracefulFuture<F> = crate::drain::ResponseFuture<crate::in_flight::ResponseFuture<F>>;
 
-pin_project! {
-    #[project = FutureProj]
-    enum FutureKind<F> {
-        Inner { #[pin] fut: F, guard: Option<RequestGuard> },
-        Answered { answer: Option<Answer> },
-    }
-}
-
-impl<F> GracefulFuture<F> {
-    #[cold]
-    #[inline(never)]
-    fn answered(shared: &'static Shared, answer: Answer) -> Self {
-        Self {
-            kind: FutureKind::Answered {
-                answer: Some(answer),
-            },
-            shared,
-        }
-    }
-}
-
-impl<F> fmt::Debug for GracefulFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GracefulFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for GracefulFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Body,
-    B::Data: From<Bytes>,
-{
-    type Output = Result<Response<GracefulBody<B>>, E>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let shared = *this.shared;
-        match this.kind.project() {
-            FutureProj::Inner { fut, guard } => {
-                let res = {
-                    let _current = CurrentSignal::enter(shared);
-                    ready!(fut.poll(cx))
-                };
-                let guard = guard.take();
-                Poll::Ready(res.map(|res| {
-                    res.map(|inner| {
-                        // A body that is already finished releases at once:
-                        // hyper may drop it without polling.
-                        let guard = if inner.is_end_stream() { None } else { guard };
-                        GracefulBody {
-                            kind: BodyKind::Inner {
-                                inner,
-                                guard,
-                                shared,
-                            },
-                        }
-                    })
-                }))
-            }
-            FutureProj::Answered { answer } => {
-                let res = answer
-                    .take()
-                    .expect("polled after completion")
-                    .into_response();
-                Poll::Ready(Ok(res.map(|data| GracefulBody {
-                    kind: BodyKind::Answered {
-                        data: (!data.is_empty()).then_some(data),
-                    },
-                })))
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Response body of [`Graceful`]: the inner body, counted until it ends
-    /// (or fails, or is dropped), or the body of a probe answer or rejection.
-    /// Forwards `is_end_stream` and the exact `size_hint`.
-    pub struct GracefulBody<B> {
-        #[pin]
-        kind: BodyKind<B>,
-    }
-}
-
-pin_project! {
-    #[project = BodyProj]
-    enum BodyKind<B> {
-        Inner { #[pin] inner: B, guard: Option<RequestGuard>, shared: &'static Shared },
-        Answered { data: Option<Bytes> },
-    }
-}
-
-impl<B> fmt::Debug for GracefulBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let counted = matches!(&self.kind, BodyKind::Inner { guard: Some(_), .. });
-        f.debug_struct("GracefulBody")
-            .field("counted", &counted)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B> Body for GracefulBody<B>
-where
-    B: Body,
-    B::Data: From<Bytes>,
-{
-    type Data = B::Data;
-    type Error = B::Error;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().kind.project() {
-            BodyProj::Inner {
-                mut inner,
-                guard,
-                shared,
-            } => {
-                let frame = {
-                    // Streams (SSE, gRPC server streaming) produced lazily in
-                    // the body see the signal too.
-                    let _current = CurrentSignal::enter(shared);
-                    ready!(inner.as_mut().poll_frame(cx))
-                };
-                let finished = match &frame {
-                    None | Some(Err(_)) => true,
-                    Some(Ok(_)) => inner.is_end_stream(),
-                };
-                if finished {
-                    // Drop releases; `take` makes it happen exactly once.
-                    guard.take();
-                }
-                Poll::Ready(frame)
-            }
-            BodyProj::Answered { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
-            }
-        }
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            BodyKind::Inner { inner, .. } => inner.is_end_stream(),
-            BodyKind::Answered { data } => data.is_none(),
-        }
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            BodyKind::Inner { inner, .. } => inner.size_hint(),
-            BodyKind::Answered { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
-    }
-}
+/// Response body of [`Graceful`]: the inner body, counted until it ends (or
+/// fails, or is dropped), or the body of a probe answer or rejection.
+pub type GracefulBody<B> = crate::drain::ResponseBody<crate::in_flight::ResponseBody<B>>;

@@ -147,11 +147,7 @@ where
             Some(RequestGuard::new(&self.shared.tracker, req.method(), path))
         };
         let _current = CurrentSignal::enter(self.shared);
-        ResponseFuture {
-            inner: self.inner.call(req),
-            guard,
-            shared: self.shared,
-        }
+        ResponseFuture::new(self.inner.call(req), guard, self.shared)
     }
 }
 
@@ -163,6 +159,17 @@ pin_project! {
         inner: F,
         guard: Option<RequestGuard>,
         shared: &'static Shared,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    #[inline]
+    pub(crate) fn new(inner: F, guard: Option<RequestGuard>, shared: &'static Shared) -> Self {
+        Self {
+            inner,
+            guard,
+            shared,
+        }
     }
 }
 
