@@ -442,25 +442,29 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if self.shared.rejecting() && !self.config.is_exempt(req.uri().path()) {
-            return self.rejected(&req);
+            return rejected(self.shared, self.config, &req);
         }
         ResponseFuture::inner(self.inner.call(req))
     }
 }
 
-impl<S> Drain<S> {
-    #[cold]
-    #[inline(never)]
-    fn rejected<B, F>(&self, req: &Request<B>) -> ResponseFuture<F> {
-        self.shared.count_rejected();
-        tracing::debug!(
-            target: "tower_graceful",
-            method = %req.method(),
-            path = req.uri().path(),
-            "rejected: draining"
-        );
-        ResponseFuture::answered(self.config.reject(req))
-    }
+/// Counts, logs and answers one draining rejection (for [`Drain`] and the
+/// fused [`Graceful`](crate::Graceful)).
+#[cold]
+#[inline(never)]
+pub(crate) fn rejected<B, F>(
+    shared: &Shared,
+    config: &'static RejectConfig,
+    req: &Request<B>,
+) -> ResponseFuture<F> {
+    shared.count_rejected();
+    tracing::debug!(
+        target: "tower_graceful",
+        method = %req.method(),
+        path = req.uri().path(),
+        "rejected: draining"
+    );
+    ResponseFuture::answered(config.reject(req))
 }
 
 pin_project! {

@@ -198,7 +198,7 @@ where
             }
         }
         if shared.rejecting() && !stack.reject.is_exempt(path) {
-            return rejected(stack, &req);
+            return crate::drain::rejected(shared, stack.reject, &req);
         }
         // Taken before the inner `call`, so a panic inside it unwinds through
         // the guard's `Drop` and is released.
@@ -210,19 +210,6 @@ where
         let _current = CurrentSignal::enter(shared);
         GracefulFuture::inner(InFlightFuture::new(self.inner.call(req), guard, shared))
     }
-}
-
-#[cold]
-#[inline(never)]
-fn rejected<B, F>(stack: &'static Stack, req: &Request<B>) -> GracefulFuture<F> {
-    stack.shared.count_rejected();
-    tracing::debug!(
-        target: "tower_graceful",
-        method = %req.method(),
-        path = req.uri().path(),
-        "rejected: draining"
-    );
-    GracefulFuture::answered(stack.reject.reject(req))
 }
 
 /// Response future of [`Graceful`]: the same as the draining responder's

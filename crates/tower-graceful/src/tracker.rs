@@ -276,6 +276,13 @@ impl Tracker {
         }
     }
 
+    /// The shard of this thread's shared counters (its own shard if it has
+    /// one; any thread may add there).
+    #[inline]
+    fn home(&self) -> usize {
+        thread_index::current() % self.shards.len()
+    }
+
     #[cold]
     fn add_global(&self, delta: isize) {
         if self.global.fetch_add(delta, AcqRel) + delta == 0 {
@@ -398,7 +405,7 @@ impl Tracker {
     pub(crate) fn release_request(&self, ticket: RequestTicket<'_>) {
         match ticket.0 {
             Some(slot) => self.release_named(slot),
-            None => self.release_unnamed(thread_index::current() % self.shards.len()),
+            None => self.release_unnamed(self.home()),
         }
     }
 
@@ -433,8 +440,8 @@ impl Tracker {
 
     #[cold]
     fn release_unnamed(&self, shard: usize) {
-        self.shards[shard].0.unnamed.fetch_sub(1, Relaxed);
         let s = &self.shards[shard].0;
+        s.unnamed.fetch_sub(1, Relaxed);
         let prev = s.count.fetch_add(-1, AcqRel);
         if prev <= SEALED_COUNT / 2 {
             self.end_while_draining();
@@ -445,8 +452,7 @@ impl Tracker {
 
     /// Counts a draining rejection on this thread's shard.
     pub(crate) fn count_rejected(&self) {
-        let home = thread_index::current() % self.shards.len();
-        self.shards[home].0.rejected.fetch_add(1, Relaxed);
+        self.shards[self.home()].0.rejected.fetch_add(1, Relaxed);
     }
 
     /// Draining rejections so far (a sum over the shards).
@@ -457,7 +463,7 @@ impl Tracker {
     // ---- tasks ----
 
     pub(crate) fn acquire_task(&self, name: Cow<'static, str>) -> TaskTicket {
-        self.add_count(thread_index::current() % self.shards.len(), 1);
+        self.add_count(self.home(), 1);
         let mut t = lock(&self.tasks);
         let entry = Some((name, tokio::time::Instant::now()));
         let key = match t.free.pop() {
@@ -479,7 +485,7 @@ impl Tracker {
             t.slots[ticket.key] = None;
             t.free.push(ticket.key);
         }
-        self.add_count(thread_index::current() % self.shards.len(), -1);
+        self.add_count(self.home(), -1);
     }
 
     // ---- shutdown ----
