@@ -174,24 +174,47 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// One open connection in [`ConnectionCounts::open`](crate::state::ConnectionCounts).
-struct Open(&'static Shared);
+/// One open connection in `ConnectionCounts::open`. A connection that
+/// `serve` closes because nothing was left in flight stays in the count
+/// ([`Open::closed_idle`]): read after the drain, the count is then exactly
+/// the connections open, all idle, when it completed, whichever task runs
+/// first.
+struct Open {
+    shared: &'static Shared,
+    counted: bool,
+}
 
 impl Open {
     fn new(shared: &'static Shared) -> Self {
         shared.connections.open.fetch_add(1, Ordering::AcqRel);
-        Self(shared)
+        Self {
+            shared,
+            counted: true,
+        }
+    }
+
+    /// This connection is closed because the drain completed.
+    fn closed_idle(&mut self) {
+        if !self.shared.hard.is_cancelled() {
+            self.counted = false;
+        }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.connections.open.fetch_sub(1, Ordering::AcqRel);
+        if self.counted {
+            self.shared.connections.open.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
-async fn connection<S, B>(mut stream: TcpStream, service: S, shared: &'static Shared, _open: Open)
-where
+async fn connection<S, B>(
+    mut stream: TcpStream,
+    service: S,
+    shared: &'static Shared,
+    mut open: Open,
+) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -208,7 +231,10 @@ where
     let h2 = loop {
         tokio::select! {
             biased;
-            _ = &mut close => return,
+            _ = &mut close => {
+                open.closed_idle();
+                return;
+            }
             read = stream.read(&mut head[n..]) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(k) => {
@@ -234,15 +260,25 @@ where
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(io, service);
         let mut conn = pin!(conn);
-        tokio::select! {
+        let at_end = tokio::select! {
             _ = conn.as_mut() => return,
-            _ = goaway_time(shared) => {}
-            _ = &mut close => {}
+            _ = goaway_time(shared) => false,
+            _ = &mut close => true,
+        };
+        if at_end {
+            open.closed_idle();
         }
         // Graceful: GOAWAY with the highest stream id first, so requests
         // already on the wire are still served; then the real last id.
         conn.as_mut().graceful_shutdown();
         shared.connections.goaway.fetch_add(1, Ordering::AcqRel);
+        if !at_end {
+            // Still open when the drain completes: closed then, idle.
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = &mut close => open.closed_idle(),
+            }
+        }
         finish(conn, shared).await;
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
@@ -251,7 +287,7 @@ where
         let mut conn = pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = &mut close => {}
+            _ = &mut close => open.closed_idle(),
         }
         // Nothing is in flight (or the drain was cut short): an idle
         // connection closes now, a busy one after its response.

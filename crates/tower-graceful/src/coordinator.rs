@@ -447,13 +447,6 @@ impl Coordinator {
             "draining: shutdown signal fired, new requests rejected"
         );
 
-        let closed_idle = |shared: &Shared| {
-            use std::sync::atomic::Ordering::Acquire;
-            // Read when nothing is in flight: every connection still open is
-            // idle, and `serve` closes each now.
-            let c = &shared.connections;
-            c.served.load(Acquire).then(|| c.open.load(Acquire))
-        };
         let outcome = if shared.force_requested.is_set() {
             DrainOutcome::Forced
         } else {
@@ -485,7 +478,6 @@ impl Coordinator {
                 .collect();
         }
         let drain = t_drain.elapsed();
-        let connections_closed_idle = closed_idle(shared);
         let outcome = if stragglers.is_empty() {
             DrainOutcome::Drained
         } else {
@@ -512,6 +504,14 @@ impl Coordinator {
         let hooks = lock(&self.inner.hooks).take().unwrap_or_default();
         let hooks = run_hooks(hooks, cfg.hook_timeout, cfg.cleanup_timeout).await;
         let cleanup = t_clean.elapsed();
+        // Connections `serve` closed at the end of the drain stay in `open`
+        // (see `connection::Open`): read now, it counts them exactly.
+        let connections_closed_idle = {
+            use std::sync::atomic::Ordering::Acquire;
+            let c = &shared.connections;
+            (c.served.load(Acquire) && outcome == DrainOutcome::Drained)
+                .then(|| c.open.load(Acquire))
+        };
 
         let report = ShutdownReport {
             cause,
