@@ -180,6 +180,16 @@ impl RejectConfig {
         }
     }
 
+    /// A copy with a custom rejection.
+    pub(crate) fn with_custom<F>(&self, f: F) -> Self
+    where
+        F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        let mut config = self.clone();
+        config.custom = Some(Arc::new(f));
+        config
+    }
+
     /// A copy with one more exempt path.
     pub(crate) fn with_exempt(&self, path: String) -> Self {
         let mut config = self.clone();
@@ -213,12 +223,26 @@ impl RejectConfig {
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if let Some(custom) = &self.custom {
-            return Answer::Custom(Box::new(custom(&RejectContext {
+            let retry_after = self.pick_retry_after();
+            let mut res = custom(&RejectContext {
                 version: req.version(),
                 grpc,
-                retry_after: self.pick_retry_after(),
+                retry_after,
                 path: req.uri().path(),
-            })));
+            });
+            // What makes the rejection retryable elsewhere stays, unless the
+            // function set these headers itself: gRPC answers keep theirs
+            // as they are (trailers-only status is the function's business).
+            if !grpc {
+                let h = res.headers_mut();
+                if !h.contains_key(RETRY_AFTER) {
+                    h.insert(RETRY_AFTER, retry_after.clone());
+                }
+                if req.version() <= Version::HTTP_11 && !h.contains_key(CONNECTION) {
+                    h.insert(CONNECTION, CLOSE);
+                }
+            }
+            return Answer::Custom(Box::new(res));
         }
         Answer::Reject {
             config: self,
@@ -406,14 +430,14 @@ impl DrainLayer {
 
     /// Replaces the built-in rejection with your own response (for example
     /// JSON in your API's error format). It is called once per rejected
-    /// request; keep it cheap and do not echo the request.
+    /// request; keep it cheap and do not echo the request. `Retry-After` and,
+    /// on HTTP/1.x, `Connection: close` are added to an HTTP response that
+    /// does not set them itself (set them to opt out).
     pub fn respond_with<F>(mut self, f: F) -> Self
     where
         F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
     {
-        let mut config = self.config.clone();
-        config.custom = Some(Arc::new(f));
-        self.config = Box::leak(Box::new(config));
+        self.config = Box::leak(Box::new(self.config.with_custom(f)));
         self
     }
 }

@@ -107,6 +107,28 @@ impl GracefulLayer {
     }
 }
 
+impl GracefulLayer {
+    /// Replaces the built-in draining rejection with your own response, as
+    /// [`DrainLayer::respond_with`](crate::DrainLayer::respond_with) does
+    /// (which see), keeping the combined layer. `Retry-After` and, on
+    /// HTTP/1.x, `Connection: close` are added unless the response sets them.
+    /// Like [`exempt`](Self::exempt): configure at start-up.
+    pub fn respond_with<F>(self, f: F) -> Self
+    where
+        F: Fn(&crate::RejectContext<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
+    {
+        let reject = Box::leak(Box::new(self.stack.reject.with_custom(f)));
+        Self {
+            stack: Box::leak(Box::new(Stack::new(
+                self.stack.shared,
+                reject,
+                self.stack.probes,
+                self.stack.untracked,
+            ))),
+        }
+    }
+}
+
 impl fmt::Debug for GracefulLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulLayer")

@@ -1300,3 +1300,41 @@ async fn no_request_reaches_the_handler_after_the_drain_completed() {
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.rejected(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn custom_rejection_on_the_combined_layer_keeps_what_makes_it_retryable() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .retry_after(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(c.layer().respond_with(|ctx| {
+            let mut res = Response::new(Bytes::from_static(b"{\"error\":\"draining\"}"));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            if ctx.path() == "/keep" {
+                res.headers_mut()
+                    .insert("connection", "keep-alive".parse().unwrap());
+            }
+            res
+        }))
+        .service(service_fn(ok_handler));
+    c.trigger();
+    timeout(WAIT, c.wait()).await.unwrap(); // drained at once: every request is rejected
+    let res = svc.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "3", "added");
+    assert_eq!(res.headers()["connection"], "close", "added on HTTP/1.1");
+    assert_eq!(body_text(res).await, "{\"error\":\"draining\"}");
+    let res = svc.clone().oneshot(get("/keep")).await.unwrap();
+    assert_eq!(
+        res.headers()["connection"],
+        "keep-alive",
+        "the function's own value stands"
+    );
+    let mut req = get("/");
+    *req.version_mut() = Version::HTTP_2;
+    let res = svc.oneshot(req).await.unwrap();
+    assert!(res.headers().get("connection").is_none(), "never on HTTP/2");
+    assert_eq!(res.headers()["retry-after"], "3");
+}
