@@ -169,6 +169,7 @@ pub(crate) struct Policy {
 }
 
 impl Shared {
+    #[cfg(test)]
     pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
         Self::build(soft, driven, Policy::default(), Tracker::default_shards())
     }
