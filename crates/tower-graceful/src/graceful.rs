@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::drain::RejectConfig;
-use crate::in_flight::{count, untracked_counted, Counted, ResponseFuture as InFlightFuture};
+use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
 use crate::state::Shared;
@@ -233,8 +233,8 @@ where
         let h1 = req.version() <= Version::HTTP_11;
         let _current = CurrentSignal::enter(shared);
         GracefulFuture::inner(
-            InFlightFuture::new(self.inner.call(req), guard, shared),
-            h1.then_some(shared),
+            CountedFuture::new(self.inner.call(req), guard, shared).with_lame_duck(h1),
+            None,
         )
     }
 }
@@ -242,8 +242,8 @@ where
 /// Response future of [`Graceful`]: the same as the draining responder's
 /// around the counter's (`Drain` around `InFlight`), which is what the fused
 /// service behaves as.
-pub type GracefulFuture<F> = crate::drain::ResponseFuture<crate::in_flight::ResponseFuture<F>>;
+pub type GracefulFuture<F> = crate::drain::ResponseFuture<crate::in_flight::CountedFuture<F>>;
 
 /// Response body of [`Graceful`]: the inner body, counted until it ends (or
 /// fails, or is dropped), or the body of a probe answer or rejection.
-pub type GracefulBody<B> = crate::drain::ResponseBody<crate::in_flight::ResponseBody<B>>;
+pub type GracefulBody<B> = crate::drain::ResponseBody<crate::in_flight::CountedBody<B>>;

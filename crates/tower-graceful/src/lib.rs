@@ -123,6 +123,7 @@ pub use crate::state::{Phase, ReadinessStatus};
 pub mod future {
     pub use crate::drain::ResponseFuture as DrainFuture;
     pub use crate::graceful::GracefulFuture;
+    pub use crate::in_flight::CountedFuture;
     pub use crate::in_flight::ResponseFuture as InFlightFuture;
 }
 
@@ -130,6 +131,7 @@ pub mod future {
 pub mod body_types {
     pub use crate::drain::ResponseBody as DrainBody;
     pub use crate::graceful::GracefulBody;
+    pub use crate::in_flight::CountedBody;
     pub use crate::in_flight::ResponseBody as InFlightBody;
 }
 
