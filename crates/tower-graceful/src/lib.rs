@@ -54,8 +54,8 @@
 //!
 //! * `axum`: `ShutdownSignal` implements axum-core's `FromRequestParts` and
 //!   `OptionalFromRequestParts`.
-//! * `tonic`: [`tonic::report_health`] flips `tonic-health` to `NOT_SERVING`
-//!   when shutdown is triggered.
+//! * `tonic`: [`grpc_health::report_health`] marks services `SERVING` in
+//!   `tonic-health`, and `NOT_SERVING` when shutdown is triggered.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
@@ -81,7 +81,7 @@ mod tracker;
 mod extract;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub mod tonic;
+pub mod grpc_health;
 
 pub use crate::body::FixedBody;
 pub use crate::builder::{

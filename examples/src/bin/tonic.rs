@@ -4,7 +4,7 @@
 //!   streaming; with `stop_on_shutdown` it ends cleanly when draining begins,
 //!   otherwise after `count` ticks): see `examples/proto/demo.rs`.
 //! * `grpc.health.v1.Health`: `SERVING`, then `NOT_SERVING` from the moment
-//!   shutdown is triggered (`tower_graceful::tonic::report_health`).
+//!   shutdown is triggered (`tower_graceful::grpc_health::report_health`).
 //! * `Server::builder().layer(graceful.layer())`: every call is counted until
 //!   its response stream ends; calls that arrive while draining get a
 //!   trailers-only `UNAVAILABLE` (retryable).
@@ -46,8 +46,8 @@ pub(crate) async fn serve_grpc(
     listener: TcpListener,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<DemoServer>().await;
-    tower_graceful::tonic::report_health(graceful, reporter, [demo::SERVICE_NAME]);
+    // SERVING now, NOT_SERVING from the trigger.
+    tower_graceful::grpc_health::report_health(graceful, reporter, [demo::SERVICE_NAME]).await;
 
     let server = Server::builder()
         .layer(graceful.layer())
