@@ -82,6 +82,9 @@ mod extract;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc_health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod shutdown_metrics;
 
 pub use crate::body::FixedBody;
 pub use crate::builder::{
