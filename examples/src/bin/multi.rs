@@ -229,6 +229,8 @@ pub(crate) fn metrics(graceful: &Coordinator) -> Metrics {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: plain text in files, pipes and CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
