@@ -356,7 +356,9 @@ impl Coordinator {
     /// work), fused into one service ([`Graceful`](crate::Graceful)).
     /// Apply it around the whole router: `Router::layer`, or cheaper,
     /// `ServiceBuilder::new().layer(..).service(router)` (axum boxes every
-    /// route of a `Router::layer`); tonic's `Server::builder().layer`. Add
+    /// route of a `Router::layer`); tonic's `Server::builder().layer`. Not
+    /// `Router::route_layer`: that runs only for requests that match a route,
+    /// so the probe paths (which are not routes) answer `404`. Add
     /// [`SignalLayer`](crate::SignalLayer) inside it if you want the signal in
     /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {

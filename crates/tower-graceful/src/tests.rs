@@ -1137,3 +1137,29 @@ async fn shutdown_events_nest_in_one_span_with_cause_and_phase() {
     let done = line("shutdown complete");
     assert!(done.contains("shutdown{cause=api"), "{done}");
 }
+
+// ---------- placement ----------
+
+/// What the README and `Coordinator::layer` say about placement: with
+/// `Router::layer` the configured probe paths answer; with
+/// `Router::route_layer` they are not routes, so they answer 404.
+#[tokio::test]
+async fn probe_paths_answer_under_layer_and_404_under_route_layer() {
+    use axum::routing::get;
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .readiness_path("/ready")
+        .build()
+        .unwrap();
+    let app = || axum::Router::new().route("/", get(|| async { "hello" }));
+    let ready = || {
+        Request::get("/ready")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+
+    let res = app().layer(c.layer()).oneshot(ready()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app().route_layer(c.layer()).oneshot(ready()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
