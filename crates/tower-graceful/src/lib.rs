@@ -56,6 +56,16 @@
 //!   `OptionalFromRequestParts`.
 //! * `tonic`: [`grpc_health::report_health`] marks services `SERVING` in
 //!   `tonic-health`, and `NOT_SERVING` when shutdown is triggered.
+//! * `metrics`: [`shutdown_metrics::Emitter`] records the coordinator's state
+//!   (in-flight requests and tasks, readiness, phase, rejections, the
+//!   report's counters and phase durations) with the `metrics` facade, off
+//!   the serving path.
+//!
+//! # Logs
+//!
+//! Every event of a shutdown is logged with `tracing` (target
+//! `tower_graceful`) inside one `shutdown` span with the fields `cause` and
+//! `phase` (recorded as the phase changes); cleanup hooks run inside it too.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]

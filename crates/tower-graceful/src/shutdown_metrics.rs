@@ -39,7 +39,7 @@
 //! | [`SHUTDOWN_DURATION`] `tower_graceful_shutdown_duration_seconds` | histogram | seconds | | trigger to done |
 //! | [`HOOK_DURATION`] `tower_graceful_hook_duration_seconds` | histogram | seconds | `hook` | how long each hook ran |
 //!
-//! `cause` is the [`TriggerCause`] as logged (`SIGTERM`, `SIGINT`, `ctrl-c`,
+//! `cause` is the [`TriggerCause`](crate::TriggerCause) as logged (`SIGTERM`, `SIGINT`, `ctrl-c`,
 //! `api`); `outcome` of a shutdown is `drained`, `deadline_exceeded` or
 //! `forced`; `outcome` of a hook is `completed`, `failed`, `panicked`,
 //! `timed_out` or `skipped`. The counters derived from the report move once,
@@ -47,20 +47,18 @@
 //!
 //! # Example
 //!
-//! With `metrics-exporter-prometheus` (any recorder works the same way):
-//!
-//! ```no_run
+//! ```
 //! use tower_graceful::shutdown_metrics::Emitter;
-//! # #[tokio::main] async fn main() {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let graceful = tower_graceful::Coordinator::builder().build().unwrap();
-//! # let handle = ();
-//! // let handle = PrometheusBuilder::new().install_recorder().unwrap();
+//! // Install a recorder first, for example
+//! // let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
 //! let metrics = Emitter::new(&graceful).label("server", "api");
 //! tokio::spawn(metrics.clone().run());
-//! // In the admin port's `/metrics` handler:
+//!
+//! // In the admin port's `/metrics` handler, so a scrape is never stale:
 //! metrics.record_now();
 //! // handle.render()
-//! # let _ = handle;
 //! # }
 //! ```
 
