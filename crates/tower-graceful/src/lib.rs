@@ -61,6 +61,12 @@
 //!   report's counters and phase durations) with the `metrics` facade, off
 //!   the serving path.
 //!
+//! # Testing
+//!
+//! [`testing`] shows how to test a handler's shutdown on tokio's paused
+//! clock (trigger, observe each phase, assert that a stream or loop ends,
+//! assert the report), with [`testing::terminate`] for the last step.
+//!
 //! # Logs
 //!
 //! Every event of a shutdown is logged with `tracing` (target
@@ -95,6 +101,7 @@ pub mod grpc_health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod shutdown_metrics;
+pub mod testing;
 
 pub use crate::body::FixedBody;
 pub use crate::builder::{
