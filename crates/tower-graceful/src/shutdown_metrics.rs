@@ -703,6 +703,24 @@ mod tests {
     }
 
     #[test]
+    fn emitter_and_its_run_future_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .build()
+            .unwrap();
+        let e = Emitter::new(&c);
+        send_sync(&e);
+        send(&e.run());
+    }
+
+    #[test]
     #[should_panic(expected = "more than zero")]
     fn zero_interval_is_refused() {
         let rt = tokio::runtime::Builder::new_current_thread()
