@@ -345,6 +345,16 @@ pub async fn serve_until_done(router: Router, coordinator: &Coordinator) -> Serv
     .await
 }
 
+/// Serves `router` with the crate's own [`tower_graceful::serve`]: the
+/// listener closes when draining starts, open connections keep being
+/// served, idle ones close once nothing is left in flight.
+pub async fn serve_owned(router: Router, coordinator: &Coordinator) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(tower_graceful::serve(listener, router, coordinator));
+    Server { addr, task }
+}
+
 // ------------------------------------------------------------- the clients --
 
 /// One HTTP/1.1 connection: its request sender and the connection task,

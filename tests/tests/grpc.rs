@@ -52,10 +52,7 @@ async fn listener() -> (TcpListener, SocketAddr) {
 /// The example's server on a free loopback port.
 async fn start(
     graceful: &Coordinator,
-) -> (
-    SocketAddr,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-) {
+) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let (l, addr) = listener().await;
     let task = example::serve_grpc(graceful, l).await;
     (addr, task)
@@ -262,9 +259,9 @@ async fn new_call_while_draining_fails_with_unavailable() {
     within("server stop", server).await.unwrap().unwrap();
 }
 
-/// A server whose listener stays open through the drain (as behind a proxy
-/// that still holds connections): a new call then reaches the draining
-/// responder, which answers a trailers-only `UNAVAILABLE` itself.
+/// A server whose connections stay open through the drain (as behind an L4
+/// balancer): a call while draining is served; a call after the drain
+/// completed gets a trailers-only `UNAVAILABLE` from the draining responder.
 #[tokio::test]
 async fn draining_responder_answers_unavailable_trailers_only() {
     let graceful = Coordinator::builder()
@@ -272,6 +269,15 @@ async fn draining_responder_answers_unavailable_trailers_only() {
         .handle_signals(false)
         .grpc_message("draining, try another replica")
         .build()
+        .unwrap();
+    let (started_tx, hook_started) = tokio::sync::oneshot::channel::<()>();
+    let (release_hook, hook_rx) = tokio::sync::oneshot::channel::<()>();
+    graceful
+        .on_shutdown("blocked hook", move || async move {
+            let _ = started_tx.send(());
+            let _ = hook_rx.await;
+            Ok::<_, std::io::Error>(())
+        })
         .unwrap();
     let (l, addr) = listener().await;
     let done = graceful.clone();
@@ -299,16 +305,26 @@ async fn draining_responder_answers_unavailable_trailers_only() {
 
     graceful.trigger();
     within("draining", graceful.signal().cancelled()).await;
-    let err = within("hello while draining", c.hello(HelloRequest::default()))
+    // A call on the open connection while draining is served: a pooled
+    // client behind an L4 balancer could not have sent it elsewhere.
+    within("hello while draining", c.hello(HelloRequest::default()))
         .await
-        .expect_err("rejected while draining");
+        .expect("served while draining");
+
+    while next_tick(&mut stream).await.is_some() {}
+    // Nothing in flight: the drain completes, the hook runs; a call that
+    // still arrives gets the retryable rejection.
+    within("the hook to start", hook_started).await.unwrap();
+    let err = within("hello after the drain", c.hello(HelloRequest::default()))
+        .await
+        .expect_err("rejected after the drain completed");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert_eq!(err.message(), "draining, try another replica");
     assert_eq!(graceful.rejected(), 1);
-
-    while next_tick(&mut stream).await.is_some() {}
+    release_hook.send(()).unwrap();
     let report = within("shutdown report", graceful.wait()).await;
     assert_eq!(report.rejected, 1, "{report}");
+    assert_eq!(report.served_while_draining, 1, "{report}");
     assert!(report.is_clean(), "{report}");
     within("server stop", server).await.unwrap().unwrap();
 }

@@ -79,13 +79,14 @@ async fn in_flight_request_and_stream_complete_across_shutdown() {
 }
 
 /// A request that arrives while draining (here: on a server whose listener
-/// stays open through the drain) gets `503`, `Retry-After`,
-/// `Connection: close` and the configured text body, and is counted.
+/// stays open through the drain, as axum's does with
+/// `close_connections()`) is served, with `Connection: close`, and counted:
+/// its client could not have sent it elsewhere. Probes keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_after_draining_gets_503_retry_after_connection_close() {
+async fn request_while_draining_is_served_with_connection_close() {
     let graceful = coordinator(Duration::ZERO);
     let mut app = app(&graceful);
-    let server = serve_until_done(app.router, &graceful).await;
+    let server = serve(app.router, graceful.close_connections()).await;
 
     // Something in flight, so the drain lasts while we send the late request.
     let mut slow_conn = H1::connect(server.addr).await;
@@ -97,31 +98,34 @@ async fn request_after_draining_gets_503_retry_after_connection_close() {
 
     let mut late = H1::connect(server.addr).await;
     let res = late.get("/").await.expect("a response, not a reset");
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(header_str(&res, header::RETRY_AFTER), RETRY_AFTER);
+    assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header_str(&res, header::CONNECTION), "close");
-    assert!(header_str(&res, header::CONTENT_TYPE).starts_with("text/plain"));
-    assert_eq!(body_text(res).await.unwrap(), REJECTION_BODY);
+    assert_eq!(body_text(res).await.unwrap(), "hello\n");
     late.closed_by_server().await;
-    assert_eq!(graceful.rejected(), 1);
+    assert_eq!(graceful.rejected(), 0);
 
-    // Probes are exempt from the rejection.
+    // Probes answer while draining.
     let mut probe = H1::connect(server.addr).await;
     let live = probe.get("/live").await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
     assert_eq!(body_text(live).await.unwrap().trim(), "live");
+    let ready = probe.get("/ready").await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_text(ready).await.unwrap().trim(), "draining");
+    drop(probe);
 
     app.gate.open();
     let slow = within("slow", slow).await.unwrap().unwrap();
     assert_eq!(slow.status(), StatusCode::OK);
+    assert_eq!(header_str(&slow, header::CONNECTION), "close");
     assert_eq!(body_bytes(slow).await.unwrap().len(), SLOW_BODY_LEN);
 
     let report = within("the report", graceful.wait()).await;
-    assert_eq!(report.rejected, 1, "{report}");
+    assert_eq!(report.rejected, 0, "{report}");
+    assert_eq!(report.served_while_draining, 1, "{report}");
     assert_eq!(report.in_flight_at_drain, 1, "{report}");
-    assert_eq!(report.completed_while_draining, 1, "{report}");
+    assert_eq!(report.completed_while_draining, 2, "{report}");
     assert!(report.is_clean(), "{report}");
-    drop(probe);
     server.stopped().await;
 }
 

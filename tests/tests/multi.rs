@@ -318,6 +318,17 @@ async fn metrics_follow_the_drain() {
         m("tower_graceful_shutdown_duration_seconds_count").await,
         "1"
     );
+    // The connection figures are the report's (the public server runs on
+    // `tower_graceful::serve`, so the idle ones are counted too).
+    assert_eq!(
+        m("tower_graceful_connections_told_to_close_total").await,
+        report.connections_told_to_close.to_string()
+    );
+    let idle = report.connections_closed_idle.expect("serve counts them");
+    assert_eq!(
+        m("tower_graceful_connections_closed_idle_total").await,
+        idle.to_string()
+    );
     // A second scrape does not count the shutdown twice.
     assert_eq!(
         m("tower_graceful_shutdowns_total{cause=\"api\",outcome=\"drained\"}").await,

@@ -8,6 +8,7 @@ use http::HeaderValue;
 
 use crate::drain::RejectConfig;
 use crate::probe::ProbePaths;
+use crate::state::Policy;
 use crate::sync::Arc;
 use crate::Coordinator;
 
@@ -70,6 +71,7 @@ pub(crate) struct Config {
     pub(crate) reject: RejectConfig,
     pub(crate) untracked: Vec<String>,
     pub(crate) probes: ProbePaths,
+    pub(crate) policy: Policy,
 }
 
 /// Builds a [`Coordinator`]. Every setting has a documented default; `build`
@@ -100,6 +102,8 @@ pub struct Builder {
     untracked: Vec<String>,
     ready_path: Option<String>,
     live_path: Option<String>,
+    lame_duck_window: Option<Duration>,
+    min_time_left: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -119,6 +123,8 @@ impl Default for Builder {
             untracked: vec![GRPC_HEALTH_WATCH.to_owned()],
             ready_path: None,
             live_path: None,
+            lame_duck_window: None,
+            min_time_left: None,
         }
     }
 }
@@ -216,6 +222,30 @@ impl Builder {
     /// rejection when they arrive late.
     pub fn untracked_path(mut self, path: impl Into<String>) -> Self {
         self.untracked.push(path.into());
+        self
+    }
+
+    /// Over how long after the trigger HTTP/1.x keep-alive connections are
+    /// told to close: the share of responses that carry `Connection: close`
+    /// rises linearly from 0 to 1 across this window (Envoy's gradual
+    /// drain), so their clients reconnect elsewhere a few at a time instead
+    /// of as one burst. From the start of draining every response carries
+    /// it. `Duration::ZERO`: every response from the trigger on. Default:
+    /// the pre-drain delay.
+    pub fn lame_duck_window(mut self, d: Duration) -> Self {
+        self.lame_duck_window = Some(d);
+        self
+    }
+
+    /// A request that arrives while draining with less than this left before
+    /// the drain deadline gets the draining rejection instead of being
+    /// served: it could not finish anyway, and its client can retry it
+    /// elsewhere at once. Every other request on an open connection is
+    /// served while draining (see the [`drain`](crate::drain) module's
+    /// policy table). Default: a tenth of the drain deadline, at most 1 s.
+    /// Must be shorter than the drain deadline.
+    pub fn min_time_left(mut self, d: Duration) -> Self {
+        self.min_time_left = Some(d);
         self
     }
 
@@ -378,6 +408,35 @@ impl Builder {
                  shutdown budgets are seconds to minutes, use shorter durations",
             ));
         }
+        let min_time_left = self
+            .min_time_left
+            .unwrap_or_else(|| (drain_deadline / 10).min(Duration::from_secs(1)));
+        if min_time_left >= drain_deadline {
+            return Err(ConfigError::new(
+                "min_time_left",
+                format!(
+                    "min_time_left ({}) is not shorter than drain_deadline ({}), so every \
+                     request on an open connection would be rejected while draining: lower \
+                     min_time_left (default: a tenth of the deadline, at most 1s)",
+                    secs(min_time_left),
+                    secs(drain_deadline)
+                ),
+            ));
+        }
+        if self
+            .lame_duck_window
+            .is_some_and(|w| w > Duration::from_secs(3_600))
+        {
+            return Err(ConfigError::new(
+                "lame_duck_window",
+                "lame_duck_window is over an hour; it spreads reconnections over the \
+                 pre-drain delay, which is seconds: use at most 1h",
+            ));
+        }
+        let policy = Policy {
+            lame_duck_window: self.lame_duck_window.unwrap_or(self.pre_drain),
+            min_time_left,
+        };
         let retry = ceil_secs(self.retry_after);
         if retry > MAX_RETRY_AFTER {
             return Err(ConfigError::new(
@@ -468,6 +527,7 @@ impl Builder {
                 ready: self.ready_path.map(Arc::from),
                 live: self.live_path.map(Arc::from),
             },
+            policy,
         })
     }
 }

@@ -116,7 +116,11 @@ impl Coordinator {
         config: Config,
         handle: &tokio::runtime::Handle,
     ) -> Result<Self, ConfigError> {
-        let shared = SharedRef::leak(Shared::new(CancellationToken::new(), true));
+        let shared = SharedRef::leak(Shared::with_policy(
+            CancellationToken::new(),
+            true,
+            config.policy,
+        ));
         let config: &'static Config = Box::leak(Box::new(config));
         let stack = Box::leak(Box::new(Stack::new(
             shared.as_static().expect("leaked above"),
@@ -266,6 +270,26 @@ impl Coordinator {
     pub fn draining(&self) -> Draining {
         Draining {
             inner: self.shared.soft.clone().cancelled_owned(),
+        }
+    }
+
+    /// A future that completes when a server should close the connections it
+    /// still has: once draining began and nothing is left in flight, or when
+    /// the drain is cut short (deadline, second signal). Hand it to
+    /// `axum::serve(..).with_graceful_shutdown(..)`, tonic's
+    /// `serve_with_shutdown(..)` or hyper-util's `GracefulShutdown` instead
+    /// of [`draining`](Self::draining) when clients reach this instance
+    /// through an L4 balancer or a connection pool: open keep-alive
+    /// connections keep being served (with `Connection: close`) through the
+    /// drain, instead of being closed under their clients at its start. Its
+    /// cost: those servers keep their listener open until then too
+    /// (new connections are served the same way). [`serve`](crate::serve)
+    /// does better: it closes the listener when draining begins and the idle
+    /// connections only at the end.
+    pub fn close_connections(&self) -> CloseConnections {
+        CloseConnections {
+            drained: self.shared_static().tracker.drained(),
+            forced: self.shared.hard.clone().cancelled_owned(),
         }
     }
 
@@ -499,6 +523,14 @@ impl Coordinator {
         let hooks = lock(&self.inner.hooks).take().unwrap_or_default();
         let hooks = run_hooks(hooks, cfg.hook_timeout, cfg.cleanup_timeout).await;
         let cleanup = t_clean.elapsed();
+        // Connections `serve` closed at the end of the drain stay in `open`
+        // (see `connection::Open`): read now, it counts them exactly.
+        let connections_closed_idle = {
+            use std::sync::atomic::Ordering::Acquire;
+            let c = &shared.connections;
+            (c.served.load(Acquire) && outcome == DrainOutcome::Drained)
+                .then(|| c.open.load(Acquire))
+        };
 
         let report = ShutdownReport {
             cause,
@@ -510,6 +542,13 @@ impl Coordinator {
             in_flight_at_drain,
             completed_while_draining: shared.tracker.completed_while_draining(),
             rejected: self.rejected(),
+            served_while_draining: shared.tracker.admitted_while_draining(),
+            connections_told_to_close: shared.tracker.closes()
+                + shared
+                    .connections
+                    .goaway
+                    .load(std::sync::atomic::Ordering::Acquire),
+            connections_closed_idle,
             stragglers,
             hooks,
         };
@@ -633,6 +672,35 @@ impl Future for Draining {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.project().inner.poll(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future returned by [`Coordinator::close_connections`]. `'static`,
+    /// `Send`, cancel safe.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct CloseConnections {
+        drained: crate::event::Wait<'static>,
+        #[pin]
+        forced: WaitForCancellationFutureOwned,
+    }
+}
+
+impl fmt::Debug for CloseConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseConnections").finish_non_exhaustive()
+    }
+}
+
+impl Future for CloseConnections {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if Pin::new(this.drained).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.forced.poll(cx)
     }
 }
 

@@ -1,7 +1,36 @@
-//! The draining responder.
+//! The draining responder: what happens to requests and connections once
+//! shutdown has been triggered.
 //!
-//! Once the coordinator is draining, [`Drain`] answers new requests itself
-//! instead of calling the inner service:
+//! # Connections: the lame duck
+//!
+//! From the trigger on, HTTP/1.x responses announce `Connection: close`, so
+//! each keep-alive connection is closed cleanly after its next response and
+//! its client reconnects (through the load balancer, to another instance).
+//! By default the share of responses that announce it rises from 0 to 1
+//! over the pre-drain delay (Envoy's gradual drain), so reconnections do not
+//! land elsewhere as one burst; from the start of draining every response
+//! announces it. HTTP/2 responses never carry it (the header is forbidden
+//! there): HTTP/2 connections get GOAWAY from the server
+//! ([`serve`](crate::serve) sends it at the trigger). `101 Switching
+//! Protocols` responses are left alone.
+//!
+//! # Requests: served, or turned away
+//!
+//! A request is never turned away because its client should have known
+//! better: an L4 balancer or a connection pool keeps sending on connections
+//! it already has, and the client could not have sent it elsewhere. So,
+//! while draining:
+//!
+//! | the request arrives …                                   | it gets |
+//! |---------------------------------------------------------|---------|
+//! | before draining (serving, or during the pre-drain delay) | served (HTTP/1.x: `Connection: close`, with the rising share) |
+//! | while draining, with time left before the deadline       | served, counted (the drain waits for it), `Connection: close` |
+//! | while draining, with less than `min_time_left` left      | the rejection: it could not finish anyway |
+//! | after the forced stop began (deadline, second signal)    | the rejection |
+//! | after the drain completed (nothing was left in flight)    | the rejection: the process is closing |
+//! | on an exempt path (probes, metrics)                      | always served |
+//!
+//! The rejection:
 //!
 //! * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
 //!   jittered so rejected clients do not return as one burst), `Connection:
@@ -11,12 +40,17 @@
 //!   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
 //!   UNAVAILABLE as retryable.
 //!
-//! Requests that passed the check before draining began are never touched.
-//! Exempt paths (probes, metrics) always pass. The service never returns an
-//! error for a rejection: it is a response.
+//! "The drain completed" is decided by the counter itself
+//! ([`InFlight`](crate::InFlight)): a claim after the count reached zero is
+//! refused in the same atomic step that would have counted it, so no request
+//! is served after [`Coordinator::drained`](crate::Coordinator::drained)
+//! resolved, whatever sits between the layers. [`Drain`] alone (without a
+//! counter inside it) reads the drained latch instead.
 //!
-//! Nothing in the rejection depends on the request's size or content (no
-//! echo, no allocation proportional to what the client sent).
+//! A request that was already accepted is never touched; only the deadline
+//! cancels work. The service never returns an error for a rejection: it is a
+//! response. Nothing in the rejection depends on the request's size or
+//! content (no echo, no allocation proportional to what the client sent).
 
 use std::cell::Cell;
 use std::fmt;
@@ -277,8 +311,9 @@ impl Answer {
     }
 }
 
-/// A cheap per-thread xorshift; jitter needs spread, not secrecy.
-fn jitter(n: usize) -> usize {
+/// A cheap per-thread xorshift; jitter and the lame duck's share need
+/// spread, not secrecy.
+fn random_u64() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
             let t = std::time::SystemTime::now()
@@ -295,8 +330,49 @@ fn jitter(n: usize) -> usize {
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
-        (x % n as u64) as usize
+        x
     })
+}
+
+/// Uniform in `[0, 1)`.
+#[cfg_attr(not(feature = "serve"), allow(dead_code))]
+pub(crate) fn random_unit() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn jitter(n: usize) -> usize {
+    (random_u64() % n as u64) as usize
+}
+
+/// Whether a response now announces `Connection: close`: always from the
+/// start of draining (or with no window); before that, with a probability
+/// that rises linearly from 0 at the trigger to 1 at the end of the window.
+pub(crate) fn announces_close(shared: &Shared) -> bool {
+    if shared.draining() {
+        return true;
+    }
+    let window = shared.policy.lame_duck_window;
+    let Some(t0) = shared.triggered_at.get() else {
+        return true;
+    };
+    let elapsed = t0.elapsed();
+    if window.is_zero() || elapsed >= window {
+        return true;
+    }
+    let window = window.as_nanos() as u64;
+    random_u64() % window < elapsed.as_nanos() as u64
+}
+
+/// The lame duck, on one HTTP/1.x response once shutdown was triggered.
+#[cold]
+#[inline(never)]
+fn announce_close<B>(shared: &Shared, res: &mut Response<B>) {
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS || !announces_close(shared) {
+        return;
+    }
+    if res.headers_mut().insert(CONNECTION, CLOSE).is_none() {
+        shared.tracker.count_close();
+    }
 }
 
 /// Layer that applies [`Drain`].
@@ -362,26 +438,13 @@ impl<S> Layer<S> for DrainLayer {
     }
 }
 
-/// Middleware that answers new requests with a retryable rejection while
-/// draining.
+/// Middleware that announces the close on HTTP/1.x connections once
+/// shutdown is triggered, and turns away the requests that could not be
+/// served while draining with a retryable rejection.
 ///
-/// Once the coordinator is draining, [`Drain`] answers new requests itself
-/// instead of calling the inner service:
-///
-/// * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
-///   jittered so rejected clients do not return as one burst), `Connection:
-///   close` on HTTP/1.x (so the client's retry opens a new connection, which a
-///   load balancer sends elsewhere), and a short `text/plain` body.
-/// * gRPC (`content-type: application/grpc*`): `200 OK` trailers-only with
-///   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
-///   UNAVAILABLE as retryable.
-///
-/// Requests that passed the check before draining began are never touched.
-/// Exempt paths (probes, metrics) always pass. The service never returns an
-/// error for a rejection: it is a response.
-///
-/// Nothing in the rejection depends on the request's size or content (no
-/// echo, no allocation proportional to what the client sent).
+/// See the [module docs](crate::drain) for the policy table. Place it
+/// outside [`InFlight`](crate::InFlight) (as
+/// [`Coordinator::layer`](crate::Coordinator::layer) does).
 #[derive(Clone)]
 pub struct Drain<S> {
     inner: S,
@@ -441,15 +504,28 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if self.shared.rejecting() && !self.config.is_exempt(req.uri().path()) {
-            return rejected(self.shared, self.config, &req);
+        let shared = self.shared;
+        if shared.draining()
+            && turn_away_uncounted(shared)
+            && !self.config.is_exempt(req.uri().path())
+        {
+            return rejected(shared, self.config, &req);
         }
-        ResponseFuture::inner(self.inner.call(req))
+        let h1 = req.version() <= Version::HTTP_11;
+        ResponseFuture::inner(self.inner.call(req), h1.then_some(shared))
     }
 }
 
-/// Counts, logs and answers one draining rejection (for [`Drain`] and the
-/// fused [`Graceful`](crate::Graceful)).
+/// While draining, for a request that no counter has admitted (it cannot be
+/// refused by one: [`Drain`] alone, untracked paths): turned away once the
+/// drain completed, or when it could not finish.
+#[cold]
+pub(crate) fn turn_away_uncounted(shared: &Shared) -> bool {
+    shared.tracker.is_drained() || shared.too_late()
+}
+
+/// Counts, logs and answers one draining rejection (for [`Drain`], the
+/// counter and the fused [`Graceful`](crate::Graceful)).
 #[cold]
 #[inline(never)]
 pub(crate) fn rejected<B, F>(
@@ -457,6 +533,17 @@ pub(crate) fn rejected<B, F>(
     config: &'static RejectConfig,
     req: &Request<B>,
 ) -> ResponseFuture<F> {
+    ResponseFuture::answered(rejection(shared, config, req))
+}
+
+/// Counts and logs one draining rejection, and decides its response.
+#[cold]
+#[inline(never)]
+pub(crate) fn rejection<B>(
+    shared: &Shared,
+    config: &'static RejectConfig,
+    req: &Request<B>,
+) -> Answer {
     shared.count_rejected();
     tracing::debug!(
         target: "tower_graceful",
@@ -464,7 +551,7 @@ pub(crate) fn rejected<B, F>(
         path = req.uri().path(),
         "rejected: draining"
     );
-    ResponseFuture::answered(config.reject(req))
+    config.reject(req)
 }
 
 pin_project! {
@@ -478,16 +565,22 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Inner { #[pin] fut: F },
+        Inner {
+            #[pin]
+            fut: F,
+            // Set for HTTP/1.x requests: the lame duck may announce the close.
+            lame_duck: Option<&'static Shared>,
+        },
         Answered { answer: Option<Answer> },
     }
 }
 
 impl<F> ResponseFuture<F> {
+    /// The inner service's future; `lame_duck` for HTTP/1.x requests.
     #[inline]
-    pub(crate) fn inner(fut: F) -> Self {
+    pub(crate) fn inner(fut: F, lame_duck: Option<&'static Shared>) -> Self {
         Self {
-            kind: Kind::Inner { fut },
+            kind: Kind::Inner { fut, lame_duck },
         }
     }
 
@@ -517,8 +610,13 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { fut } => {
-                let res = ready!(fut.poll(cx))?;
+            KindProj::Inner { fut, lame_duck } => {
+                let mut res = ready!(fut.poll(cx))?;
+                if let Some(shared) = *lame_duck {
+                    if shared.triggered() {
+                        announce_close(shared, &mut res);
+                    }
+                }
                 Poll::Ready(Ok(res.map(|inner| ResponseBody {
                     kind: BodyKind::Inner { inner },
                 })))

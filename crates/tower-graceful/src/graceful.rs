@@ -11,17 +11,16 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::drain::RejectConfig;
-use crate::in_flight::ResponseFuture as InFlightFuture;
+use crate::in_flight::{count, untracked_counted, Counted, ResponseFuture as InFlightFuture};
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
 use crate::state::Shared;
-use crate::tracker::RequestGuard;
 
 /// Everything one [`Graceful`] service needs, allocated once per coordinator
 /// (and once per [`GracefulLayer::exempt`]) for the life of the process, so
@@ -197,18 +196,24 @@ where
                 return GracefulFuture::answered(answer);
             }
         }
-        if shared.rejecting() && !stack.reject.is_exempt(path) {
-            return crate::drain::rejected(shared, stack.reject, &req);
-        }
-        // Taken before the inner `call`, so a panic inside it unwinds through
-        // the guard's `Drop` and is released.
-        let guard = if special && stack.untracked.iter().any(|p| p == path) {
-            None
+        // Counted first, then decided (the counter refuses once the drain
+        // completed), all before the inner `call`: a panic inside it unwinds
+        // through the guard's `Drop` and is released.
+        let counted = if special && stack.untracked.iter().any(|p| p == path) {
+            untracked_counted(shared, stack.reject, &req)
         } else {
-            Some(RequestGuard::new(&shared.tracker, req.method(), path))
+            count(shared, stack.reject, &req)
         };
+        let guard = match counted {
+            Counted::Serve(guard) => guard,
+            Counted::Reject => return crate::drain::rejected(shared, stack.reject, &req),
+        };
+        let h1 = req.version() <= Version::HTTP_11;
         let _current = CurrentSignal::enter(shared);
-        GracefulFuture::inner(InFlightFuture::new(self.inner.call(req), guard, shared))
+        GracefulFuture::inner(
+            InFlightFuture::new(self.inner.call(req), guard, shared),
+            h1.then_some(shared),
+        )
     }
 }
 

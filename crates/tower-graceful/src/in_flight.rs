@@ -17,15 +17,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::drain::{Answer, RejectConfig};
 use crate::signal::CurrentSignal;
 use crate::state::Shared;
-use crate::tracker::RequestGuard;
+use crate::tracker::{Admission, RequestGuard};
 use crate::Coordinator;
 
 /// Layer that applies [`InFlight`].
@@ -33,6 +35,7 @@ use crate::Coordinator;
 pub struct InFlightLayer {
     shared: &'static Shared,
     untracked: &'static [String],
+    reject: &'static RejectConfig,
 }
 
 impl InFlightLayer {
@@ -41,6 +44,7 @@ impl InFlightLayer {
         Self {
             shared: coordinator.shared_static(),
             untracked: &coordinator.config().untracked,
+            reject: &coordinator.config().reject,
         }
     }
 }
@@ -59,30 +63,29 @@ impl<S> Layer<S> for InFlightLayer {
             inner,
             shared: self.shared,
             untracked: self.untracked,
+            reject: self.reject,
         }
     }
 }
 
 /// Middleware that counts each request until its response body ends.
 ///
-/// Body-aware in-flight counting.
+/// The guard taken in `call` moves from the [`ResponseFuture`] into the
+/// [`ResponseBody`]; every way out releases it exactly once (see the
+/// [module docs](crate::in_flight)).
 ///
-/// [`InFlight`] counts a request from `call` until its response **body** ends
-/// (or errors, or is dropped). The guard taken in `call` moves from the
-/// [`ResponseFuture`] into the [`ResponseBody`], so a streaming response, an
-/// SSE stream or a gRPC stream keeps the drain waiting until its last frame.
-/// Every way out releases it exactly once: the body finishing, the body being
-/// dropped early (client gone), the future being dropped (client gone before
-/// the response), the inner service returning an error, and a handler
-/// panicking (unwinding drops the future).
-///
-/// Unlike a concurrency limit, which stops counting when the response future
-/// resolves (tower-http #447), the count here ends with the body.
+/// Once the drain has completed (draining began and nothing was left in
+/// flight), the counter refuses new requests in the same atomic step that
+/// would count them, and this service answers them with the draining
+/// rejection instead of calling the inner service: nothing is served after
+/// [`Coordinator::drained`](crate::Coordinator::drained) resolved, so cleanup
+/// hooks never race a late request.
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,
     shared: &'static Shared,
     untracked: &'static [String],
+    reject: &'static RejectConfig,
 }
 
 impl<S> InFlight<S> {
@@ -120,10 +123,78 @@ impl<S: fmt::Debug> fmt::Debug for InFlight<S> {
     }
 }
 
+/// What the counter decided for one request (shared by [`InFlight`] and the
+/// fused [`Graceful`](crate::Graceful)).
+pub(crate) enum Counted {
+    /// Call the inner service; the guard (if tracked) goes with the response.
+    Serve(Option<RequestGuard>),
+    /// Answer with the draining rejection; nothing is counted.
+    Reject,
+}
+
+/// Counts a tracked request, then applies the draining policy: refused by
+/// the counter once the drain completed, or admitted while draining but too
+/// late to finish (released again). Exempt paths are always served.
+#[inline]
+pub(crate) fn count<B>(
+    shared: &'static Shared,
+    reject: &RejectConfig,
+    req: &Request<B>,
+) -> Counted {
+    match RequestGuard::new(&shared.tracker, req.method(), req.uri().path()) {
+        Ok((guard, Admission::Serving)) => Counted::Serve(Some(guard)),
+        Ok((guard, Admission::Draining)) => late(shared, reject, req, Some(guard)),
+        Err(_refused) => late(shared, reject, req, None),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn late<B>(
+    shared: &'static Shared,
+    reject: &RejectConfig,
+    req: &Request<B>,
+    guard: Option<RequestGuard>,
+) -> Counted {
+    let exempt = reject.is_exempt(req.uri().path());
+    match guard {
+        // Refused by the counter: the drain completed.
+        None if exempt => Counted::Serve(None),
+        None => Counted::Reject,
+        Some(guard) if !exempt && shared.too_late() => {
+            guard.turn_away(); // may complete the drain
+            Counted::Reject
+        }
+        Some(guard) => {
+            shared.tracker.count_served_while_draining();
+            Counted::Serve(Some(guard))
+        }
+    }
+}
+
+/// For an untracked path (nothing to count): turned away while draining by
+/// the same rules as a request no counter admitted.
+#[inline]
+pub(crate) fn untracked_counted<B>(
+    shared: &'static Shared,
+    reject: &RejectConfig,
+    req: &Request<B>,
+) -> Counted {
+    if shared.draining()
+        && crate::drain::turn_away_uncounted(shared)
+        && !reject.is_exempt(req.uri().path())
+    {
+        Counted::Reject
+    } else {
+        Counted::Serve(None)
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InFlight<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
+    ResBody::Data: From<Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -141,13 +212,20 @@ where
         // The guard is taken before the inner `call`, so a panic inside it
         // unwinds through the guard's `Drop` and is released.
         let path = req.uri().path();
-        let guard = if self.untracked.iter().any(|p| p == path) {
-            None
+        let counted = if self.untracked.iter().any(|p| p == path) {
+            untracked_counted(self.shared, self.reject, &req)
         } else {
-            Some(RequestGuard::new(&self.shared.tracker, req.method(), path))
+            count(self.shared, self.reject, &req)
         };
-        let _current = CurrentSignal::enter(self.shared);
-        ResponseFuture::new(self.inner.call(req), guard, self.shared)
+        match counted {
+            Counted::Serve(guard) => {
+                let _current = CurrentSignal::enter(self.shared);
+                ResponseFuture::new(self.inner.call(req), guard, self.shared)
+            }
+            Counted::Reject => {
+                ResponseFuture::answered(crate::drain::rejection(self.shared, self.reject, &req))
+            }
+        }
     }
 }
 
@@ -156,9 +234,20 @@ pin_project! {
     /// is ready, then hands it to the [`ResponseBody`].
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        guard: Option<RequestGuard>,
-        shared: &'static Shared,
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner {
+            #[pin]
+            inner: F,
+            guard: Option<RequestGuard>,
+            shared: &'static Shared,
+        },
+        Answered { answer: Option<Answer> },
     }
 }
 
@@ -166,9 +255,20 @@ impl<F> ResponseFuture<F> {
     #[inline]
     pub(crate) fn new(inner: F, guard: Option<RequestGuard>, shared: &'static Shared) -> Self {
         Self {
-            inner,
-            guard,
-            shared,
+            kind: Kind::Inner {
+                inner,
+                guard,
+                shared,
+            },
+        }
+    }
+
+    #[cold]
+    fn answered(answer: Answer) -> Self {
+        Self {
+            kind: Kind::Answered {
+                answer: Some(answer),
+            },
         }
     }
 }
@@ -188,24 +288,45 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let res = {
-            let _current = CurrentSignal::enter(this.shared);
-            ready!(this.inner.poll(cx))
-        };
-        let guard = this.guard.take();
-        Poll::Ready(res.map(|res| {
-            res.map(|inner| {
-                // A body that is already finished releases at once: hyper may
-                // drop it without polling.
-                let guard = if inner.is_end_stream() { None } else { guard };
-                ResponseBody {
-                    inner,
-                    guard,
-                    shared: this.shared,
-                }
-            })
-        }))
+        match self.project().kind.project() {
+            KindProj::Inner {
+                inner,
+                guard,
+                shared,
+            } => {
+                let res = {
+                    let _current = CurrentSignal::enter(shared);
+                    ready!(inner.poll(cx))
+                };
+                let guard = guard.take();
+                let shared = *shared;
+                Poll::Ready(res.map(|res| {
+                    res.map(|inner| {
+                        // A body that is already finished releases at once:
+                        // hyper may drop it without polling.
+                        let guard = if inner.is_end_stream() { None } else { guard };
+                        ResponseBody {
+                            kind: BodyKind::Inner {
+                                inner,
+                                guard,
+                                shared,
+                            },
+                        }
+                    })
+                }))
+            }
+            KindProj::Answered { answer } => {
+                let res = answer
+                    .take()
+                    .expect("polled after completion")
+                    .into_response();
+                Poll::Ready(Ok(res.map(|data| ResponseBody {
+                    kind: BodyKind::Answered {
+                        data: (!data.is_empty()).then_some(data),
+                    },
+                })))
+            }
+        }
     }
 }
 
@@ -215,29 +336,51 @@ pin_project! {
     /// `size_hint`, so fixed-length responses stay fixed-length.
     pub struct ResponseBody<B> {
         #[pin]
-        inner: B,
-        guard: Option<RequestGuard>,
-        shared: &'static Shared,
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner {
+            #[pin]
+            inner: B,
+            guard: Option<RequestGuard>,
+            shared: &'static Shared,
+        },
+        Answered { data: Option<Bytes> },
     }
 }
 
 impl<B> ResponseBody<B> {
-    /// The wrapped body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
+    /// The wrapped body (`None` for a rejection the counter answered).
+    pub fn get_ref(&self) -> Option<&B> {
+        match &self.kind {
+            BodyKind::Inner { inner, .. } => Some(inner),
+            BodyKind::Answered { .. } => None,
+        }
     }
 }
 
 impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("inner", &self.inner)
-            .field("counted", &self.guard.is_some())
-            .finish()
+        match &self.kind {
+            BodyKind::Inner { inner, guard, .. } => f
+                .debug_struct("ResponseBody")
+                .field("inner", inner)
+                .field("counted", &guard.is_some())
+                .finish(),
+            BodyKind::Answered { .. } => f.debug_struct("ResponseBody").finish_non_exhaustive(),
+        }
     }
 }
 
-impl<B: Body> Body for ResponseBody<B> {
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -246,32 +389,49 @@ impl<B: Body> Body for ResponseBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let mut inner = this.inner;
-        let frame = {
-            // Streams (SSE, gRPC server streaming) produced lazily in the
-            // body see the signal too.
-            let _current = CurrentSignal::enter(this.shared);
-            ready!(inner.as_mut().poll_frame(cx))
-        };
-        let finished = match &frame {
-            None | Some(Err(_)) => true,
-            Some(Ok(_)) => inner.is_end_stream(),
-        };
-        if finished {
-            // Drop releases; `take` makes it happen exactly once.
-            this.guard.take();
+        match self.project().kind.project() {
+            BodyProj::Inner {
+                mut inner,
+                guard,
+                shared,
+            } => {
+                let frame = {
+                    // Streams (SSE, gRPC server streaming) produced lazily
+                    // in the body see the signal too.
+                    let _current = CurrentSignal::enter(shared);
+                    ready!(inner.as_mut().poll_frame(cx))
+                };
+                let finished = match &frame {
+                    None | Some(Err(_)) => true,
+                    Some(Ok(_)) => inner.is_end_stream(),
+                };
+                if finished {
+                    // Drop releases; `take` makes it happen exactly once.
+                    guard.take();
+                }
+                Poll::Ready(frame)
+            }
+            BodyProj::Answered { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
+            }
         }
-        Poll::Ready(frame)
     }
 
     #[inline]
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            BodyKind::Inner { inner, .. } => inner.is_end_stream(),
+            BodyKind::Answered { data } => data.is_none(),
+        }
     }
 
     #[inline]
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            BodyKind::Inner { inner, .. } => inner.size_hint(),
+            BodyKind::Answered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }

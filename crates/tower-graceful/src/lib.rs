@@ -80,7 +80,7 @@
 mod body;
 mod builder;
 mod coordinator;
-mod drain;
+pub mod drain;
 mod event;
 mod extension;
 mod graceful;
@@ -92,6 +92,9 @@ mod state;
 mod sync;
 mod tracker;
 
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod connection;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract;
@@ -102,13 +105,16 @@ pub mod grpc_health;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod shutdown_metrics;
 pub mod testing;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub use crate::connection::serve;
 
 pub use crate::body::FixedBody;
 pub use crate::builder::{
     Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
     DEFAULT_RETRY_AFTER, GRPC_HEALTH_WATCH,
 };
-pub use crate::coordinator::{Coordinator, Draining, HookRegistrationError};
+pub use crate::coordinator::{CloseConnections, Coordinator, Draining, HookRegistrationError};
 pub use crate::drain::{Drain, DrainLayer, RejectContext};
 pub use crate::extension::{AddSignal, SignalLayer};
 #[cfg(feature = "axum")]

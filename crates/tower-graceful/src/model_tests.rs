@@ -113,7 +113,11 @@ struct Model {
     forced: bool,
     cut: bool,
     drained: bool,
+    /// Draining began and the count reached zero at some point since: the
+    /// counter refuses from then on (zero is terminal).
+    counter_closed: bool,
     rejected: usize,
+    served_while_draining: usize,
     completed_while_draining: usize,
     stragglers: Option<usize>,
     gate_ready: bool,
@@ -134,6 +138,20 @@ impl Model {
             self.drained = true;
             self.done_at = Some(now + self.hook_ms);
         }
+        if self.draining_at.is_some() && self.live == 0 {
+            self.counter_closed = true;
+        }
+    }
+
+    /// What a request arriving now gets while draining: the rejection once
+    /// the counter closed, after a cut, or with less than `min_left_ms` left
+    /// before the deadline; otherwise it is served (L4 clients could not
+    /// have sent it elsewhere).
+    fn turned_away(&self, now: u64, deadline_ms: u64, min_left_ms: u64) -> bool {
+        let Some(d) = self.draining_at else {
+            return false;
+        };
+        self.counter_closed || self.cut || (d + deadline_ms).saturating_sub(now) < min_left_ms
     }
 
     fn release(&mut self, now: u64, request: bool) {
@@ -188,10 +206,12 @@ async fn run_case(
     hooks: Vec<HookKind>,
     ops: Vec<Op>,
 ) {
+    let min_left_ms = deadline_ms / 4;
     let c = Coordinator::builder()
         .handle_signals(false)
         .pre_drain_delay(Duration::from_millis(pre_drain_ms))
         .drain_deadline(Duration::from_millis(deadline_ms))
+        .min_time_left(Duration::from_millis(min_left_ms))
         .cleanup_timeout(Duration::from_secs(10))
         .hook_timeout(Duration::from_secs(1))
         .build()
@@ -259,7 +279,7 @@ async fn run_case(
                     })
                 };
                 settle().await;
-                if m.draining_at.is_some() {
+                if m.turned_away(now, deadline_ms, min_left_ms) {
                     assert!(task.is_finished(), "rejection is immediate");
                     let res = task.await.unwrap().unwrap();
                     if grpc {
@@ -273,6 +293,9 @@ async fn run_case(
                         m.rejected += 1; // the report counts until it is written
                     }
                 } else {
+                    if m.draining_at.is_some() {
+                        m.served_while_draining += 1;
+                    }
                     m.live += 1;
                     pending.push(Pending { cmd: cmd_tx, task });
                 }
@@ -290,6 +313,20 @@ async fn run_case(
                     StatusCode::OK,
                     "accepted requests are served"
                 );
+                // The lame duck: never before the trigger, always once
+                // draining (in between, a share that rises over the window).
+                let close = body
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v == "close");
+                if m.triggered_at.is_none() {
+                    assert!(!close, "no Connection: close before the trigger");
+                } else if m.draining_at.is_some() {
+                    assert!(
+                        close,
+                        "Connection: close on every HTTP/1.1 response while draining"
+                    );
+                }
                 streaming.push(Streaming { tx, body });
             }
             Op::Panic(i) if !pending.is_empty() => {
@@ -325,12 +362,18 @@ async fn run_case(
                 m.release(now, true);
             }
             Op::Acquire => {
-                guards.push(c.track("model job"));
-                m.live += 1;
+                let guard = c.track("model job");
+                assert_eq!(guard.is_tracking(), !m.counter_closed, "model {m:?}");
+                if guard.is_tracking() {
+                    m.live += 1;
+                }
+                guards.push(guard);
             }
             Op::Release(i) if !guards.is_empty() => {
-                guards.swap_remove(i % guards.len());
-                m.release(now, false);
+                let guard = guards.swap_remove(i % guards.len());
+                if guard.is_tracking() {
+                    m.release(now, false);
+                }
             }
             Op::Trigger => {
                 let first = c.trigger();
@@ -436,6 +479,10 @@ async fn run_case(
         m.stragglers = Some(m.live);
     }
     assert_eq!(report.rejected, m.rejected, "{report}");
+    assert_eq!(
+        report.served_while_draining, m.served_while_draining,
+        "{report}\nmodel {m:?}"
+    );
     assert_eq!(
         report.stragglers.len(),
         m.stragglers.unwrap_or(0),

@@ -338,7 +338,7 @@ where
             .answer(self.shared, req.uri().path(), req.method())
         {
             Some(answer) => crate::drain::ResponseFuture::answered(answer),
-            None => crate::drain::ResponseFuture::inner(self.inner.call(req)),
+            None => crate::drain::ResponseFuture::inner(self.inner.call(req), None),
         }
     }
 }

@@ -168,6 +168,18 @@ pub struct ShutdownReport {
     pub completed_while_draining: usize,
     /// Requests answered with the draining rejection.
     pub rejected: usize,
+    /// Requests that arrived on open connections after draining began and
+    /// were served (see the [`drain`](crate::drain) policy).
+    pub served_while_draining: usize,
+    /// Connections told to close after the trigger: HTTP/1.x responses that
+    /// announced `Connection: close`, plus HTTP/2 connections sent GOAWAY by
+    /// [`serve`](crate::serve).
+    pub connections_told_to_close: usize,
+    /// Connections still open, all idle, when nothing was left in flight,
+    /// and so closed by [`serve`](crate::serve) at the end of the drain.
+    /// `None` without [`serve`](crate::serve) (the server's own loop owns
+    /// the connections).
+    pub connections_closed_idle: Option<usize>,
     /// Requests and tasks still in flight when the drain was cut short.
     pub stragglers: Vec<Straggler>,
     /// Each hook, in the order they ran.
@@ -230,6 +242,19 @@ impl fmt::Display for ShutdownReport {
             }
         }
         writeln!(f, "{} rejected", self.rejected)?;
+        write!(
+            f,
+            "    connections: {} told to close",
+            self.connections_told_to_close
+        )?;
+        if let Some(idle) = self.connections_closed_idle {
+            write!(f, ", {idle} closed idle at the end")?;
+        }
+        writeln!(
+            f,
+            "; {} served on open connections while draining",
+            self.served_while_draining
+        )?;
         for s in &self.stragglers {
             writeln!(f, "    straggler: {s}")?;
         }
@@ -260,6 +285,9 @@ mod tests {
             in_flight_at_drain: 3,
             completed_while_draining: 1,
             rejected: 2,
+            served_while_draining: 0,
+            connections_told_to_close: 0,
+            connections_closed_idle: None,
             stragglers,
             hooks: Vec::new(),
         }

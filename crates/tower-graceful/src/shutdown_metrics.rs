@@ -32,6 +32,9 @@
 //! | [`PHASE`] `tower_graceful_phase` | gauge | 0/1 | `phase` | 1 for the current [`Phase`], 0 for the others |
 //! | [`REQUESTS_REJECTED`] `tower_graceful_requests_rejected_total` | counter | requests | | answered with the draining rejection |
 //! | [`REQUESTS_COMPLETED_WHILE_DRAINING`] `tower_graceful_requests_completed_while_draining_total` | counter | requests | | finished after draining began |
+//! | [`REQUESTS_SERVED_WHILE_DRAINING`] `tower_graceful_requests_served_while_draining_total` | counter | requests | | arrived on open connections after draining began, and served |
+//! | [`CONNECTIONS_TOLD_TO_CLOSE`] `tower_graceful_connections_told_to_close_total` | counter | connections | | HTTP/1.x responses that announced `Connection: close`, HTTP/2 GOAWAYs sent by `serve` |
+//! | [`CONNECTIONS_CLOSED_IDLE`] `tower_graceful_connections_closed_idle_total` | counter | connections | | idle connections `serve` closed at the end of the drain (only with `serve`) |
 //! | [`ABANDONED`] `tower_graceful_abandoned_total` | counter | requests or tasks | `kind` = `request`, `task` | still in flight at the forced stop |
 //! | [`SHUTDOWNS`] `tower_graceful_shutdowns_total` | counter | shutdowns | `cause`, `outcome` | one per finished shutdown |
 //! | [`HOOKS`] `tower_graceful_hooks_total` | counter | hooks | `hook`, `outcome` | one per cleanup hook that ran or was skipped |
@@ -87,6 +90,18 @@ pub const REQUESTS_REJECTED: &str = "tower_graceful_requests_rejected_total";
 /// Requests that finished after draining began. Counter.
 pub const REQUESTS_COMPLETED_WHILE_DRAINING: &str =
     "tower_graceful_requests_completed_while_draining_total";
+/// Requests that arrived on open connections after draining began and were
+/// served. Counter.
+pub const REQUESTS_SERVED_WHILE_DRAINING: &str =
+    "tower_graceful_requests_served_while_draining_total";
+/// Connections told to close after the trigger: HTTP/1.x responses that
+/// announced `Connection: close`, HTTP/2 connections sent GOAWAY by
+/// `tower_graceful::serve`. Counter.
+pub const CONNECTIONS_TOLD_TO_CLOSE: &str = "tower_graceful_connections_told_to_close_total";
+/// Idle connections `tower_graceful::serve` closed at the end of the drain
+/// (recorded with the report, and only when `serve` owned the
+/// connections). Counter.
+pub const CONNECTIONS_CLOSED_IDLE: &str = "tower_graceful_connections_closed_idle_total";
 /// Requests and tasks (label `kind`) still in flight at the forced stop.
 /// Counter.
 pub const ABANDONED: &str = "tower_graceful_abandoned_total";
@@ -306,6 +321,21 @@ impl Emitter {
             "Requests that finished after draining began."
         );
         describe_counter!(
+            REQUESTS_SERVED_WHILE_DRAINING,
+            Unit::Count,
+            "Requests that arrived on open connections after draining began, and were served."
+        );
+        describe_counter!(
+            CONNECTIONS_TOLD_TO_CLOSE,
+            Unit::Count,
+            "Connections told to close after the trigger (Connection: close, GOAWAY)."
+        );
+        describe_counter!(
+            CONNECTIONS_CLOSED_IDLE,
+            Unit::Count,
+            "Idle connections closed by serve at the end of the drain."
+        );
+        describe_counter!(
             ABANDONED,
             Unit::Count,
             "Requests and tasks still in flight when the drain was cut short."
@@ -350,8 +380,16 @@ impl Emitter {
             metrics::gauge!(PHASE, labels).set(f64::from(u8::from(p == phase)));
         }
         metrics::counter!(REQUESTS_REJECTED, none.clone()).absolute(c.rejected() as u64);
-        let completed = c.shared.tracker.completed_while_draining();
-        metrics::counter!(REQUESTS_COMPLETED_WHILE_DRAINING, none).absolute(completed as u64);
+        let tracker = &c.shared.tracker;
+        let completed = tracker.completed_while_draining();
+        metrics::counter!(REQUESTS_COMPLETED_WHILE_DRAINING, none.clone())
+            .absolute(completed as u64);
+        let served = tracker.admitted_while_draining();
+        metrics::counter!(REQUESTS_SERVED_WHILE_DRAINING, none.clone()).absolute(served as u64);
+        // The sum the report makes (see `connections_told_to_close`).
+        let goaway = c.shared.connections.goaway.load(Ordering::Acquire);
+        metrics::counter!(CONNECTIONS_TOLD_TO_CLOSE, none)
+            .absolute((tracker.closes() + goaway) as u64);
     }
 
     fn record_report(&self, report: &ShutdownReport) {
@@ -362,6 +400,13 @@ impl Emitter {
         metrics::counter!(REQUESTS_REJECTED, self.labels(&[])).absolute(report.rejected as u64);
         metrics::counter!(REQUESTS_COMPLETED_WHILE_DRAINING, self.labels(&[]))
             .absolute(report.completed_while_draining as u64);
+        metrics::counter!(REQUESTS_SERVED_WHILE_DRAINING, self.labels(&[]))
+            .absolute(report.served_while_draining as u64);
+        metrics::counter!(CONNECTIONS_TOLD_TO_CLOSE, self.labels(&[]))
+            .absolute(report.connections_told_to_close as u64);
+        if let Some(idle) = report.connections_closed_idle {
+            metrics::counter!(CONNECTIONS_CLOSED_IDLE, self.labels(&[])).absolute(idle as u64);
+        }
 
         let tasks = report
             .stragglers
@@ -398,11 +443,6 @@ impl Emitter {
             metrics::histogram!(PHASE_DURATION, labels).record(d.as_secs_f64());
         }
         metrics::histogram!(SHUTDOWN_DURATION, self.labels(&[])).record(report.total.as_secs_f64());
-
-        // Connection counters (requests served while draining, connections
-        // told to close, closed idle) go here once `ShutdownReport` has them:
-        // counters named `tower_graceful_connections_closed_total{how=..}`
-        // and `tower_graceful_requests_served_while_draining_total`.
     }
 }
 
@@ -539,8 +579,14 @@ mod tests {
             .drain_deadline(Duration::from_secs(20))
             .build()
             .unwrap();
-        c.on_shutdown("flush", || async { Err::<(), _>("disk full") })
-            .unwrap();
+        let (hook_started_tx, hook_started) = tokio::sync::oneshot::channel::<()>();
+        let (release_hook, released) = tokio::sync::oneshot::channel::<()>();
+        c.on_shutdown("flush", move || async move {
+            let _ = hook_started_tx.send(());
+            let _ = released.await;
+            Err::<(), _>("disk full")
+        })
+        .unwrap();
         let (e, snap) = emitter(&c);
         let task = e.clone().spawn();
 
@@ -572,18 +618,20 @@ mod tests {
         assert_eq!(gauge(&v, READY, &[]), 0.0);
         assert_eq!(current_phase(&v), "triggered");
 
-        // Draining, also at once; a new request is rejected.
+        // Draining, also at once. A new request on an open connection is
+        // still served (and counted as such).
         tokio::time::sleep(Duration::from_secs(5)).await;
         settle().await;
-        let rejected = request(&c).await;
-        assert_eq!(rejected.status(), StatusCode::SERVICE_UNAVAILABLE);
-        drop(rejected);
+        let late = request(&c).await;
+        assert_eq!(late.status(), StatusCode::OK);
+        drop(late);
         e.record_now();
         let v = read(&snap);
         assert_eq!(current_phase(&v), "draining");
-        assert_eq!(counter(&v, REQUESTS_REJECTED, &[]), 1);
-        assert_eq!(counter(&v, REQUESTS_COMPLETED_WHILE_DRAINING, &[]), 0);
+        assert_eq!(counter(&v, REQUESTS_SERVED_WHILE_DRAINING, &[]), 1);
+        assert_eq!(counter(&v, REQUESTS_REJECTED, &[]), 0);
         assert_eq!(gauge(&v, ACTIVE_REQUESTS, &[]), 1.0);
+        assert!(counter(&v, CONNECTIONS_TOLD_TO_CLOSE, &[]) >= 1, "{v:#?}");
 
         // The held request ends; the task still holds the drain.
         drop(held);
@@ -591,11 +639,23 @@ mod tests {
         let v = read(&snap);
         assert_eq!(gauge(&v, ACTIVE_REQUESTS, &[]), 0.0);
         assert_eq!(gauge(&v, ACTIVE_TASKS, &[]), 1.0);
-        assert_eq!(counter(&v, REQUESTS_COMPLETED_WHILE_DRAINING, &[]), 1);
+        assert_eq!(counter(&v, REQUESTS_COMPLETED_WHILE_DRAINING, &[]), 2);
         assert!(c.report().is_none());
 
+        // The task ends: drained, the hook runs (and waits for the test); a
+        // request now is turned away.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         drop(job);
+        hook_started.await.expect("the hook runs");
+        let rejected = request(&c).await;
+        assert_eq!(rejected.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(rejected);
+        e.record_now();
+        let v = read(&snap);
+        assert_eq!(current_phase(&v), "cleaning-up");
+        assert_eq!(counter(&v, REQUESTS_REJECTED, &[]), 1);
+        let _ = release_hook.send(());
+
         let report = c.wait().await;
         tokio::time::timeout(TICK, task)
             .await
@@ -609,7 +669,13 @@ mod tests {
         assert_eq!(counter(&v, ABANDONED, &["kind=request"]), 0);
         assert_eq!(counter(&v, ABANDONED, &["kind=task"]), 0);
         assert_eq!(counter(&v, REQUESTS_REJECTED, &[]), 1);
-        assert_eq!(counter(&v, REQUESTS_COMPLETED_WHILE_DRAINING, &[]), 1);
+        assert_eq!(counter(&v, REQUESTS_COMPLETED_WHILE_DRAINING, &[]), 2);
+        assert_eq!(counter(&v, REQUESTS_SERVED_WHILE_DRAINING, &[]), 1);
+        assert_eq!(
+            counter(&v, CONNECTIONS_TOLD_TO_CLOSE, &[]),
+            report.connections_told_to_close as u64
+        );
+        assert_eq!(report.connections_closed_idle, None, "no serve here");
         assert_eq!(
             histogram(&v, PHASE_DURATION, &["phase=triggered"]),
             [report.pre_drain.as_secs_f64()]

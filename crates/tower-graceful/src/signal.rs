@@ -244,11 +244,29 @@ pub struct InFlightGuard {
 
 impl InFlightGuard {
     pub(crate) fn task(shared: &SharedRef, name: Cow<'static, str>) -> Self {
-        let ticket = shared.tracker.acquire_task(name);
+        let ticket = match shared.tracker.acquire_task(name) {
+            Ok(ticket) => Some(ticket),
+            Err(_refused) => {
+                // Nobody waits any more: the drain completed. An inert guard,
+                // so the caller's code path stays the same.
+                tracing::debug!(
+                    target: "tower_graceful",
+                    "track() after the drain completed: not counted (shutdown is past waiting)"
+                );
+                None
+            }
+        };
         Self {
             shared: shared.clone(),
-            ticket: Some(ticket),
+            ticket,
         }
+    }
+
+    /// Whether this guard holds the drain. `false` only for a guard taken
+    /// after the drain had already completed (nothing waits for work any
+    /// more; the process is closing).
+    pub fn is_tracking(&self) -> bool {
+        self.ticket.is_some()
     }
 
     /// Releases the guard now (same as dropping it).

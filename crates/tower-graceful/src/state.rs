@@ -136,14 +136,44 @@ pub(crate) struct Shared {
     pub(crate) hard: CancellationToken,
     /// When the drain deadline falls; set once when draining starts.
     pub(crate) deadline: OnceLock<tokio::time::Instant>,
+    /// When shutdown was triggered; set once.
+    pub(crate) triggered_at: OnceLock<tokio::time::Instant>,
+    /// What the layers do with connections and late requests.
+    pub(crate) policy: Policy,
+    /// Kept by [`serve`](crate::serve): connections now open, HTTP/2
+    /// connections sent GOAWAY.
+    pub(crate) connections: ConnectionCounts,
     pub(crate) gates: Mutex<Gates>,
     /// Whether a coordinator drives this state (false for a signal made from
     /// a bare `CancellationToken`).
     pub(crate) driven: bool,
 }
 
+/// Connection counts kept by the crate's own serve path (zero otherwise).
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCounts {
+    pub(crate) open: std::sync::atomic::AtomicUsize,
+    pub(crate) goaway: std::sync::atomic::AtomicUsize,
+    pub(crate) served: std::sync::atomic::AtomicBool,
+}
+
+/// The connection and admission policy the layers apply (from the builder).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Policy {
+    /// Over how long after the trigger the share of HTTP/1.x responses that
+    /// announce `Connection: close` rises from 0 to 1 (zero: all at once).
+    pub(crate) lame_duck_window: std::time::Duration,
+    /// A request admitted while draining with less than this left before the
+    /// drain deadline is turned away (it could not finish anyway).
+    pub(crate) min_time_left: std::time::Duration,
+}
+
 impl Shared {
     pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
+        Self::with_policy(soft, driven, Policy::default())
+    }
+
+    pub(crate) fn with_policy(soft: CancellationToken, driven: bool, policy: Policy) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Serving as u8),
             tracker: Tracker::new(Tracker::default_shards()),
@@ -153,6 +183,9 @@ impl Shared {
             soft,
             hard: CancellationToken::new(),
             deadline: OnceLock::new(),
+            triggered_at: OnceLock::new(),
+            policy,
+            connections: ConnectionCounts::default(),
             gates: Mutex::new(Gates::default()),
             driven,
         }
@@ -184,10 +217,32 @@ impl Shared {
         }
     }
 
-    /// Whether new requests must be rejected: from draining on.
+    /// Whether draining has begun (the policy of what to turn away applies).
     #[inline]
-    pub(crate) fn rejecting(&self) -> bool {
+    pub(crate) fn draining(&self) -> bool {
         self.phase.load(Ordering::Acquire) >= Phase::Draining as u8 || self.soft_fired_undriven()
+    }
+
+    /// Whether shutdown was triggered (responses may announce the close).
+    #[inline]
+    pub(crate) fn triggered(&self) -> bool {
+        self.phase.load(Ordering::Acquire) >= Phase::Triggered as u8
+    }
+
+    /// While draining: whether a request must be turned away although the
+    /// counter admitted it, because it could not finish: the forced stop has
+    /// begun, or less than `min_time_left` is left before the deadline.
+    #[cold]
+    pub(crate) fn too_late(&self) -> bool {
+        if self.phase() >= Phase::Forced {
+            return true;
+        }
+        let min = self.policy.min_time_left;
+        !min.is_zero()
+            && self
+                .deadline
+                .get()
+                .is_some_and(|d| d.saturating_duration_since(tokio::time::Instant::now()) < min)
     }
 
     #[inline]
@@ -197,6 +252,9 @@ impl Shared {
 
     /// Programmatic trigger. Idempotent; returns whether this call triggered.
     pub(crate) fn trigger(&self) -> bool {
+        // The time first: whoever sees the phase at `Triggered` (the lame
+        // duck's share) finds it set.
+        let _ = self.triggered_at.set(tokio::time::Instant::now());
         let first = self.advance(Phase::Triggered);
         if first {
             self.tracker.stamp_live();

@@ -1163,3 +1163,194 @@ async fn probe_paths_answer_under_layer_and_404_under_route_layer() {
     let res = app().route_layer(c.layer()).oneshot(ready()).await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+// ---------- connections: the lame duck; the draining policy ----------
+
+fn h1_close(res: &Response<impl Body>) -> bool {
+    res.headers()
+        .get("connection")
+        .is_some_and(|v| v == "close")
+}
+
+/// Sends `n` requests of `version` through `svc`; returns how many
+/// responses announced `Connection: close`.
+async fn closes<S, B>(svc: &S, n: usize, version: Version) -> usize
+where
+    S: Service<Request<String>, Response = Response<B>, Error = Infallible> + Clone,
+    B: Body,
+{
+    let mut count = 0;
+    for _ in 0..n {
+        let mut req = get("/");
+        *req.version_mut() = version;
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        count += usize::from(h1_close(&res));
+    }
+    count
+}
+
+#[tokio::test(start_paused = true)]
+async fn lame_duck_share_rises_over_the_window_never_on_http2() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .pre_drain_delay(Duration::from_secs(10)) // the window, by default
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(c.layer())
+        .service(service_fn(ok_handler));
+    let _job = c.track("keeps the drain open");
+    const N: usize = 1000;
+    assert_eq!(closes(&svc, N, Version::HTTP_11).await, 0, "serving");
+    c.trigger();
+    assert_eq!(closes(&svc, N, Version::HTTP_11).await, 0, "at the trigger");
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    let quarter = closes(&svc, N, Version::HTTP_11).await;
+    tokio::time::advance(Duration::from_millis(5_000)).await;
+    let three_quarters = closes(&svc, N, Version::HTTP_11).await;
+    // Binomial(1000, p): 6 standard deviations are under ±0.09.
+    assert!((160..=340).contains(&quarter), "{quarter} of {N} at 25 %");
+    assert!(
+        (660..=840).contains(&three_quarters),
+        "{three_quarters} of {N} at 75 %"
+    );
+    assert_eq!(closes(&svc, N, Version::HTTP_2).await, 0, "HTTP/2 at 75 %");
+    tokio::time::advance(Duration::from_millis(2_600)).await;
+    timeout(WAIT, c.draining()).await.unwrap();
+    assert_eq!(closes(&svc, N, Version::HTTP_11).await, N, "draining: all");
+    assert_eq!(closes(&svc, N, Version::HTTP_10).await, N, "HTTP/1.0 too");
+    assert_eq!(closes(&svc, N, Version::HTTP_2).await, 0, "never on HTTP/2");
+    drop(_job);
+    let report = timeout(WAIT, c.wait()).await.unwrap();
+    assert_eq!(
+        report.connections_told_to_close,
+        quarter + three_quarters + 2 * N
+    );
+    assert_eq!(report.served_while_draining, 3 * N, "{report}");
+    assert_eq!(report.rejected, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lame_duck_window_zero_closes_every_response_from_the_trigger() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .pre_drain_delay(Duration::from_secs(10))
+        .lame_duck_window(Duration::ZERO)
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(DrainLayer::new(&c))
+        .layer(InFlightLayer::new(&c))
+        .service(service_fn(ok_handler));
+    c.trigger();
+    assert_eq!(closes(&svc, 50, Version::HTTP_11).await, 50);
+    // An upgrade answer is left alone: `Connection: upgrade` must stand.
+    let upgrade =
+        ServiceBuilder::new()
+            .layer(c.layer())
+            .service(service_fn(|_req: Request<String>| async {
+                let mut res = Response::new(String::new());
+                *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                res.headers_mut()
+                    .insert("connection", "upgrade".parse().unwrap());
+                Ok::<_, Infallible>(res)
+            }));
+    let res = upgrade.oneshot(get("/ws")).await.unwrap();
+    assert_eq!(res.headers()["connection"], "upgrade");
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_draining_requests_are_served_until_too_late() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .drain_deadline(Duration::from_secs(10))
+        .min_time_left(Duration::from_secs(2))
+        .exempt_path("/metrics")
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(c.layer())
+        .service(service_fn(ok_handler));
+    let job = c.track("long job");
+    c.trigger();
+    timeout(WAIT, c.draining()).await.unwrap();
+    let res = svc.clone().oneshot(get("/api")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "8 s left: served");
+    assert!(h1_close(&res));
+    body_text(res).await;
+    tokio::time::advance(Duration::from_millis(7_900)).await;
+    let res = svc.clone().oneshot(get("/api")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "2.1 s left: served");
+    body_text(res).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let res = svc.clone().oneshot(get("/api")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "1.9 s left");
+    assert_eq!(res.headers()["connection"], "close");
+    body_text(res).await;
+    let res = svc.clone().oneshot(get("/metrics")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "exempt paths always pass");
+    body_text(res).await;
+    assert_eq!(c.in_flight(), 1, "the rejected request is not counted");
+    drop(job);
+    let report = timeout(WAIT, c.wait()).await.unwrap();
+    assert_eq!(report.rejected, 1, "{report}");
+    assert_eq!(report.served_while_draining, 3, "{report}");
+    assert_eq!(
+        report.completed_while_draining, 3,
+        "a turned-away request is no completion: {report}"
+    );
+}
+
+/// The check-then-act of issue "served after the drain was declared done":
+/// a request passes `Drain` while work is in flight, then waits in a
+/// middleware while the last work ends and the drain completes (the hooks
+/// start); when it reaches `InFlight` the counter refuses it in the same
+/// step that would count it, and the handler never runs.
+#[tokio::test(start_paused = true)]
+async fn no_request_reaches_the_handler_after_the_drain_completed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let c = coordinator();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let counted = ServiceBuilder::new()
+        .layer(InFlightLayer::new(&c))
+        .service(service_fn(move |req: Request<String>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            ok_handler(req)
+        }));
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let go = Arc::new(std::sync::Mutex::new(Some(go_rx)));
+    // An async middleware between the layers (auth, rate limiting, ...).
+    let middle = service_fn(move |req: Request<String>| {
+        let counted = counted.clone();
+        let go = go.lock().unwrap().take();
+        async move {
+            if let Some(go) = go {
+                let _ = go.await;
+            }
+            counted.oneshot(req).await
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(DrainLayer::new(&c))
+        .service(middle);
+    let job = c.track("last work");
+    c.trigger();
+    timeout(WAIT, c.draining()).await.unwrap();
+    let late = tokio::spawn(svc.oneshot(get("/api"))); // passes Drain: work in flight
+    tokio::task::yield_now().await;
+    drop(job);
+    timeout(WAIT, c.drained()).await.unwrap();
+    go_tx.send(()).unwrap();
+    let res = timeout(WAIT, late).await.unwrap().unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler ran after the drain"
+    );
+    assert_eq!(c.in_flight(), 0);
+    assert_eq!(c.rejected(), 1);
+}

@@ -127,6 +127,8 @@ struct Shard {
     unnamed: AtomicIsize,
     /// Draining rejections by threads whose home this shard is.
     rejected: AtomicUsize,
+    /// Responses that announced `Connection: close` (lame duck).
+    closes: AtomicUsize,
     /// Where the owner looks first for a free slot (written by the owner
     /// only: plain loads and stores).
     hint: AtomicUsize,
@@ -158,6 +160,21 @@ pub(crate) struct Live {
 /// is counted unnamed. Not `Clone`: released exactly once.
 pub(crate) struct RequestTicket<'t>(Option<&'t Slot>);
 
+/// What a claim found: whether the request is counted, and in which regime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Counted before draining began (the common case).
+    Serving,
+    /// Counted while draining (through the exact counter): the drain waits
+    /// for it.
+    Draining,
+}
+
+/// A claim refused: the drain had already completed (the exact counter had
+/// reached zero), so nothing may start any more. Nothing is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refused;
+
 impl fmt::Debug for RequestTicket<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("RequestTicket")
@@ -177,10 +194,28 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
+    /// Counts a request, or refuses it once the drain has completed. The
+    /// claim and the switch's seal are read-modify-writes of the same word,
+    /// so whoever decides on the result decides on what the counter says:
+    /// there is no window between "checked" and "counted".
     #[inline]
-    pub(crate) fn new(tracker: &'static Tracker, method: &http::Method, path: &str) -> Self {
-        let RequestTicket(slot) = tracker.acquire_request(method, path);
-        Self { tracker, slot }
+    pub(crate) fn new(
+        tracker: &'static Tracker,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<(Self, Admission), Refused> {
+        let (RequestTicket(slot), admission) = tracker.acquire_request(method, path)?;
+        Ok((Self { tracker, slot }, admission))
+    }
+}
+
+impl RequestGuard {
+    /// Releases a request that is turned away after it was counted: like a
+    /// drop, but it does not count as a request completed while draining.
+    #[cold]
+    pub(crate) fn turn_away(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.tracker.release_turned_away(RequestTicket(this.slot));
     }
 }
 
@@ -219,6 +254,8 @@ pub(crate) struct Tracker {
     stamping: AtomicBool,
     drained: Event,
     completed_while_draining: AtomicUsize,
+    /// Requests counted after the switch (served while draining).
+    admitted_while_draining: AtomicUsize,
     tasks: Mutex<Tasks>,
     epoch: tokio::time::Instant,
 }
@@ -243,6 +280,7 @@ impl Tracker {
                         count: AtomicIsize::new(0),
                         unnamed: AtomicIsize::new(0),
                         rejected: AtomicUsize::new(0),
+                        closes: AtomicUsize::new(0),
                         hint: AtomicUsize::new(0),
                         slots: std::array::from_fn(|_| Slot::new()),
                     })
@@ -253,6 +291,7 @@ impl Tracker {
             stamping: AtomicBool::new(false),
             drained: Event::new(),
             completed_while_draining: AtomicUsize::new(0),
+            admitted_while_draining: AtomicUsize::new(0),
             tasks: Mutex::new(Tasks::default()),
             epoch: tokio::time::Instant::now(),
         }
@@ -290,17 +329,63 @@ impl Tracker {
         }
     }
 
-    /// Adds `delta` through `shard`'s counter (and through `global` if the
-    /// shard is sealed). Returns whether it was sealed.
+    /// `global += 1` unless it is zero. Zero is terminal: once the switch is
+    /// done and the last entry has ended, the drain is complete and whoever
+    /// waits for it (hooks closing pools, the process exiting) may already be
+    /// running, so nothing may start again. A plain `fetch_add` would let a
+    /// request that read "not drained yet" a moment earlier resurrect the
+    /// count after the latch fired (and let a second request slip in while
+    /// the first is being turned away); the compare-exchange makes "is it
+    /// zero?" and "count me" one step. Only claims after the switch get here.
+    #[cold]
+    fn try_add_global(&self) -> Result<(), Refused> {
+        // Acquire on failure and success: a refused claim sees everything the
+        // last release published (it may answer from that state).
+        let mut cur = self.global.load(Acquire);
+        loop {
+            if cur == 0 {
+                return Err(Refused);
+            }
+            match self
+                .global
+                .compare_exchange_weak(cur, cur + 1, AcqRel, Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// `+1` through `shard`'s counter (and through `global` if the shard is
+    /// sealed, refused there once the drain completed).
     #[inline]
-    fn add_count(&self, shard: usize, delta: isize) -> bool {
+    fn add_one(&self, shard: usize) -> Result<Admission, Refused> {
         // AcqRel here and on slots: the release that ends a request publishes
         // its work to the sealing swap (or, when sealed, to the `global`
         // update) and so to whoever the drained latch wakes.
-        let prev = self.shards[shard].0.count.fetch_add(delta, AcqRel);
+        let count = &self.shards[shard].0.count;
+        let prev = count.fetch_add(1, AcqRel);
+        if prev > SEALED_COUNT / 2 {
+            return Ok(Admission::Serving);
+        }
+        match self.try_add_global() {
+            Ok(()) => Ok(Admission::Draining),
+            Err(refused) => {
+                // Undo the shard's +1: sealed, so it is not part of any sum.
+                count.fetch_add(-1, AcqRel);
+                Err(refused)
+            }
+        }
+    }
+
+    /// `-1` through `shard`'s counter. Returns whether it was sealed (and so
+    /// went through `global`).
+    #[inline]
+    fn sub_one(&self, shard: usize) -> bool {
+        let prev = self.shards[shard].0.count.fetch_add(-1, AcqRel);
         let sealed = prev <= SEALED_COUNT / 2;
         if sealed {
-            self.add_global(delta);
+            self.add_global(-1);
         }
         sealed
     }
@@ -308,9 +393,13 @@ impl Tracker {
     // ---- requests ----
 
     /// Counts a request started on this thread, named in this thread's shard
-    /// when the thread has one.
+    /// when the thread has one; refused once the drain has completed.
     #[inline]
-    pub(crate) fn acquire_request(&self, method: &http::Method, path: &str) -> RequestTicket<'_> {
+    pub(crate) fn acquire_request(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<(RequestTicket<'_>, Admission), Refused> {
         let index = thread_index::current();
         if index < self.shards.len() {
             self.acquire_request_in(index, method, path)
@@ -327,7 +416,7 @@ impl Tracker {
         shard: usize,
         method: &http::Method,
         path: &str,
-    ) -> RequestTicket<'_> {
+    ) -> Result<(RequestTicket<'_>, Admission), Refused> {
         let s = &self.shards[shard].0;
         let hint = s.hint.load(Relaxed);
         for i in 0..PROBES {
@@ -340,13 +429,13 @@ impl Tracker {
                 continue;
             }
             self.write_name(slot, method, path);
-            self.claim(slot);
+            let admission = self.claim(slot)?;
             if idx != hint {
                 // Next time, look here first: with one request at a time per
                 // thread it is free again, and its cache line is already here.
                 s.hint.store(idx, Relaxed);
             }
-            return RequestTicket(Some(slot));
+            return Ok((RequestTicket(Some(slot)), admission));
         }
         self.acquire_unnamed(shard)
     }
@@ -383,21 +472,36 @@ impl Tracker {
     /// which only sets `SEALED`, and adding `GEN | LIVE` to a free slot sets
     /// `LIVE` and bumps the generation whatever that bit is.
     #[inline]
-    fn claim(&self, slot: &Slot) {
+    fn claim(&self, slot: &Slot) -> Result<Admission, Refused> {
         let prev = slot.state.fetch_add(GEN | LIVE, AcqRel);
         debug_assert!(prev & LIVE == 0, "claimed a live slot");
-        if prev & SEALED != 0 {
-            // Sealed while free: the switch did not count it, so count it in
-            // `global` (before the request can end: that is after we return).
-            self.add_global(1);
+        if prev & SEALED == 0 {
+            return Ok(Admission::Serving);
+        }
+        self.claim_sealed(slot)
+    }
+
+    /// Sealed while free: the switch did not count this slot, so the request
+    /// counts itself in `global` (before it can end: that is after we
+    /// return), or gives the slot back if the drain already completed.
+    #[cold]
+    fn claim_sealed(&self, slot: &Slot) -> Result<Admission, Refused> {
+        match self.try_add_global() {
+            Ok(()) => Ok(Admission::Draining),
+            Err(refused) => {
+                // Free the slot without the `-1` a release would send to
+                // `global`: this claim never counted there.
+                slot.state.fetch_sub(LIVE, AcqRel);
+                Err(refused)
+            }
         }
     }
 
     #[cold]
-    fn acquire_unnamed(&self, shard: usize) -> RequestTicket<'_> {
-        self.add_count(shard, 1);
+    fn acquire_unnamed(&self, shard: usize) -> Result<(RequestTicket<'_>, Admission), Refused> {
+        let admission = self.add_one(shard)?;
         self.shards[shard].0.unnamed.fetch_add(1, Relaxed);
-        RequestTicket(None)
+        Ok((RequestTicket(None), admission))
     }
 
     /// The request's -1.
@@ -416,6 +520,23 @@ impl Tracker {
         match ticket.0 {
             Some(slot) => self.release_named(slot),
             None => self.release_unnamed(shard),
+        }
+    }
+
+    /// Like [`release_request`](Self::release_request) for a request turned
+    /// away right after it was counted (not a completion).
+    #[cold]
+    fn release_turned_away(&self, ticket: RequestTicket<'_>) {
+        let sealed = match ticket.0 {
+            Some(slot) => slot.state.fetch_sub(LIVE, AcqRel) & SEALED != 0,
+            None => {
+                let s = &self.shards[self.home()].0;
+                s.unnamed.fetch_sub(1, Relaxed);
+                s.count.fetch_add(-1, AcqRel) <= SEALED_COUNT / 2
+            }
+        };
+        if sealed {
+            self.add_global(-1);
         }
     }
 
@@ -448,6 +569,17 @@ impl Tracker {
         }
     }
 
+    /// Counts a request admitted while draining and served.
+    #[cold]
+    pub(crate) fn count_served_while_draining(&self) {
+        self.admitted_while_draining.fetch_add(1, Relaxed);
+    }
+
+    /// Requests admitted after draining began and served.
+    pub(crate) fn admitted_while_draining(&self) -> usize {
+        self.admitted_while_draining.load(Relaxed)
+    }
+
     // ---- rejections ----
 
     /// Counts a draining rejection on this thread's shard.
@@ -460,10 +592,23 @@ impl Tracker {
         self.shards.iter().map(|s| s.0.rejected.load(Relaxed)).sum()
     }
 
+    /// Counts a response that announced `Connection: close`.
+    #[cold]
+    pub(crate) fn count_close(&self) {
+        self.shards[self.home()].0.closes.fetch_add(1, Relaxed);
+    }
+
+    /// Responses that announced `Connection: close` so far.
+    pub(crate) fn closes(&self) -> usize {
+        self.shards.iter().map(|s| s.0.closes.load(Relaxed)).sum()
+    }
+
     // ---- tasks ----
 
-    pub(crate) fn acquire_task(&self, name: Cow<'static, str>) -> TaskTicket {
-        self.add_count(self.home(), 1);
+    /// Counts a background task, or refuses it once the drain has completed
+    /// (nobody waits for it any more).
+    pub(crate) fn acquire_task(&self, name: Cow<'static, str>) -> Result<TaskTicket, Refused> {
+        self.add_one(self.home())?;
         let mut t = lock(&self.tasks);
         let entry = Some((name, tokio::time::Instant::now()));
         let key = match t.free.pop() {
@@ -476,7 +621,7 @@ impl Tracker {
                 t.slots.len() - 1
             }
         };
-        TaskTicket { key }
+        Ok(TaskTicket { key })
     }
 
     pub(crate) fn release_task(&self, ticket: TaskTicket) {
@@ -485,7 +630,7 @@ impl Tracker {
             t.slots[ticket.key] = None;
             t.free.push(ticket.key);
         }
-        self.add_count(self.home(), -1);
+        self.sub_one(self.home());
     }
 
     // ---- shutdown ----
@@ -777,8 +922,8 @@ mod tests {
     #[test]
     fn drained_only_after_last_release() {
         let t = Tracker::new(4);
-        let a = t.acquire_request_in(0, &GET, "/a");
-        let b = t.acquire_request_in(3, &GET, "/b");
+        let a = t.acquire_request_in(0, &GET, "/a").unwrap().0;
+        let b = t.acquire_request_in(3, &GET, "/b").unwrap().0;
         assert_eq!(t.in_flight(), 2);
         assert_eq!(t.begin_drain(), Some(2));
         assert_eq!(t.begin_drain(), None, "second begin_drain is a no-op");
@@ -794,9 +939,45 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_admitted_once_the_drain_completed() {
+        let t = Tracker::new(2);
+        let a = t.acquire_request_in(0, &GET, "/a").unwrap().0;
+        t.begin_drain();
+        // Counted through the exact counter while draining.
+        let (b, admission) = t.acquire_request_in(1, &GET, "/b").unwrap();
+        assert_eq!(admission, Admission::Draining);
+        t.release_request_in(0, a);
+        t.release_request_in(0, b);
+        assert!(t.is_drained());
+        // Zero is terminal: requests (named or not) and tasks are refused,
+        // and refusing leaves the count and the latch as they were.
+        assert_eq!(t.acquire_request_in(0, &GET, "/late").err(), Some(Refused));
+        assert_eq!(t.acquire_unnamed(1).err(), Some(Refused));
+        assert!(t.acquire_task("late job".into()).is_err());
+        assert_eq!(t.in_flight(), 0);
+        assert!(t.is_drained());
+        assert!(
+            t.snapshot().is_empty(),
+            "a refused claim leaves no live slot"
+        );
+    }
+
+    #[test]
+    fn refused_slot_is_reusable_and_generation_moves() {
+        let t = Tracker::new(1);
+        t.begin_drain();
+        assert!(t.is_drained());
+        for _ in 0..(SLOTS * 3) {
+            assert!(t.acquire_request_in(0, &GET, "/").is_err());
+        }
+        assert_eq!(t.in_flight(), 0);
+        assert!(t.snapshot().is_empty());
+    }
+
+    #[test]
     fn cross_shard_release_before_drain_cancels_out() {
         let t = Tracker::new(2);
-        let a = t.acquire_request_in(0, &GET, "/");
+        let a = t.acquire_request_in(0, &GET, "/").unwrap().0;
         t.release_request_in(1, a); // shard 0 = +1, shard 1 = -1
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.begin_drain(), Some(0));
@@ -807,21 +988,31 @@ mod tests {
     #[test]
     fn acquire_after_switch_is_counted() {
         let t = Tracker::new(2);
+        let held = t.acquire_request_in(0, &GET, "/held").unwrap().0;
         t.begin_drain();
-        assert!(t.is_drained());
-        let a = t.acquire_request_in(0, &GET, "/late");
-        assert_eq!(t.in_flight(), 1);
+        let (a, admission) = t.acquire_request_in(0, &GET, "/late").unwrap();
+        assert_eq!(admission, Admission::Draining);
+        assert_eq!(t.in_flight(), 2);
         t.release_request_in(1, a);
-        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.in_flight(), 1);
+        assert!(!t.is_drained());
+        t.release_request_in(1, held);
+        assert!(t.is_drained());
     }
 
     #[test]
     fn snapshot_names_requests_and_tasks() {
         let t = Tracker::new(2);
         let long = format!("/{}", "é".repeat(40));
-        let a = t.acquire_request_in(0, &http::Method::POST, &long);
-        let b = t.acquire_task("job".into());
-        let c = t.acquire_request_in(1, &http::Method::from_bytes(b"PURGE").unwrap(), "/x");
+        let a = t
+            .acquire_request_in(0, &http::Method::POST, &long)
+            .unwrap()
+            .0;
+        let b = t.acquire_task("job".into()).unwrap();
+        let c = t
+            .acquire_request_in(1, &http::Method::from_bytes(b"PURGE").unwrap(), "/x")
+            .unwrap()
+            .0;
         let snap = t.snapshot();
         assert_eq!(snap.len(), 3);
         let names: Vec<String> = snap
@@ -848,7 +1039,7 @@ mod tests {
             .iter()
             .filter(|l| matches!(l.kind, Kind::Request { .. }))
             .all(|l| l.since.is_some() && l.lower_bound));
-        let d = t.acquire_request_in(0, &GET, "/after-trigger");
+        let d = t.acquire_request_in(0, &GET, "/after-trigger").unwrap().0;
         let late = t
             .snapshot()
             .into_iter()
@@ -867,7 +1058,7 @@ mod tests {
     fn more_requests_than_slots_are_counted_and_reported_unnamed() {
         let t = Tracker::new(1);
         let tickets: Vec<_> = (0..SLOTS + 10)
-            .map(|_| t.acquire_request_in(0, &GET, "/"))
+            .map(|_| t.acquire_request_in(0, &GET, "/").unwrap().0)
             .collect();
         assert_eq!(t.in_flight(), SLOTS + 10);
         let snap = t.snapshot();
@@ -908,7 +1099,7 @@ mod loom_tests {
     fn last_release_races_begin_drain() {
         loom::model(|| {
             let t = leak(Tracker::new(2));
-            let ticket = t.acquire_request_in(1, &GET, "/");
+            let ticket = t.acquire_request_in(1, &GET, "/").unwrap().0;
             let t2 = t;
             let releaser = thread::spawn(move || t2.release_request_in(0, ticket));
             t.begin_drain();
@@ -924,8 +1115,8 @@ mod loom_tests {
     fn cross_shard_releases_during_switch() {
         loom::model(|| {
             let t = leak(Tracker::new(2));
-            let a = t.acquire_request_in(0, &GET, "/");
-            let b = t.acquire_request_in(1, &GET, "/");
+            let a = t.acquire_request_in(0, &GET, "/").unwrap().0;
+            let b = t.acquire_request_in(1, &GET, "/").unwrap().0;
             let ta = t;
             let h = thread::spawn(move || {
                 ta.release_request_in(1, a);
@@ -944,10 +1135,10 @@ mod loom_tests {
     fn acquire_during_switch_never_drains_early() {
         loom::model(|| {
             let t = leak(Tracker::new(2));
-            let held = t.acquire_request_in(0, &GET, "/");
+            let held = t.acquire_request_in(0, &GET, "/").unwrap().0;
             let t2 = t;
             let h = thread::spawn(move || {
-                let late = t2.acquire_request_in(1, &GET, "/");
+                let late = t2.acquire_request_in(1, &GET, "/").unwrap().0;
                 let early = t2.is_drained();
                 t2.release_request_in(0, late);
                 early
@@ -968,7 +1159,7 @@ mod loom_tests {
     fn concurrent_begin_drain() {
         loom::model(|| {
             let t = leak(Tracker::new(2));
-            let a = t.acquire_request_in(1, &GET, "/");
+            let a = t.acquire_request_in(1, &GET, "/").unwrap().0;
             let t2 = t;
             let h = thread::spawn(move || t2.begin_drain());
             let mine = t.begin_drain();
@@ -988,12 +1179,12 @@ mod loom_tests {
     fn unnamed_overflow_races_switch() {
         loom::model(|| {
             let t = leak(Tracker::new(2));
-            let held = t.acquire_request_in(0, &GET, "/held");
+            let held = t.acquire_request_in(0, &GET, "/held").unwrap().0;
             let t2 = t;
             let h = thread::spawn(move || {
-                let a = t2.acquire_request_in(1, &GET, "/a");
-                let b = t2.acquire_request_in(1, &GET, "/b");
-                let c = t2.acquire_request_in(1, &GET, "/c"); // no free slot
+                let a = t2.acquire_request_in(1, &GET, "/a").unwrap().0;
+                let b = t2.acquire_request_in(1, &GET, "/b").unwrap().0;
+                let c = t2.acquire_request_in(1, &GET, "/c").unwrap().0; // no free slot
                 t2.release_request_in(0, c);
                 t2.release_request_in(1, a);
                 t2.release_request_in(0, b);
@@ -1016,8 +1207,8 @@ mod loom_tests {
     fn task_and_request_end_during_switch() {
         loom::model(|| {
             let t = leak(Tracker::new(2));
-            let job = t.acquire_task("job".into());
-            let req = t.acquire_request_in(1, &GET, "/");
+            let job = t.acquire_task("job".into()).unwrap();
+            let req = t.acquire_request_in(1, &GET, "/").unwrap().0;
             let t2 = t;
             let h = thread::spawn(move || {
                 t2.release_task(job);
@@ -1030,17 +1221,76 @@ mod loom_tests {
         });
     }
 
+    /// The last request ends while a new one claims a slot after the switch:
+    /// the new one is either admitted, and then the drain is not complete
+    /// until it ends, or refused; never admitted after `drained()` fired.
+    /// A second claim after a refusal is refused too (zero is terminal).
+    #[test]
+    fn no_request_admitted_after_drained() {
+        loom::model(|| {
+            let t = leak(Tracker::new(2));
+            let last = t.acquire_request_in(0, &GET, "/last").unwrap().0;
+            t.begin_drain();
+            let t2 = t;
+            let late = thread::spawn(move || match t2.acquire_request_in(1, &GET, "/late") {
+                Ok((ticket, admission)) => {
+                    assert_eq!(admission, Admission::Draining);
+                    assert!(!t2.is_drained(), "admitted, so the drain must wait for it");
+                    t2.release_request_in(1, ticket);
+                    true
+                }
+                Err(Refused) => {
+                    assert!(t2.is_drained() || t2.global.load(Acquire) == 0);
+                    assert!(
+                        t2.acquire_request_in(1, &GET, "/later").is_err(),
+                        "zero is terminal"
+                    );
+                    false
+                }
+            });
+            t.release_request_in(0, last);
+            block_on(t.drained());
+            late.join().unwrap();
+            assert_eq!(t.in_flight(), 0);
+            assert!(t.is_drained());
+        });
+    }
+
+    /// Same race for an unnamed claim (shard counter) and a task.
+    #[test]
+    fn no_task_admitted_after_drained() {
+        loom::model(|| {
+            let t = leak(Tracker::new(2));
+            let last = t.acquire_request_in(0, &GET, "/last").unwrap().0;
+            t.begin_drain();
+            let t2 = t;
+            let late = thread::spawn(move || {
+                if let Ok(job) = t2.acquire_task("job".into()) {
+                    assert!(!t2.is_drained(), "admitted, so the drain must wait for it");
+                    t2.release_task(job);
+                }
+            });
+            t.release_request_in(1, last);
+            block_on(t.drained());
+            late.join().unwrap();
+            assert_eq!(t.in_flight(), 0);
+        });
+    }
+
     /// A slot released while a snapshot reads it is either reported whole or
     /// skipped, never reported with a torn name.
     #[test]
     fn snapshot_never_reports_a_torn_slot() {
         loom::model(|| {
             let t = leak(Tracker::new(1));
-            let a = t.acquire_request_in(0, &GET, "/a");
+            let a = t.acquire_request_in(0, &GET, "/a").unwrap().0;
             let t2 = t;
             let h = thread::spawn(move || {
                 t2.release_request_in(0, a);
-                let b = t2.acquire_request_in(0, &http::Method::PUT, "/b");
+                let b = t2
+                    .acquire_request_in(0, &http::Method::PUT, "/b")
+                    .unwrap()
+                    .0;
                 t2.release_request_in(0, b);
             });
             for l in t.snapshot() {

@@ -163,10 +163,12 @@ async fn run_graceful(settings: &Settings) -> Result<(), String> {
     let app = routes().layer(graceful.layer());
     let (listener, _) = bind(settings.port).await?;
 
-    // Closes the listener when draining starts (after the pre-drain delay);
-    // hyper then closes idle keep-alive connections and sends HTTP/2 GOAWAY.
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful.draining());
-    let server = tokio::spawn(async move { server.await });
+    // Owns the connections: from the trigger, HTTP/1.1 responses announce
+    // `Connection: close` (a rising share over the pre-drain delay) and
+    // HTTP/2 connections get GOAWAY; the listener closes when draining
+    // starts; open connections are still served, and idle ones are closed
+    // once nothing is in flight.
+    let server = tokio::spawn(tower_graceful::serve(listener, app, &graceful));
 
     let shutdown = graceful.clone();
     tokio::spawn(async move {

@@ -5,23 +5,28 @@
 //! cargo run -p tower-graceful-examples --bin demo
 //! ```
 //!
-//! It starts an axum server with the full `tower-graceful` stack, sends it
-//! real traffic with real clients (fast and slow requests, a chunked stream,
-//! server-sent events, a WebSocket session, a background job), triggers the
-//! shutdown while all of that is in flight, keeps probing `/ready` and `/live`
-//! and sending new requests during the drain, and prints a timeline and the
-//! shutdown report.
+//! It starts an axum app with the full `tower-graceful` stack, served by
+//! `tower_graceful::serve` (which owns the connections), plus an admin port
+//! with the probes. It sends real traffic with real clients (fast and slow
+//! requests, a chunked stream, server-sent events, a WebSocket session, a
+//! background job), triggers the shutdown while all of that is in flight,
+//! keeps probing `/ready` and `/live` and sending new requests, and prints a
+//! timeline and the shutdown report. On the way you see what a client of an
+//! L4 load balancer sees:
+//!
+//! * during the pre-drain delay, responses start to announce
+//!   `Connection: close` (a rising share), so pooled connections move away;
+//! * from the start of draining the listener is closed (a new connection is
+//!   refused, which a balancer sends elsewhere), while a keep-alive
+//!   connection opened before is still **served**, with `Connection: close`;
+//! * a request on such a connection with less than `min_time_left` before the
+//!   deadline gets `503` + `Retry-After` + `Connection: close` (the demo sets
+//!   `min_time_left` large so you can see it);
+//! * idle connections are closed only once nothing is left in flight.
 //!
 //! It exits 0 only if every request accepted before draining completed with
-//! its full body, every late request got a proper draining rejection, and
+//! its full body, every late request got one of the answers above, and
 //! nothing was left behind; otherwise it says what went wrong and exits 1.
-//!
-//! One deliberate difference from the `axum` example: this server keeps its
-//! listener open until the report is ready (instead of closing it when
-//! draining starts via `Coordinator::draining()`), so that you can see how
-//! requests arriving during the drain are answered: `503`, `Retry-After`,
-//! `Connection: close`. With `draining()`, late clients get "connection
-//! refused" instead, and HTTP/2 connections get GOAWAY.
 
 use std::convert::Infallible;
 use std::future::IntoFuture;
@@ -54,6 +59,9 @@ use tower_graceful::{Coordinator, DrainOutcome, Phase, ShutdownSignal};
 
 const PRE_DRAIN: Duration = Duration::from_millis(300);
 const DEADLINE: Duration = Duration::from_secs(3);
+/// Deliberately large, so the demo can show the rejection of a request that
+/// could not finish before the deadline (a tenth of it by default).
+const MIN_TIME_LEFT: Duration = Duration::from_millis(2500);
 const SLOW: [u64; 2] = [1000, 1500];
 const STREAM_CHUNKS: usize = 10;
 const STREAM_GAP: Duration = Duration::from_millis(150);
@@ -239,6 +247,7 @@ type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 struct Ctx {
     addr: SocketAddr,
+    admin: SocketAddr,
     client: HttpClient,
     timeline: Timeline,
     problems: Problems,
@@ -442,9 +451,21 @@ async fn websocket_session(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// Readiness and liveness, probed the way an orchestrator would.
+/// Readiness and liveness on the admin port, probed the way an
+/// orchestrator would.
 async fn probe(ctx: &Ctx, path: &str) -> (StatusCode, String) {
-    match ctx.get(path).await {
+    let uri = format!("http://{}{path}", ctx.admin);
+    let res = match ctx.client.get(uri.parse().unwrap()).await {
+        Ok(res) => {
+            let (parts, body) = res.into_parts();
+            match body.collect().await {
+                Ok(b) => Ok(http::Response::from_parts(parts, b.to_bytes())),
+                Err(e) => Err(format!("GET {path}: {e}")),
+            }
+        }
+        Err(e) => Err(format!("GET {path}: {e}")),
+    };
+    match res {
         Ok(r) => (
             r.status(),
             String::from_utf8_lossy(r.body()).trim().to_owned(),
@@ -485,49 +506,132 @@ async fn probe_loop(ctx: Arc<Ctx>, graceful: Coordinator, stop: CancellationToke
         .note(format!("probes stopped ({count} probes)"));
 }
 
-/// New requests arriving after the trigger, as a load balancer that has not
-/// noticed yet would send them.
+/// New requests after the trigger from a client with a connection pool (as
+/// behind an L4 balancer): served until draining, with a growing share told
+/// to close their connection; from draining on, a new connection is refused
+/// (the listener is closed), which a balancer would send elsewhere.
 async fn late_requests(ctx: Arc<Ctx>, graceful: Coordinator) -> usize {
-    let mut rejected = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(150));
+    let mut refused = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.tick().await;
-    for _ in 0..6 {
+    let mut last = String::new();
+    for _ in 0..8 {
         tick.tick().await;
         let draining = graceful.phase() >= Phase::Draining;
-        let res = match ctx.get("/").await {
-            Ok(r) => r,
+        let what = match ctx.get("/").await {
+            Ok(r) if r.status() == StatusCode::OK => {
+                let close = r
+                    .headers()
+                    .get(header::CONNECTION)
+                    .is_some_and(|v| v == "close");
+                if close {
+                    "pooled GET / -> 200, Connection: close (the pool reconnects)".to_owned()
+                } else {
+                    ctx.problems.check(!draining, || {
+                        "a response while draining did not announce Connection: close".into()
+                    });
+                    "pooled GET / -> 200, keep-alive".to_owned()
+                }
+            }
+            Ok(r) => {
+                ctx.problems.add(format!(
+                    "pooled GET / after the trigger answered {}",
+                    r.status()
+                ));
+                continue;
+            }
+            Err(e) if draining && e.contains("onnect") => {
+                refused += 1;
+                "pooled GET / on a new connection -> refused: the listener closed at drain \
+                 start (a balancer sends it elsewhere)"
+                    .to_owned()
+            }
             Err(e) => {
                 ctx.problems.add(format!("late request failed: {e}"));
                 continue;
             }
         };
-        let h = res.headers();
-        let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok());
-        let connection = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
-        match res.status() {
-            StatusCode::OK if !draining => ctx
-                .timeline
-                .note("new GET / during pre-drain -> 200 (still serving)"),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                rejected += 1;
-                let proper =
-                    retry_after.is_some() && connection == Some("close") && !res.body().is_empty();
-                ctx.timeline.note(format!(
-                    "new GET / -> 503 Retry-After: {} Connection: {} {:?}",
-                    retry_after.unwrap_or("MISSING"),
-                    connection.unwrap_or("MISSING"),
-                    String::from_utf8_lossy(res.body()).trim(),
-                ));
-                ctx.problems.check(proper, || {
-                    format!("rejection without Retry-After / Connection: close / body: {h:?}")
-                });
-            }
-            other => ctx
-                .problems
-                .add(format!("new GET / while draining answered {other}")),
+        if what != last {
+            ctx.timeline.note(what.clone());
+            last = what;
         }
     }
-    rejected
+    refused
+}
+
+/// Two keep-alive connections opened before the trigger and left idle, as an
+/// L4 balancer's clients keep them: one used early in the drain (served,
+/// told to close), one used when too little time is left (rejected).
+async fn pinned_requests(ctx: Arc<Ctx>, graceful: Coordinator) -> Result<usize, String> {
+    use hyper::client::conn::http1;
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(ctx.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (sender, conn) = http1::handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        Ok::<_, String>(sender)
+    };
+    let mut early = connect().await?;
+    let mut late = connect().await?;
+    graceful.signal().cancelled().await;
+    let send = |sender: &mut http1::SendRequest<Empty<Bytes>>| {
+        let req = http::Request::get("/")
+            .header(header::HOST, ctx.addr.to_string())
+            .body(Empty::new())
+            .unwrap();
+        sender.send_request(req)
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = send(&mut early)
+        .await
+        .map_err(|e| format!("pinned GET /: {e}"))?;
+    let close = res
+        .headers()
+        .get(header::CONNECTION)
+        .is_some_and(|v| v == "close");
+    ctx.timeline.note(format!(
+        "GET / on a connection opened before the trigger -> {} (Connection: {}): served, \
+         its client could not have known",
+        res.status().as_u16(),
+        if close { "close" } else { "MISSING" }
+    ));
+    ctx.problems
+        .check(res.status() == StatusCode::OK && close, || {
+            format!("pinned request while draining answered {:?}", res.headers())
+        });
+    // Less than MIN_TIME_LEFT before the deadline.
+    let deadline = graceful.signal().deadline().expect("draining");
+    tokio::time::sleep_until(deadline - MIN_TIME_LEFT + Duration::from_millis(100)).await;
+    let res = send(&mut late)
+        .await
+        .map_err(|e| format!("pinned GET /: {e}"))?;
+    let h = res.headers().clone();
+    let status = res.status();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("pinned GET / body: {e}"))?
+        .to_bytes();
+    let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok());
+    let connection = h.get(header::CONNECTION).and_then(|v| v.to_str().ok());
+    ctx.timeline.note(format!(
+        "GET / with less than {MIN_TIME_LEFT:?} left -> {} Retry-After: {} Connection: {} {:?}",
+        status.as_u16(),
+        retry_after.unwrap_or("MISSING"),
+        connection.unwrap_or("MISSING"),
+        String::from_utf8_lossy(&body).trim(),
+    ));
+    let proper = status == StatusCode::SERVICE_UNAVAILABLE
+        && retry_after.is_some()
+        && connection == Some("close")
+        && !body.is_empty();
+    ctx.problems
+        .check(proper, || format!("late pinned request: {status} {h:?}"));
+    Ok(usize::from(status == StatusCode::SERVICE_UNAVAILABLE))
 }
 
 /// A background job that stops at the next batch boundary once draining
@@ -587,6 +691,7 @@ async fn run() -> Result<(), Vec<String>> {
         .pre_drain_delay(PRE_DRAIN)
         .drain_deadline(DEADLINE)
         .cleanup_timeout(Duration::from_secs(1))
+        .min_time_left(MIN_TIME_LEFT)
         .retry_after(Duration::from_secs(1))
         .retry_after_jitter(Duration::from_secs(2))
         .readiness_path("/ready")
@@ -611,16 +716,32 @@ async fn run() -> Result<(), Vec<String>> {
         .map_err(|e| fail(format!("bind: {e}")))?;
     let addr = listener.local_addr().map_err(|e| fail(e.to_string()))?;
     let router = app(&graceful, Started(started_tx.clone()), timeline.clone());
-    let stop_server = CancellationToken::new();
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop_server.clone().cancelled_owned())
+    // The app: `serve` owns its connections through the shutdown.
+    let server = tokio::spawn(tower_graceful::serve(listener, router, &graceful));
+    // The admin port: probes only, up until the report (no graceful layer).
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| fail(format!("bind: {e}")))?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|e| fail(e.to_string()))?;
+    let admin_router = Router::new()
+        .route_service("/ready", graceful.readiness_service())
+        .route_service("/live", graceful.liveness_service());
+    let stop_admin = CancellationToken::new();
+    let admin_server = tokio::spawn(
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
             .into_future(),
     );
-    println!("serving on http://{addr} (pre-drain {PRE_DRAIN:?}, drain deadline {DEADLINE:?})\n");
+    println!(
+        "serving on http://{addr}, probes on http://{admin} (pre-drain {PRE_DRAIN:?}, \
+         drain deadline {DEADLINE:?})\n"
+    );
 
     let ctx = Arc::new(Ctx {
         addr,
+        admin,
         client: Client::builder(TokioExecutor::new()).build_http(),
         timeline: timeline.clone(),
         problems: problems.clone(),
@@ -674,13 +795,17 @@ async fn run() -> Result<(), Vec<String>> {
         t.note("readiness down; pre-drain: still serving while balancers notice");
         watch.signal().cancelled().await;
         t.note(format!(
-            "draining: ShutdownSignal fired, {} in flight, new requests rejected",
+            "draining: ShutdownSignal fired, {} in flight; listener closed, open \
+             connections still served",
             watch.in_flight()
         ));
+        watch.drained().await;
+        t.note("drained: nothing in flight; idle connections closed");
     });
     let trigger_at = Instant::now();
     timeline.note("TRIGGER: coordinator.trigger()");
     graceful.trigger();
+    let pinned = tokio::spawn(pinned_requests(ctx.clone(), graceful.clone()));
     let late = tokio::spawn(late_requests(ctx.clone(), graceful.clone()));
 
     let report = match timeout(DEADLINE + Duration::from_secs(3), graceful.wait()).await {
@@ -694,10 +819,21 @@ async fn run() -> Result<(), Vec<String>> {
             problems.add("a client task did not finish after the shutdown");
         }
     }
-    let rejected_seen = match timeout(Duration::from_secs(2), late).await {
+    let refused_seen = match timeout(Duration::from_secs(2), late).await {
         Ok(Ok(n)) => n,
         _ => {
             problems.add("late requests did not finish");
+            0
+        }
+    };
+    let rejected_seen = match timeout(Duration::from_secs(2), pinned).await {
+        Ok(Ok(Ok(n))) => n,
+        Ok(Ok(Err(e))) => {
+            problems.add(e);
+            0
+        }
+        _ => {
+            problems.add("pinned requests did not finish");
             0
         }
     };
@@ -705,10 +841,14 @@ async fn run() -> Result<(), Vec<String>> {
     let _ = draining.await;
     stop_probes.cancel();
     let _ = probes.await;
-    stop_server.cancel();
     match timeout(Duration::from_secs(2), server).await {
         Ok(Ok(Ok(()))) => timeline.note("server stopped"),
-        _ => problems.add("the axum server did not stop"),
+        _ => problems.add("the server did not stop"),
+    }
+    stop_admin.cancel();
+    match timeout(Duration::from_secs(2), admin_server).await {
+        Ok(Ok(Ok(()))) => {}
+        _ => problems.add("the admin server did not stop"),
     }
 
     timeline.print(trigger_at);
@@ -723,18 +863,29 @@ async fn run() -> Result<(), Vec<String>> {
     for h in report.hooks.iter().filter(|h| !h.outcome.is_ok()) {
         problems.add(format!("hook {} did not complete: {:?}", h.name, h.outcome));
     }
-    problems.check(rejected_seen > 0, || "no late request was rejected".into());
+    problems.check(rejected_seen == 1, || {
+        "the too-late request was not rejected".into()
+    });
+    problems.check(refused_seen > 0, || {
+        "no new connection was refused while draining".into()
+    });
     problems.check(report.rejected == rejected_seen, || {
         format!(
             "report counts {} rejected, clients saw {rejected_seen}",
             report.rejected
         )
     });
+    problems.check(report.served_while_draining >= 1, || {
+        "the report counts no request served while draining".into()
+    });
     let problems = problems.take();
     if problems.is_empty() {
         println!(
-            "OK: every accepted request completed in full, {rejected_seen} late requests got 503 + \
-             Retry-After + Connection: close, nothing left behind."
+            "OK: every accepted request completed in full; open connections were served while \
+             draining and told to close ({} in all); new connections were refused once draining \
+             began; the request too close to the deadline got 503 + Retry-After + Connection: \
+             close; nothing left behind.",
+            report.connections_told_to_close
         );
         Ok(())
     } else {

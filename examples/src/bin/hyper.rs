@@ -5,13 +5,19 @@
 //!   into a hyper service by `hyper_util::service::TowerToHyperService`.
 //! * `hyper_util::server::conn::auto::Builder`: HTTP/1.1 and HTTP/2 (h2c
 //!   with prior knowledge) on one port.
+//! * When draining begins (`graceful.draining()`) the accept loop stops and
+//!   the listener closes, so new connections go to other instances. Open
+//!   connections are still served: from the trigger, `graceful.layer()`
+//!   answers with `Connection: close` (on a growing share of responses, then
+//!   all of them), so HTTP/1.1 clients leave by themselves after a response.
 //! * `hyper_util::server::graceful::GracefulShutdown`: every connection is
-//!   `watch`ed; when draining begins (`graceful.draining()`) the accept loop
-//!   stops, the listener closes, and each connection is told to shut down
-//!   gracefully: HTTP/1.1 closes after the response in progress, HTTP/2 gets
-//!   GOAWAY. Requests already accepted run to their end (the coordinator
-//!   counts them until their body ends); requests that still arrive on an
-//!   open connection get the draining `503`.
+//!   `watch`ed; once nothing is left in flight (`graceful.close_connections()`,
+//!   or the deadline) each one is told to shut down gracefully: an idle
+//!   HTTP/1.1 connection closes, HTTP/2 gets GOAWAY. Closing them at the
+//!   start of draining instead would race clients' next requests on them.
+//!
+//! `tower_graceful::serve` (feature `serve`) is this loop, with GOAWAY spread
+//! over the pre-drain delay as well; write your own only when you need to.
 //!
 //! Routes: `/` (hello), `/slow?ms=N` (answers after N ms, at most 60 s; logs
 //! `slow request started`), `/poll` (a long-poll that answers when draining
@@ -92,8 +98,8 @@ fn query(req: &Request<Incoming>) -> HashMap<&str, &str> {
 }
 
 /// Accepts connections on `listener` until draining begins, then closes the
-/// listener, asks every open connection to shut down gracefully and waits
-/// for them to close.
+/// listener; once nothing is in flight, asks every open connection to shut
+/// down gracefully and waits for them to close.
 async fn serve(graceful: Coordinator, listener: TcpListener) {
     // One service for every connection: `graceful.layer()` shares the
     // coordinator's state, so cloning it per connection is a pointer copy.
@@ -129,7 +135,8 @@ async fn serve(graceful: Coordinator, listener: TcpListener) {
         }
     }
     drop(listener);
-    tracing::info!("listener closed; waiting for open connections to finish");
+    tracing::info!("listener closed; serving open connections until nothing is in flight");
+    graceful.close_connections().await;
     connections.shutdown().await;
     tracing::info!("every connection closed");
 }

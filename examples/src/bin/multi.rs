@@ -2,8 +2,10 @@
 //! (tonic) and an admin port (probes and metrics), all on one coordinator.
 //!
 //! * **public HTTP** (`PORT`, default 8080): `/`, `/slow?ms=N`,
-//!   `/stream?chunks=N&ms=M`, behind `graceful.layer()`; closes its listener
-//!   when draining begins.
+//!   `/stream?chunks=N&ms=M`, behind `graceful.layer()`, served by
+//!   `tower_graceful::serve`: keep-alive connections are told to close from
+//!   the trigger, the listener closes when draining begins, open connections
+//!   are served until nothing is in flight.
 //! * **gRPC** (`GRPC_PORT`, default 50051): `demo.v1.Demo` and
 //!   `grpc.health.v1.Health`, as in the `tonic` example.
 //! * **admin** (`ADMIN_PORT`, default 9090): `/ready`, `/live` and
@@ -89,15 +91,12 @@ pub(crate) async fn start(
     let (http_addr, grpc_addr, admin_addr) =
         (http.local_addr()?, grpc.local_addr()?, admin.local_addr()?);
 
-    // Public: counted, rejected while draining, listener closed at draining.
+    // Public: counted; keep-alive connections told to close from the
+    // trigger; listener closed when draining starts; open connections served
+    // until nothing is in flight.
     let public = public_router().layer(graceful.layer());
-    let draining = graceful.draining();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, public)
-            .with_graceful_shutdown(draining)
-            .await
-            .map_err(|e| format!("http: {e}"))
-    });
+    let serving = tower_graceful::serve(http, public, graceful);
+    let http_task = tokio::spawn(async move { serving.await.map_err(|e| format!("http: {e}")) });
 
     // gRPC: the same coordinator, so its calls count towards the same drain.
     let grpc_server = grpc::serve_grpc(graceful, grpc).await;

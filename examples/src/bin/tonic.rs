@@ -5,12 +5,18 @@
 //!   otherwise after `count` ticks): see `examples/proto/demo.rs`.
 //! * `grpc.health.v1.Health`: `SERVING`, then `NOT_SERVING` from the moment
 //!   shutdown is triggered (`tower_graceful::grpc_health::report_health`).
-//! * `Server::builder().layer(graceful.layer())`: every call is counted until
-//!   its response stream ends; calls that arrive while draining get a
-//!   trailers-only `UNAVAILABLE` (retryable).
-//! * `serve_with_incoming_shutdown(.., graceful.draining())`: when draining
-//!   begins the listener closes and HTTP/2 connections get GOAWAY; streams
-//!   already accepted run on.
+//! * `graceful.layer()` around tonic's `Routes`: every call is counted until
+//!   its response stream ends; calls on open connections are served while
+//!   draining, and only a call that arrives after the drain completed (or too
+//!   close to the deadline) gets a trailers-only `UNAVAILABLE` (retryable).
+//! * `tower_graceful::serve`: each HTTP/2 connection gets a graceful GOAWAY
+//!   during the pre-drain delay (spread over it), so clients move to other
+//!   instances while this one still serves; the listener closes when draining
+//!   begins; streams already accepted run on.
+//!
+//! With tonic's own `Server::builder().layer(graceful.layer())` and
+//! `serve_with_incoming_shutdown(.., graceful.close_connections())` the
+//! layer works the same, but GOAWAY comes only at the end of the drain.
 //!
 //! ```text
 //! PORT=50051 GRACEFUL_PRE_DRAIN=2s GRACEFUL_DEADLINE=10s cargo run -p tower-graceful-examples --bin tonic
@@ -30,8 +36,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::service::Routes;
 use tower_graceful::Coordinator;
 
 #[path = "../../proto/demo.rs"]
@@ -39,22 +44,21 @@ pub(crate) mod demo;
 
 use demo::DemoServer;
 
-/// Serves the demo and health services on `listener` until `graceful`
-/// starts draining (and every accepted call has ended).
+/// Serves the demo and health services on `listener` until `graceful`'s
+/// drain is over.
 pub(crate) async fn serve_grpc(
     graceful: &Coordinator,
     listener: TcpListener,
-) -> JoinHandle<Result<(), tonic::transport::Error>> {
+) -> JoinHandle<std::io::Result<()>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // SERVING now, NOT_SERVING from the trigger.
     tower_graceful::grpc_health::report_health(graceful, reporter, [demo::SERVICE_NAME]).await;
 
-    let server = Server::builder()
+    let routes = Routes::new(health).add_service(DemoServer::new());
+    let service = tower::ServiceBuilder::new()
         .layer(graceful.layer())
-        .add_service(health)
-        .add_service(DemoServer::new())
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), graceful.draining());
-    tokio::spawn(server)
+        .service(routes);
+    tokio::spawn(tower_graceful::serve(listener, service, graceful))
 }
 
 /// `250ms`, `2s`, `1.5s` or a bare number of seconds.

@@ -1,0 +1,389 @@
+//! A server loop that owns the connections, so a drain loses nothing behind
+//! L4 load balancers and client connection pools (feature `serve`).
+//!
+//! An L4 balancer (a Kubernetes Service, IPVS, a cloud NLB) and every client
+//! with a connection pool can move only *new* connections: an established
+//! keep-alive connection stays on this instance until one side closes it.
+//! `axum::serve(..).with_graceful_shutdown(..)` and tonic's
+//! `serve_with_shutdown(..)` close the listener and every connection in one
+//! step, so an idle keep-alive connection is closed under a client that is
+//! about to send on it ("connection closed before message completed"), and
+//! HTTP/2 gets its GOAWAY only then. [`serve`] separates the two:
+//!
+//! | when | the listener | HTTP/1.x connections | HTTP/2 connections |
+//! |---|---|---|---|
+//! | serving | accepts | served | served |
+//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::Drain)) | each gets a graceful GOAWAY at a random point of the same window |
+//! | draining | **closed**: new connections go elsewhere | open ones are **not** cut: a request that still arrives is served, with `Connection: close` (the [policy](crate::drain)) | GOAWAY sent; streams in flight finish |
+//! | nothing left in flight | – | the remaining ones, all idle, are closed | closed as their last stream ends |
+//! | deadline / second signal | – | closed once the report is out | the same |
+//!
+//! The future returned by [`serve`] completes once the listener is closed
+//! and every connection has ended (or, after a forced stop, once the
+//! coordinator's report is out): there is no fixed linger, the process can
+//! exit as soon as the last response has ended.
+//!
+//! Serve a service that has [`Coordinator::layer`] applied (the announcement
+//! of the close and the counting are the layer's work; [`serve`] does the
+//! connections). Any tower service of `http` requests does: an axum
+//! `Router`, tonic's `Routes`, a `ServiceBuilder` stack around either.
+//! HTTP/1.1 (with upgrades, for WebSockets) and HTTP/2 with prior knowledge
+//! (gRPC) are told apart by the connection preface, as hyper-util's `auto`
+//! server does. TLS is out of scope: terminate it in front, or keep your own
+//! accept loop with the layer and [`Coordinator::close_connections`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tower_graceful::Coordinator;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let graceful = Coordinator::builder()
+//!     .pre_drain_delay(std::time::Duration::from_secs(5))
+//!     .readiness_path("/ready")
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(graceful.layer());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! tokio::spawn(tower_graceful::serve(listener, app, &graceful));
+//! let report = graceful.wait().await;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tower_service::Service;
+
+use crate::state::Shared;
+use crate::Coordinator;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What an HTTP/2 client sends first (RFC 9113, 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves `service` on `listener` until the coordinator's shutdown is over,
+/// owning the connections as the [module docs](crate::connection) describe.
+///
+/// The future is `'static` and `Send`: spawn it, and wait for the
+/// coordinator ([`Coordinator::wait`]) in `main`. It resolves once the
+/// listener is closed and every connection has ended; accept errors (for
+/// example too many open files) are logged and retried after a short pause,
+/// never returned.
+pub fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    coordinator: &Coordinator,
+) -> impl Future<Output = io::Result<()>> + Send + 'static
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let shared = coordinator.shared_static();
+    shared.connections.served.store(true, Ordering::Release);
+    accept_loop(listener, service, shared)
+}
+
+async fn accept_loop<S, B>(
+    listener: TcpListener,
+    service: S,
+    shared: &'static Shared,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let local = listener.local_addr().ok();
+    let mut connections = JoinSet::new();
+    let mut draining = pin!(shared.soft.cancelled());
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut draining => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    // Counted before the task exists, so the count at the end
+                    // of the drain includes connections not yet polled.
+                    let open = Open::new(shared);
+                    connections.spawn(connection(stream, service.clone(), shared, open));
+                }
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    tracing::error!(target: "tower_graceful", error = %e, "accept failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = &mut draining => break,
+                    }
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        target: "tower_graceful",
+        addr = ?local,
+        open = connections.len(),
+        "draining: listener closed; open connections are still served"
+    );
+    let mut done = pin!(shared.done.wait());
+    loop {
+        tokio::select! {
+            joined = connections.join_next() => if joined.is_none() { break },
+            _ = &mut done => {
+                // A forced stop: the report is out, the process is closing.
+                connections.abort_all();
+                while connections.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One open connection in `ConnectionCounts::open`. A connection that
+/// `serve` closes because nothing was left in flight stays in the count
+/// ([`Open::closed_idle`]): read after the drain, the count is then exactly
+/// the connections open, all idle, when it completed, whichever task runs
+/// first.
+struct Open {
+    shared: &'static Shared,
+    counted: bool,
+}
+
+impl Open {
+    fn new(shared: &'static Shared) -> Self {
+        shared.connections.open.fetch_add(1, Ordering::AcqRel);
+        Self {
+            shared,
+            counted: true,
+        }
+    }
+
+    /// This connection is closed because the drain completed.
+    fn closed_idle(&mut self) {
+        if !self.shared.hard.is_cancelled() {
+            self.counted = false;
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.counted {
+            self.shared.connections.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+async fn connection<S, B>(
+    mut stream: TcpStream,
+    service: S,
+    shared: &'static Shared,
+    mut open: Open,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let _ = stream.set_nodelay(true);
+    let mut close = pin!(close_connections(shared));
+    // Tell HTTP/2 (prior knowledge) from HTTP/1.x by the first bytes. A
+    // connection that has sent nothing by the end of the drain is idle.
+    let mut head = [0u8; PREFACE.len()];
+    let mut n = 0;
+    let h2 = loop {
+        tokio::select! {
+            biased;
+            _ = &mut close => {
+                open.closed_idle();
+                return;
+            }
+            read = stream.read(&mut head[n..]) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(k) => {
+                    n += k;
+                    if head[..n] != PREFACE[..n] {
+                        break false;
+                    }
+                    if n == PREFACE.len() {
+                        break true;
+                    }
+                }
+            },
+        }
+    };
+    let io = TokioIo::new(Rewind {
+        head,
+        pos: 0,
+        len: n,
+        inner: stream,
+    });
+    let service = TowerToHyperService::new(service);
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service);
+        let mut conn = pin!(conn);
+        let at_end = tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = goaway_time(shared) => false,
+            _ = &mut close => true,
+        };
+        if at_end {
+            open.closed_idle();
+        }
+        // Graceful: GOAWAY with the highest stream id first, so requests
+        // already on the wire are still served; then the real last id.
+        conn.as_mut().graceful_shutdown();
+        shared.connections.goaway.fetch_add(1, Ordering::AcqRel);
+        if !at_end {
+            // Still open when the drain completes: closed then, idle.
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = &mut close => open.closed_idle(),
+            }
+        }
+        finish(conn, shared).await;
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades();
+        let mut conn = pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = &mut close => open.closed_idle(),
+        }
+        // Nothing is in flight (or the drain was cut short): an idle
+        // connection closes now, a busy one after its response.
+        conn.as_mut().graceful_shutdown();
+        finish(conn, shared).await;
+    }
+}
+
+/// Runs a connection told to shut down to its end, or until the report is
+/// out after a forced stop.
+async fn finish<F: Future>(conn: Pin<&mut F>, shared: &'static Shared) {
+    tokio::select! {
+        _ = conn => {}
+        _ = shared.done.wait() => {}
+    }
+}
+
+/// When nothing is left in flight after draining began, or the drain was cut
+/// short.
+async fn close_connections(shared: &'static Shared) {
+    tokio::select! {
+        _ = shared.tracker.drained() => {}
+        _ = shared.hard.cancelled() => {}
+    }
+}
+
+/// When this HTTP/2 connection gets its GOAWAY: at a random point of the
+/// lame-duck window after the trigger (at once if that point has passed),
+/// so reconnections spread out as HTTP/1.x's do.
+async fn goaway_time(shared: &'static Shared) {
+    shared.triggered.wait().await;
+    let window = shared.policy.lame_duck_window;
+    if window.is_zero() || shared.draining() {
+        return;
+    }
+    let Some(t0) = shared.triggered_at.get().copied() else {
+        return;
+    };
+    let at = window.mul_f64(crate::drain::random_unit());
+    tokio::select! {
+        _ = tokio::time::sleep_until(t0 + at) => {}
+        _ = shared.soft.cancelled() => {}
+    }
+}
+
+/// The stream with the bytes read to tell the protocol put back in front.
+struct Rewind {
+    head: [u8; PREFACE.len()],
+    pos: usize,
+    len: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.len {
+            let n = (this.len - this.pos).min(buf.remaining());
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
