@@ -49,7 +49,8 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
-/// The example's server on a free loopback port.
+/// The example's server (tonic's `Routes` behind `graceful.layer()`, served
+/// by `tower_graceful::serve`) on a free loopback port.
 async fn start(
     graceful: &Coordinator,
 ) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {

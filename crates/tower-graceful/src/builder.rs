@@ -475,6 +475,7 @@ impl Builder {
                 )
             })?;
         let mut seen: Vec<(String, &'static str)> = Vec::new();
+        let is_probe = |f: &str| f == "readiness_path" || f == "liveness_path";
         let mut check_path = |p: &str, field: &'static str| -> Result<(), ConfigError> {
             if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
                 return Err(ConfigError::new(
@@ -482,7 +483,13 @@ impl Builder {
                     format!("{field} {p:?} must be an absolute path like \"/ready\" with no query"),
                 ));
             }
-            if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
+            // A path may be both exempt (never rejected) and untracked (never
+            // counted); a probe path is answered by the layer and can be
+            // nothing else; no list names a path twice.
+            if let Some((_, other)) = seen
+                .iter()
+                .find(|(q, f)| *q == p && (*f == field || is_probe(f) || is_probe(field)))
+            {
                 return Err(ConfigError::new(
                     field,
                     format!("{field} {p:?} is already used by {other}: each path may be used once"),

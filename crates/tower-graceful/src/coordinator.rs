@@ -495,7 +495,10 @@ impl Coordinator {
                 .collect();
         }
         let drain = t_drain.elapsed();
-        let outcome = if stragglers.is_empty() {
+        // A deadline that passed just as the last work ended is a drain; a
+        // forced stop stays one even with nothing left (the hard signal
+        // fires, as `force` promises).
+        let outcome = if stragglers.is_empty() && outcome == DrainOutcome::DeadlineExceeded {
             DrainOutcome::Drained
         } else {
             outcome

@@ -3,9 +3,15 @@
 //!
 //! * [`InFlight`]: counts every request from `call` until its response *body*
 //!   ends or is dropped (streams included; panics and disconnects included).
-//! * [`Drain`]: once draining, answers new requests with `503` +
-//!   `Retry-After` + `Connection: close`, or a trailers-only gRPC
-//!   `UNAVAILABLE`; exempt paths pass.
+//! * [`Drain`]: from the trigger, tells HTTP/1.x keep-alive connections to
+//!   close (`Connection: close`, a share rising over the pre-drain delay);
+//!   while draining, serves requests on open connections and answers only
+//!   those that could not finish with `503` + `Retry-After` + `Connection:
+//!   close`, or a trailers-only gRPC `UNAVAILABLE` (the [`drain`] policy).
+//! * [`serve`] (feature `serve`): a hyper-util server loop that owns the
+//!   connections (listener closed at drain start, HTTP/2 GOAWAY during the
+//!   pre-drain, idle connections closed only when nothing is in flight), for
+//!   L4 balancers and pooled clients.
 //! * [`Readiness`], [`ReadinessService`], [`LivenessService`],
 //!   [`ProbeLayer`]: readiness drops the moment shutdown is triggered;
 //!   liveness stays up; app-controlled gates.
@@ -41,8 +47,9 @@
 //!         .layer(graceful.layer());
 //!
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//!     let server = axum::serve(listener, app).with_graceful_shutdown(graceful.draining());
-//!     tokio::spawn(async move { server.await });
+//!     // Feature `serve`: owns the connections through the shutdown. With
+//!     // your own loop: `axum::serve(..).with_graceful_shutdown(graceful.close_connections())`.
+//!     tokio::spawn(tower_graceful::serve(listener, app, &graceful));
 //!
 //!     let report = graceful.wait().await;
 //!     println!("{report}");
@@ -60,6 +67,8 @@
 //!   (in-flight requests and tasks, readiness, phase, rejections, the
 //!   report's counters and phase durations) with the `metrics` facade, off
 //!   the serving path.
+//! * `serve`: [`serve`] and the [`connection`] module, on hyper and
+//!   hyper-util.
 //!
 //! # Testing
 //!
@@ -143,6 +152,18 @@ pub mod body_types {
     pub use crate::graceful::GracefulBody;
     pub use crate::in_flight::ResponseBody as InFlightBody;
 }
+
+/// Every Rust snippet of the README, compiled (and run unless marked
+/// `no_run`) as a doctest.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "tonic",
+    feature = "serve",
+    feature = "metrics"
+))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 
 #[cfg(all(test, not(tower_graceful_loom)))]
 mod model_tests;

@@ -386,7 +386,7 @@ async fn run_case(
                 if m.draining_at.is_none() {
                     m.draining_at = Some(now);
                 }
-                if !m.drained && !m.cut && m.live > 0 {
+                if !m.drained && !m.cut {
                     m.forced = true;
                     m.cut = true;
                     m.stragglers = Some(m.live);

@@ -64,8 +64,8 @@ pub enum StragglerKind {
         /// The request path (no query).
         path: String,
     },
-    /// Requests that found no free slot to record their name (more than 128
-    /// in flight on one thread).
+    /// Requests that found no free slot to record their name (more than 64
+    /// in flight on one thread, or on a thread beyond the tracker's shards).
     Unnamed {
         /// How many.
         count: usize,

@@ -782,6 +782,24 @@ async fn force_skips_pre_drain_and_drain() {
     drop(guard);
 }
 
+/// `force()` keeps its promise with nothing in flight too: the hard signal
+/// fires, the phase passes `Forced`, the report says `Forced`.
+#[tokio::test(start_paused = true)]
+async fn force_with_nothing_in_flight_fires_the_hard_signal() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .pre_drain_delay(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let signal = c.signal();
+    c.force();
+    let report = timeout(WAIT, c.wait()).await.unwrap();
+    assert!(signal.is_forced(), "hard signal");
+    assert_eq!(report.drain_outcome, DrainOutcome::Forced, "{report}");
+    assert!(report.stragglers.is_empty());
+    assert_eq!(c.phase(), Phase::Done);
+}
+
 #[tokio::test(start_paused = true)]
 async fn hooks_are_isolated_and_reported() {
     let c = Coordinator::builder()
@@ -1013,6 +1031,27 @@ fn invalid_configurations_are_rejected_with_a_message() {
             .to_string()
             .starts_with("invalid tower-graceful configuration: "));
     }
+}
+
+#[test]
+fn a_path_may_be_exempt_and_untracked_but_a_probe_path_nothing_else() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    Coordinator::builder()
+        .handle_signals(false)
+        .exempt_path(GRPC_HEALTH_WATCH) // untracked by default
+        .build()
+        .expect("exempt and untracked are independent");
+    let e = err(Coordinator::builder()
+        .readiness_path("/x")
+        .exempt_path("/x"));
+    assert_eq!(e.field(), "exempt_path");
+    assert!(e.to_string().contains("readiness_path"), "{e}");
+    let e = err(Coordinator::builder().exempt_path("/m").exempt_path("/m"));
+    assert_eq!(e.field(), "exempt_path");
 }
 
 #[test]

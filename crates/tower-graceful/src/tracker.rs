@@ -252,6 +252,8 @@ pub(crate) struct Tracker {
     draining: AtomicBool,
     /// Set at trigger: new requests record their start time.
     stamping: AtomicBool,
+    /// The trigger's stamp (with `BEFORE_TRIGGER`), 0 before the trigger.
+    trigger_stamp: AtomicU64,
     drained: Event,
     completed_while_draining: AtomicUsize,
     /// Requests counted after the switch (served while draining).
@@ -289,6 +291,7 @@ impl Tracker {
             global: AtomicIsize::new(BIAS),
             draining: AtomicBool::new(false),
             stamping: AtomicBool::new(false),
+            trigger_stamp: AtomicU64::new(0),
             drained: Event::new(),
             completed_while_draining: AtomicUsize::new(0),
             admitted_while_draining: AtomicUsize::new(0),
@@ -435,6 +438,33 @@ impl Tracker {
                 // thread it is free again, and its cache line is already here.
                 s.hint.store(idx, Relaxed);
             }
+            return Ok((RequestTicket(Some(slot)), admission));
+        }
+        self.acquire_scan(shard, hint, method, path)
+    }
+
+    /// The few slots after the hint are busy (a burst on this thread): look
+    /// at all the others before counting the request unnamed, so requests
+    /// are named up to `SLOTS` live on one thread.
+    #[cold]
+    #[inline(never)]
+    fn acquire_scan(
+        &self,
+        shard: usize,
+        hint: usize,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<(RequestTicket<'_>, Admission), Refused> {
+        let s = &self.shards[shard].0;
+        for i in PROBES..SLOTS {
+            let idx = (hint + i) % SLOTS;
+            let slot = &s.slots[idx];
+            if slot.state.load(Acquire) & LIVE != 0 {
+                continue;
+            }
+            self.write_name(slot, method, path);
+            let admission = self.claim(slot)?;
+            s.hint.store(idx, Relaxed);
             return Ok((RequestTicket(Some(slot)), admission));
         }
         self.acquire_unnamed(shard)
@@ -650,6 +680,7 @@ impl Tracker {
             return;
         }
         let stamp = self.now_stamp() | BEFORE_TRIGGER;
+        self.trigger_stamp.store(stamp, Release);
         for shard in self.shards.iter() {
             for slot in shard.0.slots.iter() {
                 if slot.state.load(Acquire) & LIVE != 0 {
@@ -744,11 +775,18 @@ impl Tracker {
                 let method = unpack(&[slot.method.load(Relaxed)]);
                 let meta = slot.meta.load(Relaxed);
                 let words: Vec<u64> = slot.path.iter().map(|w| w.load(Relaxed)).collect();
-                let since = slot.since.load(Relaxed);
+                let mut since = slot.since.load(Relaxed);
                 fence(Acquire);
                 // The seal changes no name: ignore that bit.
                 if slot.state.load(Relaxed) | SEALED != s1 | SEALED {
                     continue; // reused while we read: that request ended
+                }
+                if since == 0 {
+                    // Named before it could see the trigger, claimed after
+                    // the trigger's stamping scan: it started no later than
+                    // the trigger (give or take that window), so the
+                    // trigger's time is its lower bound, as for the others.
+                    since = self.trigger_stamp.load(Acquire);
                 }
                 let mut path = decode_path(&words, (meta & 0xffff) as usize);
                 if meta & (1 << 16) != 0 {
@@ -972,6 +1010,55 @@ mod tests {
         }
         assert_eq!(t.in_flight(), 0);
         assert!(t.snapshot().is_empty());
+    }
+
+    #[test]
+    fn requests_are_named_up_to_slots_per_thread_after_a_burst() {
+        let t = Tracker::new(1);
+        // A burst fills every slot (in order: ticket i is slot i, the hint
+        // ends on the last); all but the first three and the last end.
+        let mut tickets: Vec<_> = (0..SLOTS)
+            .map(|_| Some(t.acquire_request_in(0, &GET, "/burst").unwrap().0))
+            .collect();
+        for x in tickets.iter_mut().take(SLOTS - 1).skip(PROBES - 1) {
+            t.release_request_in(0, x.take().unwrap());
+        }
+        // The probe window from the hint (the last slot, then the first
+        // three) is busy; the rest is free: the next request is named.
+        let next = t.acquire_request_in(0, &GET, "/after-burst").unwrap().0;
+        let named: Vec<String> = t
+            .snapshot()
+            .into_iter()
+            .filter_map(|l| match l.kind {
+                Kind::Request { path, .. } => Some(path),
+                _ => None,
+            })
+            .collect();
+        assert!(named.contains(&"/after-burst".to_owned()), "{named:?}");
+        assert_eq!(named.len(), PROBES + 1);
+        t.release_request_in(0, next);
+        for x in tickets.into_iter().flatten() {
+            t.release_request_in(0, x);
+        }
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_request_named_before_the_trigger_and_claimed_after_is_a_lower_bound() {
+        let t = Tracker::new(1);
+        let slot = &t.shards[0].0.slots[0];
+        // Named while not stamping (since = 0) ...
+        t.write_name(slot, &GET, "/raced");
+        // ... the trigger's scan runs before the claim ...
+        t.stamp_live();
+        // ... and the claim lands after it.
+        t.claim(slot).unwrap();
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert!(snap[0].since.is_some(), "an age, not zero");
+        assert!(snap[0].lower_bound, "a lower bound from the trigger");
+        t.release_request(RequestTicket(Some(slot)));
+        assert_eq!(t.in_flight(), 0);
     }
 
     #[test]
