@@ -235,3 +235,43 @@ async fn refused_within_bound(addr: std::net::SocketAddr) {
     }
     panic!("the listener still accepts connections after draining began");
 }
+
+/// The placement that avoids axum's per-route boxing, the layer around the
+/// finished router, served as it is by `serve` (any response body): counted,
+/// probed, told to close, drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_around_the_finished_router_is_served_as_it_is() {
+    use axum::routing::get;
+    let graceful = lame_duck_now(Duration::ZERO);
+    let router = axum::Router::new().route("/", get(|| async { "hello\n" }));
+    let app = tower::ServiceBuilder::new()
+        .layer(graceful.layer())
+        .service(router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_graceful::serve(listener, app, &graceful));
+    let mut conn = H1::connect(addr).await;
+    let res = conn.get("/ready").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    body_text(res).await.unwrap();
+    let res = conn.get("/").await.unwrap();
+    assert_eq!(
+        header_str(&res, header::CONTENT_LENGTH),
+        "6",
+        "exact size kept"
+    );
+    assert_eq!(body_text(res).await.unwrap(), "hello\n");
+    let job = graceful.track("holds the drain open");
+    graceful.trigger();
+    within("draining", graceful.signal().cancelled()).await;
+    let res = conn.get("/").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header_str(&res, header::CONNECTION), "close");
+    body_text(res).await.unwrap();
+    conn.closed_by_server().await;
+    drop(job);
+    let report = within("the report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.served_while_draining, 1, "{report}");
+    within("the serve future", server).await.unwrap().unwrap();
+}
