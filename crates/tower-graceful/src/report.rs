@@ -40,6 +40,7 @@ pub enum DrainOutcome {
 
 /// Work that was still in flight when the drain was cut short.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Straggler {
     /// What it was.
     pub what: StragglerKind,
@@ -122,6 +123,7 @@ impl HookOutcome {
 
 /// One hook's entry in the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HookReport {
     /// The name it was registered with.
     pub name: Cow<'static, str>,

@@ -200,7 +200,8 @@ impl From<ShutdownSignal> for CancellationToken {
 /// them.
 impl From<CancellationToken> for ShutdownSignal {
     fn from(token: CancellationToken) -> Self {
-        Self::new(SharedRef::Owned(Arc::new(Shared::new(token, false))))
+        // One shard: nobody drains this state, it only counts guards.
+        Self::new(SharedRef::Owned(Arc::new(Shared::standalone(token))))
     }
 }
 
@@ -237,6 +238,7 @@ impl Future for Cancelled<'_> {
 /// [`InFlight`](crate::InFlight) or the [`Graceful`](crate::Graceful) stack
 /// with a lighter guard of their own.) The drain completes only when every
 /// guard and every request is gone.
+#[must_use = "the guard holds the drain only while it lives: keep it for as long as the work runs"]
 pub struct InFlightGuard {
     shared: SharedRef,
     ticket: Option<TaskTicket>,
