@@ -6,6 +6,11 @@
 //!   (server, traffic, shutdown, timeline, report) on loopback.
 //! * `cargo run -p tower-graceful-examples --bin axum`: a realistic axum
 //!   server to copy from (SIGTERM / Ctrl-C, probes, streams, SSE, WebSocket).
+//! * `--bin tonic`: a gRPC server with `tonic-health`.
+//! * `--bin hyper`: a plain hyper server (hyper-util's auto builder and
+//!   `GracefulShutdown`) when you own the accept loop.
+//! * `--bin multi`: public HTTP, gRPC and an admin port (probes, Prometheus
+//!   metrics) draining as one.
 
 use std::fmt;
 use std::time::Duration;

@@ -61,10 +61,26 @@
 //!
 //! * `axum`: `ShutdownSignal` implements axum-core's `FromRequestParts` and
 //!   `OptionalFromRequestParts`.
-//! * `tonic`: [`tonic::report_health`] flips `tonic-health` to `NOT_SERVING`
-//!   when shutdown is triggered.
+//! * `tonic`: [`grpc_health::report_health`] marks services `SERVING` in
+//!   `tonic-health`, and `NOT_SERVING` when shutdown is triggered.
+//! * `metrics`: [`shutdown_metrics::Emitter`] records the coordinator's state
+//!   (in-flight requests and tasks, readiness, phase, rejections, the
+//!   report's counters and phase durations) with the `metrics` facade, off
+//!   the serving path.
 //! * `serve`: [`serve`] and the [`connection`] module, on hyper and
 //!   hyper-util.
+//!
+//! # Testing
+//!
+//! [`testing`] shows how to test a handler's shutdown on tokio's paused
+//! clock (trigger, observe each phase, assert that a stream or loop ends,
+//! assert the report), with [`testing::terminate`] for the last step.
+//!
+//! # Logs
+//!
+//! Every event of a shutdown is logged with `tracing` (target
+//! `tower_graceful`) inside one `shutdown` span with the fields `cause` and
+//! `phase` (recorded as the phase changes); cleanup hooks run inside it too.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
@@ -93,7 +109,11 @@ pub mod connection;
 mod extract;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub mod tonic;
+pub mod grpc_health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod shutdown_metrics;
+pub mod testing;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub use crate::connection::serve;
@@ -137,7 +157,13 @@ pub mod body_types {
 
 /// Every Rust snippet of the README, compiled (and run unless marked
 /// `no_run`) as a doctest.
-#[cfg(all(doctest, feature = "axum", feature = "tonic", feature = "serve"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "tonic",
+    feature = "serve",
+    feature = "metrics"
+))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 

@@ -23,9 +23,12 @@ use crate::tracker::TaskTicket;
 /// deadline passes.
 ///
 /// Get one from the coordinator ([`Coordinator::signal`](crate::Coordinator::signal)),
-/// from request extensions (the [`SignalLayer`](crate::SignalLayer), part of
-/// [`Coordinator::layer`](crate::Coordinator::layer), inserts it), or as an
-/// axum extractor (feature `axum`). Cloning is cheap (one `Arc`).
+/// inside a handler from [`ShutdownSignal::current`] (while
+/// [`Coordinator::layer`](crate::Coordinator::layer) polls it), as an axum
+/// extractor (feature `axum`), or from request extensions if you add a
+/// [`SignalLayer`](crate::SignalLayer) (it is *not* part of
+/// `Coordinator::layer`: one allocation per request). Cloning is cheap (one
+/// `Arc`).
 ///
 /// # Example
 ///
