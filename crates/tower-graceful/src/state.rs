@@ -169,7 +169,7 @@ pub(crate) struct Policy {
 }
 
 impl Shared {
-    #[cfg(test)]
+    #[cfg(all(test, tower_graceful_loom))]
     pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
         Self::build(soft, driven, Policy::default(), Tracker::default_shards())
     }
