@@ -6,9 +6,19 @@
 //!   (server, traffic, shutdown, timeline, report) on loopback.
 //! * `cargo run -p tower-graceful-examples --bin axum`: a realistic axum
 //!   server to copy from (SIGTERM / Ctrl-C, probes, streams, SSE, WebSocket).
+//!
+//! [`demo`] is the hand-written `demo.v1.Demo` gRPC service (server and
+//! client) that the `tonic` and `multi` examples serve, exported here so that
+//! other packages (the rolling-restart load client in `tests/`) use the very
+//! same client and messages.
 
 use std::fmt;
 use std::time::Duration;
+
+/// The `demo.v1.Demo` service: messages, server and client (see
+/// `examples/proto/demo.rs`; the `tonic` example includes the same file).
+#[path = "../proto/demo.rs"]
+pub mod demo;
 
 /// Why [`parse_duration`] refused its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
