@@ -165,19 +165,30 @@ fi
 AXUM=${AXUM_BIN:-}
 MULTI=${MULTI_BIN:-}
 GRPC_LOAD=${GRPC_LOAD_BIN:-}
-build=()
-(( need_http )) && [[ -z $AXUM ]] && build+=(-p tower-graceful-examples --bin axum)
+# One cargo invocation per package, so that each resolves the features it
+# would resolve alone (those that the tests' own builds of the examples
+# already compiled), not a union that would rebuild the dependencies.
+build_examples=() build_tests=()
+(( need_http )) && [[ -z $AXUM ]] && build_examples+=(--bin axum)
 if (( need_grpc )); then
-    [[ -z $MULTI ]] && build+=(-p tower-graceful-examples --bin multi)
-    [[ -z $GRPC_LOAD ]] && build+=(-p tower-graceful-tests --bin grpc_load)
+    [[ -z $MULTI ]] && build_examples+=(--bin multi)
+    [[ -z $GRPC_LOAD ]] && build_tests+=(--bin grpc_load)
 fi
-if ((${#build[@]})); then
+if ((${#build_examples[@]} + ${#build_tests[@]})); then
     command -v cargo >/dev/null 2>&1 || die "cargo not found; build the binaries and set AXUM_BIN, MULTI_BIN, GRPC_LOAD_BIN"
     profile=debug
     flags=()
     if [[ ${ROLLING_RELEASE:-0} == 1 ]]; then profile=release; flags=(--release); fi
-    say "building (once, $profile): ${build[*]}"
-    (cd "$root" && cargo build -q "${flags[@]}" "${build[@]}") || die "cargo build failed"
+    if ((${#build_examples[@]})); then
+        say "building ($profile): tower-graceful-examples ${build_examples[*]}"
+        (cd "$root" && cargo build -q "${flags[@]}" -p tower-graceful-examples "${build_examples[@]}") ||
+            die "cargo build failed"
+    fi
+    if ((${#build_tests[@]})); then
+        say "building ($profile): tower-graceful-tests ${build_tests[*]}"
+        (cd "$root" && cargo build -q "${flags[@]}" -p tower-graceful-tests "${build_tests[@]}") ||
+            die "cargo build failed"
+    fi
     target=${CARGO_TARGET_DIR:-$root/target}
     [[ $target == /* ]] || target=$root/$target
     [[ -n $AXUM ]] || AXUM=$target/$profile/axum
@@ -233,25 +244,31 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 # wait_pid PID LIMIT_S: waits for PID (a child of this shell, so never call
 # it in a subshell) to exit; a watchdog SIGKILLs it after LIMIT_S seconds.
 # Sets WAIT_RC to its exit status (137 if it had to be killed).
+#
+# The watchdog is a fresh bash reading a FIFO with a timeout: told "done"
+# through the FIFO, it goes. No signal is ever sent to it (a signal that
+# reached it between fork and exec would run this script's traps there).
 wait_pid() {
-    local pid=$1 limit=$2 rc=0
+    local pid=$1 limit=$2 rc=0 fifo fd wd
     if ! running "$pid"; then # already gone: no watchdog needed
         wait "$pid" || rc=$?
         reaped "$pid"
         WAIT_RC=$rc
         return 0
     fi
-    # A fresh bash, not a subshell: a subshell inherits this script's traps
-    # until it resets them, and a TERM arriving before that ran them.
-    bash -c 'trap "kill \$nap 2>/dev/null; exit 0" TERM
-             sleep "$1" & nap=$!
-             wait "$nap"
-             kill -KILL "$2" 2>/dev/null' watchdog "$limit" "$pid" &
-    local wd=$!
+    fifo=$work/.watchdog.$pid
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    exec {fd}<>"$fifo"   # held open until the watchdog is gone: "done" cannot be lost
+    bash -c 'exec 3<>"$3"; read -r -t "$1" _ <&3 || kill -KILL "$2" 2>/dev/null' \
+        watchdog "$limit" "$pid" "$fifo" &
+    wd=$!
     track "$wd" watchdog
     wait "$pid" || rc=$?
-    kill -TERM "$wd" 2>/dev/null || true
-    wait "$wd" 2>/dev/null || true
+    echo done >&"$fd"
+    wait "$wd" || true
+    exec {fd}>&-
+    rm -f "$fifo"
     reaped "$wd"
     reaped "$pid"
     WAIT_RC=$rc
@@ -542,6 +559,18 @@ collect() {
     R[$col.worst]=$worst_all
 }
 
+# report_of FILE: "completed/rejected" from a shutdown report on stdout, or -.
+report_of() {
+    local line
+    line=$(grep -m1 -oE '[0-9]+ requests completed, [0-9]+ rejected' "$1" 2>/dev/null || true)
+    if [[ -n $line ]]; then
+        line=${line/ requests completed, /\/}
+        echo "${line% rejected}"
+    else
+        echo -
+    fi
+}
+
 # ----------------------------------------------------------------- a run --
 # roll NAME: SIGTERM, (watch HAProxy mark it DOWN,) wait for the exit,
 # restart on the same port(s), wait until HAProxy has it UP.
@@ -568,7 +597,12 @@ roll() {
     start_instance "$name"
     if wait_up "$name"; then :; fi
     R[$COL.$name.up]=$UP_AFTER
-    say "  $name: DOWN in haproxy after ${down}s, exited after ${R[$COL.$name.exit]}s (status $WAIT_RC), UP again ${UP_AFTER}s after restart"
+    # What the instance itself said about its shutdown (best effort: the
+    # report's wording is the library's).
+    R[$COL.$name.report]=$(report_of "$rundir/$name.$(( ${STARTS[$name]} - 1 )).out")
+    local seen=${down}s
+    [[ $down == - ]] && seen="not seen (gone first)"
+    say "  $name: DOWN in haproxy: $seen; exited after ${R[$COL.$name.exit]}s (status $WAIT_RC); UP again ${UP_AFTER}s after restart"
 }
 
 run_one() { # run_one SCENARIO VARIANT RUN
@@ -674,7 +708,11 @@ print_table() { # print_table SCENARIO
     else
         echo "   load: fast GET / on $FAST_CONNS connections at $RATE/s; slow GET /slow?ms=$SLOW_MS on $SLOW_CONNS; stream GET /stream?chunks=$STREAM_CHUNKS on $STREAM_CONNS"
     fi
-    echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE; builtin: GRACEFUL_MODE=builtin"
+    if [[ $s == grpc ]]; then
+        echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE"
+    else
+        echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE; builtin: GRACEFUL_MODE=builtin"
+    fi
     line=$(printf "%-${w}s" "")
     for col in "${cols[@]}"; do
         local v=${col#*.}
@@ -703,6 +741,7 @@ print_table() { # print_table SCENARIO
         row "$N: exit after SIGTERM (s)" "$n.exit"
         row "$N: exit status" "$n.rc"
         row "$N: UP again after restart (s)" "$n.up"
+        row "$N: report: completed/rejected in drain" "$n.report"
     done
     row "load start to both restarted (s)" roll
     row "haproxy retries/redispatches" retries
