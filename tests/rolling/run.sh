@@ -27,8 +27,8 @@
 #
 # Load (HTTP, oha, keep-alive HTTP/1.1, no retries):
 #   fast    GET / on 20 connections at 300 requests/s in total
-#   slow    GET /slow?ms=1000 back to back on 4 connections
-#   stream  GET /stream?chunks=5 (5 chunks 200 ms apart) back to back on 4
+#   slow    GET /slow?ms=1000 back to back on 8 connections
+#   stream  GET /stream?chunks=5 (5 chunks 200 ms apart) back to back on 8
 # Load (gRPC, tests/src/bin/grpc_load.rs, a tonic client of demo.v1.Demo):
 #   8 connections (one HTTP/2 connection each), on each: unary Hello every
 #   25 ms and server-streaming Count (5 ticks, 200 ms apart) back to back.
@@ -60,6 +60,7 @@
 #   ROLLING_LOAD_S            load duration (default: computed to cover the
 #                             restart of both instances with a margin)
 #   ROLLING_RATE, ROLLING_FAST_CONNECTIONS  fast HTTP load (default 300, 20)
+#   ROLLING_SLOW_CONNECTIONS, ROLLING_STREAM_CONNECTIONS  (default 8, 8)
 #   ROLLING_GRPC_CONNECTIONS  gRPC connections (default 8)
 set -Eeuo pipefail
 
@@ -85,9 +86,9 @@ WARMUP_S=${ROLLING_WARMUP:-2}
 TAIL_S=2            # load after B is back UP, at least
 RATE=${ROLLING_RATE:-300}
 FAST_CONNS=${ROLLING_FAST_CONNECTIONS:-20}
-SLOW_CONNS=4
+SLOW_CONNS=${ROLLING_SLOW_CONNECTIONS:-8}
 SLOW_MS=1000
-STREAM_CONNS=4
+STREAM_CONNS=${ROLLING_STREAM_CONNECTIONS:-8}
 STREAM_CHUNKS=5
 GRPC_CONNS=${ROLLING_GRPC_CONNECTIONS:-8}
 GRPC_UNARY_MS=25
