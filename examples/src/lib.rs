@@ -15,8 +15,10 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The `demo.v1.Demo` service: messages, server and client (see
-/// `examples/proto/demo.rs`; the `tonic` example includes the same file).
+// The `demo.v1.Demo` service: messages, server and client. The `tonic`
+// example includes the same file. (Its documentation is the file's own: an
+// outer doc comment here would make rustdoc resolve the file's links from
+// this crate's root.)
 #[path = "../proto/demo.rs"]
 pub mod demo;
 

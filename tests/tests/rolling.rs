@@ -26,7 +26,9 @@ fn rolling_restart_behind_haproxy_loses_nothing() {
     if std::env::var_os("GRPC_LOAD_BIN").is_none() {
         cmd.env("GRPC_LOAD_BIN", env!("CARGO_BIN_EXE_grpc_load"));
     }
-    let status = cmd.status().expect("run tests/rolling/run.sh under timeout(1)");
+    let status = cmd
+        .status()
+        .expect("run tests/rolling/run.sh under timeout(1)");
     assert!(
         status.success(),
         "tests/rolling/run.sh failed ({status}): see the tables and ROLLING lines above \

@@ -251,10 +251,7 @@ async fn stream_call(client: &mut DemoClient, args: &Args) -> Result<&'static st
                     return match stream.message().await {
                         Ok(None) => Ok("ok, ended early by shutdown"),
                         Ok(Some(_)) => Err("a tick after the shutting_down tick".to_owned()),
-                        Err(s) => Err(format!(
-                            "after the shutting_down tick: {}",
-                            status_kind(&s)
-                        )),
+                        Err(s) => Err(format!("after the shutting_down tick: {}", status_kind(&s))),
                     };
                 }
             }
@@ -364,7 +361,9 @@ async fn main() -> ExitCode {
         let (stop, st) = (stop_rx.clone(), stats.clone());
         let (pause, timeout) = (args.unary_interval, args.timeout);
         // Offset each connection's first call within one interval.
-        let offset = args.unary_interval.mul_f64(i as f64 / args.connections as f64);
+        let offset = args
+            .unary_interval
+            .mul_f64(i as f64 / args.connections as f64);
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;
             call_loop(
