@@ -23,7 +23,8 @@
 # One run: start A and B, start HAProxy, wait until it has both UP, start the
 # load, let it run WARMUP seconds, then SIGTERM A, wait for A to exit, start A
 # again on the same port, wait until HAProxy has it UP; the same for B. The
-# load runs on for a few seconds after that and stops by itself.
+# load runs on for ROLLING_TAIL seconds after that, then is told to stop
+# (requests in flight end normally and are counted).
 #
 # Load (HTTP, oha, keep-alive HTTP/1.1, no retries):
 #   fast    GET / on 20 connections at 300 requests/s in total
@@ -57,8 +58,7 @@
 #   ROLLING_PRE_DRAIN         pre-drain delay of `ours` (default 2s; HAProxy
 #                             needs up to inter 500ms x (fall 2 + 1) = 1.5s)
 #   ROLLING_WARMUP            seconds of load before the first SIGTERM (default 2)
-#   ROLLING_LOAD_S            load duration (default: computed to cover the
-#                             restart of both instances with a margin)
+#   ROLLING_TAIL              seconds of load after B is back UP (default 2)
 #   ROLLING_RATE, ROLLING_FAST_CONNECTIONS  fast HTTP load (default 300, 20)
 #   ROLLING_SLOW_CONNECTIONS, ROLLING_STREAM_CONNECTIONS  (default 8, 8)
 #   ROLLING_GRPC_CONNECTIONS  gRPC connections (default 8)
@@ -83,7 +83,7 @@ RISE=2
 PRE_DRAIN=${ROLLING_PRE_DRAIN:-2s}
 DEADLINE=10s
 WARMUP_S=${ROLLING_WARMUP:-2}
-TAIL_S=2            # load after B is back UP, at least
+TAIL_S=${ROLLING_TAIL:-2}  # load after B is back UP
 RATE=${ROLLING_RATE:-300}
 FAST_CONNS=${ROLLING_FAST_CONNECTIONS:-20}
 SLOW_CONNS=${ROLLING_SLOW_CONNECTIONS:-8}
@@ -608,19 +608,19 @@ roll() {
 
 run_one() { # run_one SCENARIO VARIANT RUN
     SCENARIO=$1 VARIANT=$2
-    local run=$3 mode pre load_s l
+    local run=$3 mode load_s l
     COL=$SCENARIO.$VARIANT.$run
     rundir=$work/$COL
     mkdir -p "$rundir"
     [[ $SCENARIO == grpc ]] && KIND=multi || KIND=axum
     [[ $SCENARIO == l7 ]] && mode=http || mode=tcp
-    [[ $VARIANT == ours ]] && pre=$(secs_of "$PRE_DRAIN") || pre=0
-    # The load covers: warm-up, two restarts (pre-drain, drain of a 1 s
-    # request, restart, rise checks, margin), and a tail.
-    load_s=${ROLLING_LOAD_S:-$(( WARMUP_S + 2 * (pre + 4) + TAIL_S ))}
+    # The load is stopped (by signal) TAIL seconds after B is back UP; its
+    # own limit is only a backstop, long enough for two restarts that each
+    # use their whole kill limit.
+    load_s=$(( WARMUP_S + 2 * (EXIT_LIMIT_S + UP_LIMIT_S) + TAIL_S + 10 ))
     PID=() PORT=() GPORT=() APORT=() STARTS=()
 
-    say "$SCENARIO/$VARIANT run $run: starting A and B ($KIND), haproxy mode $mode, load ${load_s}s"
+    say "$SCENARIO/$VARIANT run $run: starting A and B ($KIND), haproxy mode $mode"
     start_instance a
     start_instance b
     start_haproxy "$mode"
@@ -634,15 +634,26 @@ run_one() { # run_one SCENARIO VARIANT RUN
     roll a
     roll b
     R[$COL.roll]=$(elapsed "$t_load" "$(now)")
+    sleep "$TAIL_S"     # steady load on the restarted pair (a load phase, not a wait)
 
-    # The load must still be running: otherwise part of the restart went
-    # unmeasured.
+    # The loads must still be running (else part of the restart went
+    # unmeasured); then they are told to stop: no new request, the ones in
+    # flight run to their end (oha -w; grpc_load on SIGTERM). The fast oha
+    # (-q) prints at once and leaves its last in-flight requests (a few ms of
+    # traffic on the healthy pair) uncounted either way.
     R[$COL.window]=ok
     for l in "${!LOAD_PID[@]}"; do
         running "${LOAD_PID[$l]}" || R[$COL.window]=short
     done
     for l in "${!LOAD_PID[@]}"; do
-        wait_pid "${LOAD_PID[$l]}" $(( load_s + REQUEST_TIMEOUT_S + 10 ))
+        if [[ $l == grpc ]]; then
+            kill -TERM "${LOAD_PID[$l]}" 2>/dev/null || true
+        else
+            kill -INT "${LOAD_PID[$l]}" 2>/dev/null || true
+        fi
+    done
+    for l in "${!LOAD_PID[@]}"; do
+        wait_pid "${LOAD_PID[$l]}" $(( REQUEST_TIMEOUT_S + 10 ))
         (( WAIT_RC == 0 )) || die "load $l failed (status $WAIT_RC): $(tail -3 "$rundir/"*.log | tr '\n' ' ')"
     done
     R[$COL.retries]="$(hstat be BACKEND wretr)/$(hstat be BACKEND wredis)"
@@ -660,7 +671,7 @@ run_one() { # run_one SCENARIO VARIANT RUN
 
     collect "$COL"
     [[ ${R[$COL.window]} == ok ]] ||
-        die "the load ended before the restart did (${R[$COL.roll]}s after it started; load ${load_s}s): raise ROLLING_LOAD_S"
+        die "the load ended before the restart did (${R[$COL.roll]}s after it started; its limit ${load_s}s)"
     (( ${R[$COL.ok]} > 0 )) || die "no request succeeded at all: the load did not run"
 
     local result
