@@ -11,9 +11,21 @@
 //!   `GracefulShutdown`) when you own the accept loop.
 //! * `--bin multi`: public HTTP, gRPC and an admin port (probes, Prometheus
 //!   metrics) draining as one.
+//!
+//! [`demo`] is the hand-written `demo.v1.Demo` gRPC service (server and
+//! client) that the `tonic` and `multi` examples serve, exported here so that
+//! other packages (the rolling-restart load client in `tests/`) use the very
+//! same client and messages.
 
 use std::fmt;
 use std::time::Duration;
+
+// The `demo.v1.Demo` service: messages, server and client. The `tonic`
+// example includes the same file. (Its documentation is the file's own: an
+// outer doc comment here would make rustdoc resolve the file's links from
+// this crate's root.)
+#[path = "../proto/demo.rs"]
+pub mod demo;
 
 /// Why [`parse_duration`] refused its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
