@@ -129,7 +129,11 @@ where
                     // Counted before the task exists, so the count at the end
                     // of the drain includes connections not yet polled.
                     let open = Open::new(shared);
-                    connections.spawn(connection(stream, service.clone(), shared, open));
+                    // Accepted after the trigger: the balancer has not
+                    // noticed yet. A GOAWAY now would only send the client
+                    // back here; it gets one when draining starts.
+                    let late = shared.triggered();
+                    connections.spawn(connection(stream, service.clone(), shared, open, late));
                 }
                 Err(e) if is_per_connection(&e) => {}
                 Err(e) => {

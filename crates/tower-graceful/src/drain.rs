@@ -390,13 +390,14 @@ pub(crate) fn announces_close(shared: &Shared) -> bool {
 /// The lame duck, on one HTTP/1.x response once shutdown was triggered.
 #[cold]
 #[inline(never)]
-pub(crate) fn announce_close(shared: &Shared, head: &mut http::response::Parts) {
+pub(crate) fn announce_close(shared: &Shared, head: &mut http::response::Parts) -> bool {
     if head.status == StatusCode::SWITCHING_PROTOCOLS || !announces_close(shared) {
-        return;
+        return head.headers.get(CONNECTION).is_some_and(|v| v == CLOSE);
     }
     if head.headers.insert(CONNECTION, CLOSE).is_none() {
         shared.tracker.count_close();
     }
+    true
 }
 
 /// Layer that applies [`Drain`].
@@ -648,7 +649,7 @@ where
                 let res = ready!(fut.poll(cx))?;
                 let (mut head, inner) = res.into_parts();
                 if shared.triggered() {
-                    announce_close(shared, &mut head);
+                    let _ = announce_close(shared, &mut head);
                 }
                 Poll::Ready(Ok(Response::from_parts(
                     head,

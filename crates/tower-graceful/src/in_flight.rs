@@ -172,6 +172,31 @@ fn late<B>(
     }
 }
 
+/// An HTTP/1.x response ended while draining without announcing the close
+/// (its head went out before the trigger, as a stream's does): its client
+/// may send the next request on that connection at once, and were the drain
+/// to complete now, `serve` would close the connection under that request.
+/// So the request's count is held for the reuse grace (cut short by the
+/// forced stop): a request that arrives meanwhile is served, with the close
+/// announced.
+#[cold]
+#[inline(never)]
+fn linger(guard: RequestGuard, shared: &'static Shared) {
+    let grace = shared.policy.reuse_grace;
+    if grace.is_zero() || shared.hard.is_cancelled() {
+        return; // `guard` drops: released now
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = shared.hard.cancelled() => {}
+            }
+            drop(guard);
+        });
+    }
+}
+
 /// For an untracked path (nothing to count): turned away while draining by
 /// the same rules as a request no counter admitted.
 #[inline]
@@ -291,11 +316,11 @@ where
         };
         let guard = this.guard.take();
         let shared = *this.shared;
-        let lame_duck = *this.lame_duck;
+        let mut linger = *this.lame_duck;
         Poll::Ready(res.map(|res| {
             let (mut head, inner) = res.into_parts();
-            if lame_duck && shared.triggered() {
-                crate::drain::announce_close(shared, &mut head);
+            if linger && shared.triggered() {
+                linger = !crate::drain::announce_close(shared, &mut head);
             }
             // A body that is already finished releases at once: hyper may
             // drop it without polling.
@@ -306,6 +331,7 @@ where
                     inner,
                     guard,
                     shared,
+                    linger,
                 },
             )
         }))
@@ -321,6 +347,9 @@ pin_project! {
         inner: B,
         guard: Option<RequestGuard>,
         shared: &'static Shared,
+        // An HTTP/1.x response that did not announce the close: if it ends
+        // while draining, its client may reuse the connection at once.
+        linger: bool,
     }
 }
 
@@ -332,6 +361,7 @@ impl<B> CountedBody<B> {
 }
 
 impl<B: fmt::Debug> fmt::Debug for CountedBody<B> {
+    // (`linger` is an internal detail.)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CountedBody")
             .field("inner", &self.inner)
@@ -363,7 +393,11 @@ impl<B: Body> Body for CountedBody<B> {
         };
         if finished {
             // Drop releases; `take` makes it happen exactly once.
-            this.guard.take();
+            if let Some(guard) = this.guard.take() {
+                if *this.linger && this.shared.draining() {
+                    linger(guard, this.shared);
+                }
+            }
         }
         Poll::Ready(frame)
     }

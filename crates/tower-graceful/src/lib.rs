@@ -121,7 +121,7 @@ pub use crate::connection::serve;
 pub use crate::body::FixedBody;
 pub use crate::builder::{
     Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
-    DEFAULT_RETRY_AFTER, GRPC_HEALTH_WATCH,
+    DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
 pub use crate::coordinator::{CloseConnections, Coordinator, Draining, HookRegistrationError};
 pub use crate::drain::{Drain, DrainLayer, RejectContext};

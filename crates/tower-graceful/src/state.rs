@@ -166,6 +166,10 @@ pub(crate) struct Policy {
     /// A request admitted while draining with less than this left before the
     /// drain deadline is turned away (it could not finish anyway).
     pub(crate) min_time_left: std::time::Duration,
+    /// How long an HTTP/1.x response that ended while draining without
+    /// announcing the close keeps the drain open, for its client's next
+    /// request on that connection (served, with the close announced).
+    pub(crate) reuse_grace: std::time::Duration,
 }
 
 impl Shared {

@@ -1110,73 +1110,6 @@ fn services_futures_and_bodies_are_send_and_sync() {
     assert_sync::<ReadinessService>();
 }
 
-// ---------- tracing ----------
-
-/// A `MakeWriter` that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Every event of a shutdown nests in one `shutdown` span that carries the
-/// cause and the phase (recorded as it changes), hooks' own events included;
-/// nothing logged before the trigger is in it.
-#[tokio::test(start_paused = true)]
-async fn shutdown_events_nest_in_one_span_with_cause_and_phase() {
-    let buf = LogBuf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-
-    let c = Coordinator::builder()
-        .handle_signals(false)
-        .pre_drain_delay(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    c.on_shutdown("flush", || async {
-        tracing::info!("flushing buffers");
-        Ok::<_, Infallible>(())
-    })
-    .unwrap();
-    tracing::info!("before the trigger");
-    c.trigger();
-    timeout(WAIT, c.wait()).await.expect("shutdown in time");
-
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    let line = |what: &str| -> &str {
-        text.lines()
-            .find(|l| l.contains(what))
-            .unwrap_or_else(|| panic!("no {what:?} in the log:\n{text}"))
-    };
-    assert!(!line("before the trigger").contains("shutdown{"), "{text}");
-    let triggered = line("shutdown triggered: readiness down");
-    assert!(
-        triggered.contains("shutdown{cause=api phase=triggered}:"),
-        "{triggered}"
-    );
-    // The plain-text formatter appends a recorded field after the earlier
-    // value; the last one is the current phase.
-    let draining = line("draining: shutdown signal fired");
-    assert!(draining.contains("shutdown{cause=api"), "{draining}");
-    assert!(draining.contains("phase=draining}:"), "{draining}");
-    let hook = line("flushing buffers");
-    assert!(hook.contains("phase=cleaning-up}:"), "{hook}");
-    let done = line("shutdown complete");
-    assert!(done.contains("shutdown{cause=api"), "{done}");
-}
-
 // ---------- placement ----------
 
 /// What the README and `Coordinator::layer` say about placement: with
@@ -1430,4 +1363,55 @@ async fn custom_rejection_on_the_combined_layer_keeps_what_makes_it_retryable() 
     let res = svc.oneshot(req).await.unwrap();
     assert!(res.headers().get("connection").is_none(), "never on HTTP/2");
     assert_eq!(res.headers()["retry-after"], "3");
+}
+
+/// A stream whose head went out before the trigger ends while draining:
+/// its HTTP/1.1 connection was never told to close, so its client may send
+/// the next request at once. The drain waits the reuse grace for it (served,
+/// with the close announced), then completes; a response that announced the
+/// close does not linger.
+#[tokio::test(start_paused = true)]
+async fn an_unannounced_stream_ending_while_draining_holds_the_drain_for_the_reuse_grace() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .reuse_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let (tx, body) = channel_body();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let svc =
+        ServiceBuilder::new()
+            .layer(c.layer())
+            .service(service_fn(move |req: Request<String>| {
+                let b = if req.uri().path() == "/stream" {
+                    body.lock().unwrap().take()
+                } else {
+                    None
+                };
+                async move {
+                    Ok::<_, Infallible>(match b {
+                        Some(b) => Response::new(http_body_util::Either::Left(b)),
+                        None => Response::new(http_body_util::Either::Right(String::from("ok"))),
+                    })
+                }
+            }));
+    let res = svc.clone().oneshot(get("/stream")).await.unwrap();
+    assert!(!h1_close(&res), "head before the trigger");
+    c.trigger();
+    timeout(WAIT, c.draining()).await.unwrap();
+    drop(tx); // the stream ends while draining
+    body_text(res).await;
+    assert_eq!(c.in_flight(), 1, "held for the reuse grace");
+    // The client's next request on that connection: served, close announced.
+    let next = svc.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    assert!(h1_close(&next));
+    body_text(next).await; // announced: released at once
+    assert_eq!(c.in_flight(), 1);
+    tokio::time::advance(Duration::from_millis(201)).await;
+    timeout(WAIT, c.drained()).await.unwrap();
+    assert_eq!(c.in_flight(), 0);
+    let report = timeout(WAIT, c.wait()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.rejected, 0);
 }
