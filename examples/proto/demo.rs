@@ -227,10 +227,11 @@ fn ticks(
 
 // ---------------------------------------------------------------- client --
 
-/// A client for `demo.v1.Demo`.
+/// A client for `demo.v1.Demo`, on a tonic `Channel` or any other gRPC
+/// transport (a tower service of HTTP requests).
 #[derive(Clone, Debug)]
-pub struct DemoClient {
-    inner: tonic::client::Grpc<tonic::transport::Channel>,
+pub struct DemoClient<T = tonic::transport::Channel> {
+    inner: tonic::client::Grpc<T>,
 }
 
 impl DemoClient {
@@ -251,12 +252,27 @@ impl DemoClient {
             .await?;
         Ok(Self::new(channel))
     }
+}
+
+impl<T> DemoClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    /// A client on `transport`, which sends to `origin` (`http://host:port`).
+    pub fn with_origin(transport: T, origin: http::Uri) -> Self {
+        Self {
+            inner: tonic::client::Grpc::with_origin(transport, origin),
+        }
+    }
 
     async fn ready(&mut self) -> Result<(), Status> {
         self.inner
             .ready()
             .await
-            .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))
+            .map_err(|e| Status::unavailable(format!("channel not ready: {}", e.into())))
     }
 
     pub async fn hello(

@@ -254,52 +254,101 @@ async fn connection<S, B>(
             },
         }
     };
+    let (give_back, given_back) = tokio::sync::oneshot::channel();
     let io = TokioIo::new(Rewind {
         head,
         pos: 0,
         len: n,
-        inner: stream,
+        inner: Some(stream),
+        give_back: Some(give_back),
     });
     let service = TowerToHyperService::new(service);
+    // Each branch owns (and drops) hyper's connection, and with it the
+    // stream, which then comes back here for a lingering close.
     if h2 {
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, service);
-        let mut conn = pin!(conn);
-        let at_end = tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = goaway_time(shared, late) => false,
-            _ = &mut close => true,
-        };
-        if at_end {
-            open.closed_idle();
+        async {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service);
+            let mut conn = pin!(conn);
+            let at_end = tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = goaway_time(shared, late) => false,
+                _ = &mut close => true,
+            };
+            if at_end {
+                open.closed_idle();
+            }
+            // Graceful: GOAWAY with the highest stream id first, so requests
+            // already on the wire are still served; then the real last id.
+            conn.as_mut().graceful_shutdown();
+            shared.connections.goaway.fetch_add(1, Ordering::AcqRel);
+            if !at_end {
+                // Still open when the drain completes: closed then, idle.
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = &mut close => open.closed_idle(),
+                }
+            }
+            finish(conn, shared).await;
         }
-        // Graceful: GOAWAY with the highest stream id first, so requests
-        // already on the wire are still served; then the real last id.
-        conn.as_mut().graceful_shutdown();
-        shared.connections.goaway.fetch_add(1, Ordering::AcqRel);
-        if !at_end {
-            // Still open when the drain completes: closed then, idle.
+        .await;
+    } else {
+        async {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades();
+            let mut conn = pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = &mut close => open.closed_idle(),
             }
+            // Nothing is in flight (or the drain was cut short): an idle
+            // connection closes now, a busy one after its response.
+            conn.as_mut().graceful_shutdown();
+            finish(conn, shared).await;
         }
-        finish(conn, shared).await;
-    } else {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, service)
-            .with_upgrades();
-        let mut conn = pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = &mut close => open.closed_idle(),
-        }
-        // Nothing is in flight (or the drain was cut short): an idle
-        // connection closes now, a busy one after its response.
-        conn.as_mut().graceful_shutdown();
-        finish(conn, shared).await;
+        .await;
+    }
+    // An upgraded connection (WebSocket) comes back when its session ends.
+    let stream = tokio::select! {
+        s = given_back => s,
+        _ = shared.done.wait() => return,
+    };
+    if let Ok(stream) = stream {
+        linger_close(stream, shared).await;
     }
 }
+
+/// Closes our end without destroying what the peer has not read yet. A
+/// client may still have frames on the wire when the server is done with a
+/// connection (an HTTP/2 request racing the GOAWAY, a PING ack, a window
+/// update); arriving at a closed socket they make the kernel answer with a
+/// reset, and a reset discards the client's unread data: the end of the
+/// last response. So: send FIN, then read and discard until the client
+/// closes its side, for at most a moment (or until the report is out).
+async fn linger_close(mut stream: TcpStream, shared: &'static Shared) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.shutdown().await;
+    let mut scratch = [0u8; 1024];
+    let drain = async {
+        // Bounded: at most this many reads, each ending the linger on EOF or
+        // an error.
+        for _ in 0..256 {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = drain => {}
+        _ = tokio::time::sleep(LINGER) => {}
+        _ = shared.done.wait() => {}
+    }
+}
+
+/// How long [`linger_close`] waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Runs a connection told to shut down to its end, or until the report is
 /// out after a forced stop.
@@ -343,11 +392,28 @@ async fn goaway_time(shared: &'static Shared, late: bool) {
 }
 
 /// The stream with the bytes read to tell the protocol put back in front.
+/// When hyper drops it, the stream goes back to the connection task for a
+/// lingering close.
 struct Rewind {
     head: [u8; PREFACE.len()],
     pos: usize,
     len: usize,
-    inner: TcpStream,
+    inner: Option<TcpStream>,
+    give_back: Option<tokio::sync::oneshot::Sender<TcpStream>>,
+}
+
+impl Rewind {
+    fn stream(&mut self) -> &mut TcpStream {
+        self.inner.as_mut().expect("only taken on drop")
+    }
+}
+
+impl Drop for Rewind {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(tx)) = (self.inner.take(), self.give_back.take()) {
+            let _ = tx.send(stream);
+        }
+    }
 }
 
 impl AsyncRead for Rewind {
@@ -363,7 +429,7 @@ impl AsyncRead for Rewind {
             this.pos += n;
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        Pin::new(this.stream()).poll_read(cx, buf)
     }
 }
 
@@ -373,7 +439,7 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        Pin::new(self.get_mut().stream()).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -381,18 +447,20 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        Pin::new(self.get_mut().stream()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        Pin::new(self.get_mut().stream()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        Pin::new(self.get_mut().stream()).poll_shutdown(cx)
     }
 }

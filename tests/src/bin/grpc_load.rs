@@ -9,9 +9,21 @@
 //!           [--timeout-ms 10000] [--stop-on-shutdown]
 //! ```
 //!
-//! Each connection is its own `Channel` (one HTTP/2 connection through the
-//! balancer; tonic reconnects it when it closes, and the balancer picks the
-//! backend of the new connection). On each connection two loops run side by
+//! Each connection is its own client (one HTTP/2 connection through the
+//! balancer at a time; a new one when the server sends GOAWAY or closes, and
+//! the balancer picks the backend of the new connection). `--transport`
+//! picks what carries the tonic client's calls:
+//!
+//! * `pool` (the default): hyper-util's client with its defaults
+//!   (`http2_only`), which sends a request that never left its queue before
+//!   the connection went away (GOAWAY, close) on a new connection instead
+//!   (`retry_canceled_requests`, the default: no request that reached a
+//!   server is sent twice);
+//! * `channel`: tonic's own `Channel`, which (with hyper's HTTP/2 client,
+//!   hyper#2500) still sends the first call after a GOAWAY on a connection
+//!   with a stream open and fails it locally, within microseconds, without
+//!   it ever reaching a server: no server-side drain can prevent that, so
+//!   the harness reports it for contrast. On each connection two loops run side by
 //! side until the duration is over or SIGINT / SIGTERM arrives:
 //!
 //! * unary `Hello` calls, one every `--unary-interval-ms`;
@@ -43,6 +55,7 @@ use tower_graceful_examples::demo::{CountRequest, DemoClient, HelloRequest};
 
 struct Args {
     addr: SocketAddr,
+    pool: bool,
     connections: usize,
     duration: Duration,
     unary_interval: Duration,
@@ -52,13 +65,14 @@ struct Args {
     stop_on_shutdown: bool,
 }
 
-const USAGE: &str = "usage: grpc_load --addr HOST:PORT [--connections N] [--duration 60s] \
+const USAGE: &str = "usage: grpc_load --addr HOST:PORT [--transport pool|channel] [--connections N] [--duration 60s] \
 [--unary-interval-ms MS] [--stream-count N] [--stream-interval-ms MS] [--timeout-ms MS] \
 [--stop-on-shutdown]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        pool: true,
         connections: 8,
         duration: Duration::from_secs(60),
         unary_interval: Duration::from_millis(25),
@@ -92,6 +106,13 @@ fn parse_args() -> Result<Args, String> {
                         .parse()
                         .map_err(|_| format!("--addr: {value:?} is not HOST:PORT"))?,
                 )
+            }
+            "--transport" => {
+                args.pool = match value.as_str() {
+                    "pool" => true,
+                    "channel" => false,
+                    other => return Err(format!("--transport: {other:?} is not pool or channel")),
+                }
             }
             "--connections" => args.connections = num("--connections")?.clamp(1, 1000) as usize,
             "--duration" => {
@@ -213,64 +234,190 @@ struct Stats {
 
 type Shared = Arc<Mutex<Stats>>;
 
-async fn unary_call(client: &mut DemoClient) -> Result<&'static str, String> {
-    let reply = client
-        .hello(HelloRequest {
-            name: "rolling".to_owned(),
-        })
-        .await
-        .map_err(|s| status_kind(&s))?;
-    if reply.get_ref().message == "hello, rolling" {
-        Ok("ok")
-    } else {
-        Err(format!("wrong reply {:?}", reply.get_ref().message))
+/// What carries the calls: a tonic `Channel` or hyper-util's pooled client.
+#[derive(Clone)]
+enum Transport {
+    Channel(tonic::transport::Channel),
+    Pool(
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            tonic::body::Body,
+        >,
+    ),
+}
+
+/// A transport error, as a concrete type (rustc's `Send` check of the
+/// spawned call loops trips over a boxed `dyn Error` here).
+#[derive(Debug)]
+struct TransportError(String);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-async fn stream_call(client: &mut DemoClient, args: &Args) -> Result<&'static str, String> {
-    let mut stream = client
-        .count(CountRequest {
-            count: args.stream_count,
-            interval_ms: args.stream_interval_ms,
-            stop_on_shutdown: args.stop_on_shutdown,
-        })
-        .await
-        .map_err(|s| status_kind(&s))?
-        .into_inner();
-    let mut got = 0u32;
-    loop {
-        match stream.message().await {
-            Ok(Some(tick)) => {
-                got += 1;
-                if tick.seq != got {
-                    return Err(format!("tick {} where {got} was expected", tick.seq));
-                }
-                if tick.shutting_down {
-                    // The server ended the stream early, cleanly, on purpose;
-                    // it must be the last message.
-                    return match stream.message().await {
-                        Ok(None) => Ok("ok, ended early by shutdown"),
-                        Ok(Some(_)) => Err("a tick after the shutting_down tick".to_owned()),
-                        Err(s) => Err(format!("after the shutting_down tick: {}", status_kind(&s))),
-                    };
-                }
+impl std::error::Error for TransportError {}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(" <- ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = TransportError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, TransportError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), TransportError>> {
+        match self {
+            Transport::Channel(c) => {
+                tower::Service::poll_ready(c, cx).map_err(|e| TransportError(chain(&e)))
             }
-            Ok(None) if got == args.stream_count => return Ok("ok"),
-            Ok(None) => {
-                return Err(format!(
-                    "ended cleanly after {got} of {} ticks",
-                    args.stream_count
-                ))
+            Transport::Pool(p) => {
+                tower::Service::poll_ready(p, cx).map_err(|e| TransportError(chain(&e)))
             }
-            Err(s) => {
-                return Err(if got == 0 {
-                    status_kind(&s)
-                } else {
-                    format!("after {got} ticks: {}", status_kind(&s))
+        }
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Transport::Channel(c) => {
+                let fut = tower::Service::call(c, req);
+                Box::pin(async move { fut.await.map_err(|e| TransportError(chain(&e))) })
+            }
+            Transport::Pool(p) => {
+                let fut = tower::Service::call(p, req);
+                Box::pin(async move {
+                    fut.await
+                        .map(|r| r.map(tonic::body::Body::new))
+                        .map_err(|e| TransportError(chain(&e)))
                 })
             }
         }
     }
+}
+
+type Client = DemoClient<Transport>;
+
+async fn connect(addr: SocketAddr, pool: bool) -> Result<Client, String> {
+    use tower::ServiceExt as _;
+    let origin: http::Uri = format!("http://{addr}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let transport = if pool {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                // hyper-util's default: a request that was never sent (the
+                // connection closed or sent GOAWAY before the request left the
+                // client's queue) goes to a new connection. No request a server has
+                // seen is ever sent twice.
+                .retry_canceled_requests(true)
+                .build_http::<tonic::body::Body>();
+        // Open the connection now, as `Channel::connect` does.
+        let probe = http::Request::get(format!("http://{addr}/"))
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        client
+            .clone()
+            .oneshot(probe)
+            .await
+            .map_err(|e| format!("{e}"))?;
+        Transport::Pool(client)
+    } else {
+        let channel = tonic::transport::Endpoint::from_shared(origin.to_string())
+            .map_err(|e| format!("{e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|e| format!("{e}"))?;
+        Transport::Channel(channel)
+    };
+    Ok(DemoClient::with_origin(transport, origin))
+}
+
+type CallFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<&'static str, String>> + Send>>;
+
+// Boxed as `Send` here, where the transport is a concrete type: rustc cannot
+// prove it through the generic client inside `tokio::spawn` (its
+// higher-ranked `Send` check).
+fn unary_call(mut client: Client) -> CallFuture {
+    Box::pin(async move {
+        let reply = client
+            .hello(HelloRequest {
+                name: "rolling".to_owned(),
+            })
+            .await
+            .map_err(|s| status_kind(&s))?;
+        if reply.get_ref().message == "hello, rolling" {
+            Ok("ok")
+        } else {
+            Err(format!("wrong reply {:?}", reply.get_ref().message))
+        }
+    })
+}
+
+fn stream_call(mut client: Client, args: Arc<Args>) -> CallFuture {
+    Box::pin(async move {
+        let mut stream = client
+            .count(CountRequest {
+                count: args.stream_count,
+                interval_ms: args.stream_interval_ms,
+                stop_on_shutdown: args.stop_on_shutdown,
+            })
+            .await
+            .map_err(|s| status_kind(&s))?
+            .into_inner();
+        let mut got = 0u32;
+        loop {
+            match stream.message().await {
+                Ok(Some(tick)) => {
+                    got += 1;
+                    if tick.seq != got {
+                        return Err(format!("tick {} where {got} was expected", tick.seq));
+                    }
+                    if tick.shutting_down {
+                        // The server ended the stream early, cleanly, on purpose;
+                        // it must be the last message.
+                        return match stream.message().await {
+                            Ok(None) => Ok("ok, ended early by shutdown"),
+                            Ok(Some(_)) => Err("a tick after the shutting_down tick".to_owned()),
+                            Err(s) => {
+                                Err(format!("after the shutting_down tick: {}", status_kind(&s)))
+                            }
+                        };
+                    }
+                }
+                Ok(None) if got == args.stream_count => return Ok("ok"),
+                Ok(None) => {
+                    return Err(format!(
+                        "ended cleanly after {got} of {} ticks",
+                        args.stream_count
+                    ))
+                }
+                Err(s) => {
+                    return Err(if got == 0 {
+                        status_kind(&s)
+                    } else {
+                        format!("after {got} ticks: {}", status_kind(&s))
+                    })
+                }
+            }
+        }
+    })
 }
 
 /// Runs `op` until `stop` says so; each call bounded by `timeout`.
@@ -332,12 +479,7 @@ async fn main() -> ExitCode {
     // the load starts.
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            DemoClient::connect(args.addr, Duration::from_secs(2)),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_secs(5), connect(args.addr, args.pool)).await {
             Ok(Ok(c)) => clients.push(c),
             Ok(Err(e)) => {
                 eprintln!("grpc_load: connection {i} to {} failed: {e}", args.addr);
@@ -369,8 +511,8 @@ async fn main() -> ExitCode {
             call_loop(
                 "unary",
                 move || {
-                    let mut c = c.clone();
-                    async move { unary_call(&mut c).await }
+                    let c = c.clone();
+                    async move { unary_call(c).await }
                 },
                 pause,
                 timeout,
@@ -387,9 +529,9 @@ async fn main() -> ExitCode {
             call_loop(
                 "stream",
                 move || {
-                    let mut c = c.clone();
+                    let c = c.clone();
                     let a = a.clone();
-                    async move { stream_call(&mut c, &a).await }
+                    async move { stream_call(c, a).await }
                 },
                 Duration::ZERO,
                 timeout,
