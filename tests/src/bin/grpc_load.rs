@@ -23,8 +23,10 @@
 //!   hyper#2500) still sends the first call after a GOAWAY on a connection
 //!   with a stream open and fails it locally, within microseconds, without
 //!   it ever reaching a server: no server-side drain can prevent that, so
-//!   the harness reports it for contrast. On each connection two loops run side by
-//! side until the duration is over or SIGINT / SIGTERM arrives:
+//!   a harness can only report it.
+//!
+//! On each connection two loops run side by side until the duration is over
+//! or SIGINT / SIGTERM arrives:
 //!
 //! * unary `Hello` calls, one every `--unary-interval-ms`;
 //! * server-streaming `Count` calls back to back, `--stream-count` ticks
