@@ -241,9 +241,11 @@ type Shared = Arc<Mutex<Stats>>;
 enum Transport {
     Channel(tonic::transport::Channel),
     Pool(
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            tonic::body::Body,
+        Box<
+            hyper_util::client::legacy::Client<
+                hyper_util::client::legacy::connect::HttpConnector,
+                tonic::body::Body,
+            >,
         >,
     ),
 }
@@ -288,7 +290,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Transport {
                 tower::Service::poll_ready(c, cx).map_err(|e| TransportError(chain(&e)))
             }
             Transport::Pool(p) => {
-                tower::Service::poll_ready(p, cx).map_err(|e| TransportError(chain(&e)))
+                tower::Service::poll_ready(&mut **p, cx).map_err(|e| TransportError(chain(&e)))
             }
         }
     }
@@ -300,7 +302,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Transport {
                 Box::pin(async move { fut.await.map_err(|e| TransportError(chain(&e))) })
             }
             Transport::Pool(p) => {
-                let fut = tower::Service::call(p, req);
+                let fut = tower::Service::call(&mut **p, req);
                 Box::pin(async move {
                     fut.await
                         .map(|r| r.map(tonic::body::Body::new))
@@ -337,7 +339,7 @@ async fn connect(addr: SocketAddr, pool: bool) -> Result<Client, String> {
             .oneshot(probe)
             .await
             .map_err(|e| format!("{e}"))?;
-        Transport::Pool(client)
+        Transport::Pool(Box::new(client))
     } else {
         let channel = tonic::transport::Endpoint::from_shared(origin.to_string())
             .map_err(|e| format!("{e}"))?
