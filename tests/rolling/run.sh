@@ -330,7 +330,7 @@ start_instance() {
     log=$rundir/$name.$n.out
     err=$rundir/$name.$n.err
     : >"$log"
-    local envs=(RUST_LOG=warn GRACEFUL_PRE_DRAIN="$PRE_DRAIN" GRACEFUL_DEADLINE="$DEADLINE")
+    local envs=(RUST_LOG=${ROLLING_SERVER_LOG:-warn} GRACEFUL_PRE_DRAIN="$PRE_DRAIN" GRACEFUL_DEADLINE="$DEADLINE")
     if [[ $VARIANT == builtin ]]; then
         envs+=(GRACEFUL_MODE=builtin GRACEFUL_PRE_DRAIN=0)
     fi
