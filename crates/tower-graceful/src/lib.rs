@@ -65,6 +65,9 @@
 //!   when shutdown is triggered.
 //! * `serve`: [`serve`] and the [`connection`] module, on hyper and
 //!   hyper-util.
+//! * `systemd` (unix): the `systemd` module: `sd_notify` readiness, shutdown
+//!   progress and watchdog driven by the coordinator (`sd-notify`), and
+//!   listeners passed by socket activation (`listenfd`).
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
@@ -91,6 +94,9 @@ pub mod connection;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub mod systemd;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
