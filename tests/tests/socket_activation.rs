@@ -43,9 +43,13 @@ async fn activate(example_env: &[(&str, String)]) -> (Example, SocketAddr) {
         for (k, v) in example_env {
             cmd.arg("-E").arg(format!("{k}={v}"));
         }
-        cmd.args(["-E", "RUST_LOG=info", "-E", "NO_COLOR=1"]).arg(&bin);
+        cmd.args(["-E", "RUST_LOG=info", "-E", "NO_COLOR=1"])
+            .arg(&bin);
         let mut activator = Example::spawn(cmd);
-        let line = activator.stderr.wait_for_any(&["Listening on", "Failed"]).await;
+        let line = activator
+            .stderr
+            .wait_for_any(&["Listening on", "Failed"])
+            .await;
         if line.contains(&format!("Listening on {addr} as 3.")) {
             return (activator, addr);
         }
@@ -86,7 +90,11 @@ async fn systemd_socket_activate_passes_the_socket_and_requests_are_served() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body_text(res).await.unwrap(), "hello\n");
     let line = example.stdout.wait_for("listening on ").await;
-    assert_eq!(line, format!("listening on {addr}"), "serves the passed socket");
+    assert_eq!(
+        line,
+        format!("listening on {addr}"),
+        "serves the passed socket"
+    );
     example
         .stderr
         .wait_for("listening on a socket passed by the service manager")
@@ -112,7 +120,11 @@ async fn systemd_socket_activate_passes_the_socket_and_requests_are_served() {
     // SIGTERM (to the PID systemd-socket-activate exec'd into) with a slow
     // request in flight: STOPPING=1, the request completes, exit 0.
     let mut slow_conn = H1::connect(addr).await;
-    let slow = tokio::spawn(slow_conn.sender.send_request(slow_conn.request("/slow?ms=1000")));
+    let slow = tokio::spawn(
+        slow_conn
+            .sender
+            .send_request(slow_conn.request("/slow?ms=1000")),
+    );
     example.stderr.wait_for("slow request started").await;
     example.sigterm();
     let n = within("STOPPING=1 on NOTIFY_SOCKET", notify.recv(&mut buf))
@@ -122,7 +134,10 @@ async fn systemd_socket_activate_passes_the_socket_and_requests_are_served() {
     assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg}");
     let res = within("the slow response", slow).await.unwrap().unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(body_text(res).await.unwrap(), "slow response after 1000 ms\n");
+    assert_eq!(
+        body_text(res).await.unwrap(),
+        "slow response after 1000 ms\n"
+    );
     let status = example.exited(Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status}");
     example.stdout.wait_for("total").await;
