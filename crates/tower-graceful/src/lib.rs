@@ -141,7 +141,14 @@ pub mod body_types {
 
 /// Every Rust snippet of the README, compiled (and run unless marked
 /// `no_run`) as a doctest.
-#[cfg(all(doctest, feature = "axum", feature = "tonic", feature = "serve"))]
+#[cfg(all(
+    doctest,
+    unix,
+    feature = "axum",
+    feature = "tonic",
+    feature = "serve",
+    feature = "systemd"
+))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
