@@ -6,9 +6,26 @@
 //!   (server, traffic, shutdown, timeline, report) on loopback.
 //! * `cargo run -p tower-graceful-examples --bin axum`: a realistic axum
 //!   server to copy from (SIGTERM / Ctrl-C, probes, streams, SSE, WebSocket).
+//! * `--bin tonic`: a gRPC server with `tonic-health`.
+//! * `--bin hyper`: a plain hyper server (hyper-util's auto builder and
+//!   `GracefulShutdown`) when you own the accept loop.
+//! * `--bin multi`: public HTTP, gRPC and an admin port (probes, Prometheus
+//!   metrics) draining as one.
+//!
+//! [`demo`] is the hand-written `demo.v1.Demo` gRPC service (server and
+//! client) that the `tonic` and `multi` examples serve, exported here so that
+//! other packages (the rolling-restart load client in `tests/`) use the very
+//! same client and messages.
 
 use std::fmt;
 use std::time::Duration;
+
+// The `demo.v1.Demo` service: messages, server and client. The `tonic`
+// example includes the same file. (Its documentation is the file's own: an
+// outer doc comment here would make rustdoc resolve the file's links from
+// this crate's root.)
+#[path = "../proto/demo.rs"]
+pub mod demo;
 
 /// Why [`parse_duration`] refused its input.
 #[derive(Debug, Clone, PartialEq, Eq)]

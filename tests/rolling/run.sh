@@ -1,89 +1,212 @@
 #!/usr/bin/env bash
-# Rolling restart of two instances of the `axum` example behind HAProxy, under
-# load from wrk, on loopback. Run twice:
+# What users of a load balancer lose during a rolling restart, measured
+# strictly: HAProxy with `retries 0` and no `option redispatch`, clients that
+# never retry, every failed request counted by kind. Loopback only.
 #
-#   ours     tower-graceful: readiness 503 at SIGTERM, pre-drain delay (>= HAProxy
-#            inter x fall), then drain; the requirement is zero failed requests
-#   builtin  GRACEFUL_MODE=builtin: axum's with_graceful_shutdown alone
-#            (its failures are expected and only reported)
+# Scenarios (ROLLING_ONLY picks some):
 #
-# For each: start A and B, start HAProxy (health check GET /ready every 200 ms,
-# fall 2, rise 2, option redispatch, retries 3) and wrk (Lua mix of /,
-# /slow?ms=200 and /stream?chunks=3 on keep-alive connections). Meanwhile:
-# SIGTERM A, wait for it to exit (exit time recorded), start it again, wait
-# until HAProxy has it UP (stats socket, bounded), then the same for B. Prints
-# the figures of both runs side by side.
+#   l7    HAProxy `mode http` in front of two `axum` examples; health check
+#         GET /ready. The balancer picks a server per request, so it can move
+#         requests away as soon as the check fails.
+#   l4    HAProxy `mode tcp` in front of the same two `axum` examples (same
+#         check). The balancer can move only new connections: HTTP/1.1
+#         keep-alive connections stay pinned to the instance they reached.
+#   grpc  HAProxy `mode tcp` in front of the gRPC ports of two `multi`
+#         examples (check GET /ready on their admin port). HTTP/2: one
+#         connection per client, many calls on it.
 #
-# Exit code: 0 iff the `ours` run had no non-2xx response and no socket error
-# (and both instances exited cleanly and came back UP); 1 otherwise; 2 for a
-# setup problem (missing tool, build failure, something not starting in time).
+# Variants: `ours` (tower-graceful, the examples' default mode, pre-drain
+# delay >= check interval x fall + one interval) must lose nothing; `builtin`
+# (GRACEFUL_MODE=builtin: axum's own with_graceful_shutdown, axum example
+# only) runs for contrast and its failures are only reported.
 #
-# Needs: haproxy, wrk (apt-get install -y haproxy wrk), cargo unless AXUM_BIN
-# is given. Installs nothing itself.
+# One run: start A and B, start HAProxy, wait until it has both UP, start the
+# load, let it run WARMUP seconds, then SIGTERM A, wait for A to exit, start A
+# again on the same port, wait until HAProxy has it UP; the same for B. The
+# load runs on for ROLLING_TAIL seconds after that, then is told to stop
+# (requests in flight end normally and are counted).
+#
+# Load (HTTP, oha, keep-alive HTTP/1.1, no retries):
+#   fast    GET / on 20 connections at 300 requests/s in total
+#   slow    GET /slow?ms=1000 back to back on 8 connections
+#   stream  GET /stream?chunks=5 (5 chunks 200 ms apart) back to back on 8
+# Load (gRPC, tests/src/bin/grpc_load.rs, a tonic client of demo.v1.Demo):
+#   8 connections (one HTTP/2 connection each), on each: unary Hello every
+#   25 ms and server-streaming Count (5 ticks, 200 ms apart) back to back.
+#
+# Output: one table per scenario (a column per variant and run), then one
+# machine-readable line per run and one per scenario and variant:
+#   ROLLING scenario=l4 variant=ours run=1 ok=... failed=0 ... result=pass
+#   ROLLING scenario=l4 variant=ours run=all runs=3 ok=... failed=0 failed_runs=0 result=pass
+#
+# Exit status: 0 iff every `ours` run of every scenario lost no request and
+# both instances exited cleanly (status 0, before the kill limit) and came
+# back UP; 1 otherwise; 2 for a setup problem (missing tool, build failure,
+# something that does not start, a load that did not run).
+#
+# Needs: haproxy, oha (cargo install oha --locked), jq, ss (iproute2), bash
+# >= 5; cargo unless the binaries are given. Installs nothing itself.
 #
 # Environment:
-#   AXUM_BIN          path to a built `axum` example (default: cargo build it)
-#   ROLLING_RELEASE=1 build with --release (default: debug)
-#   ROLLING_DURATION  wrk seconds per run (default 10)
-#   ROLLING_CONNECTIONS / ROLLING_THREADS  wrk -c / -t (default 64 / 2)
-#   ROLLING_DELAY_MS  pause between requests per connection (default 2)
-#   ROLLING_PRE_DRAIN pre-drain delay of `ours` (default 1s; HAProxy needs
-#                     inter 200ms x fall 2 = 400ms, plus one check period)
-#   ROLLING_ONLY=ours|builtin  run one variant
-#   ROLLING_KEEP=1    keep the work directory (logs, configs)
-set -euo pipefail
+#   ROLLING_ONLY=l7|l4|grpc   scenarios to run (comma-separated; default all)
+#   ROLLING_VARIANT=ours|builtin  one variant only (default both)
+#   ROLLING_RUNS=N            repeat every scenario N times (default 1)
+#   ROLLING_KEEP=1            keep the work directory (logs, configs, JSON)
+#   AXUM_BIN, MULTI_BIN, GRPC_LOAD_BIN  built binaries (default: cargo build
+#                             the ones needed, debug, into CARGO_TARGET_DIR)
+#   ROLLING_RELEASE=1         build with --release
+#   ROLLING_PRE_DRAIN         pre-drain delay of `ours` (default 2s; HAProxy
+#                             needs up to inter 500ms x (fall 2 + 1) = 1.5s)
+#   ROLLING_WARMUP            seconds of load before the first SIGTERM (default 2)
+#   ROLLING_TAIL              seconds of load after B is back UP (default 2)
+#   ROLLING_RATE, ROLLING_FAST_CONNECTIONS  fast HTTP load (default 300, 20)
+#   ROLLING_SLOW_CONNECTIONS, ROLLING_STREAM_CONNECTIONS  (default 8, 8)
+#   ROLLING_GRPC_CONNECTIONS  gRPC connections (default 8)
+set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-DURATION=${ROLLING_DURATION:-10}
-CONNECTIONS=${ROLLING_CONNECTIONS:-64}
-THREADS=${ROLLING_THREADS:-2}
-DELAY_MS=${ROLLING_DELAY_MS:-2}
-PRE_DRAIN=${ROLLING_PRE_DRAIN:-1s}
-DEADLINE=10s
-INTER_MS=200
+say() { printf '[rolling %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+    say "setup error: $*"
+    exit 2
+}
+trap 'rc=$?; say "setup error: command failed (status $rc) at line $LINENO [$BASHPID/$$ ${FUNCNAME[*]}]: $BASH_COMMAND"; exit 2' ERR
+
+(( BASH_VERSINFO[0] >= 5 )) || die "bash >= 5 needed (EPOCHREALTIME)"
+
+# ---------------------------------------------------------------- settings --
+INTER_MS=500
 FALL=2
 RISE=2
-WARMUP_S=1.5        # load before the first SIGTERM
-EXIT_LIMIT_S=20     # an instance that has not exited by then is killed (and counted as a failure)
-UP_LIMIT_S=10       # bound on waiting for HAProxy to mark a server UP
+PRE_DRAIN=${ROLLING_PRE_DRAIN:-2s}
+DEADLINE=10s
+WARMUP_S=${ROLLING_WARMUP:-2}
+TAIL_S=${ROLLING_TAIL:-2}  # load after B is back UP
+RATE=${ROLLING_RATE:-300}
+FAST_CONNS=${ROLLING_FAST_CONNECTIONS:-20}
+SLOW_CONNS=${ROLLING_SLOW_CONNECTIONS:-8}
+SLOW_MS=1000
+STREAM_CONNS=${ROLLING_STREAM_CONNECTIONS:-8}
+STREAM_CHUNKS=5
+GRPC_CONNS=${ROLLING_GRPC_CONNECTIONS:-8}
+GRPC_UNARY_MS=25
+GRPC_TICKS=5
+GRPC_TICK_MS=200
+REQUEST_TIMEOUT_S=10  # a request (or gRPC call) that takes longer is a failure
+UP_LIMIT_S=10         # bound on waiting for HAProxy to mark a server UP
+RUNS=${ROLLING_RUNS:-1}
 
-say() { printf '[rolling %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { say "error: $*"; exit 2; }
+# Whole seconds (rounded up) of a duration like 2s / 1500ms / 0.
+secs_of() {
+    local d=$1
+    case $d in
+        0) echo 0 ;;
+        *ms) echo $(( (${d%ms} + 999) / 1000 )) ;;
+        *s) echo "${d%s}" ;;
+        *) die "cannot read the duration $d (use 2s or 1500ms)" ;;
+    esac
+}
+millis_of() {
+    local d=$1
+    case $d in
+        0) echo 0 ;;
+        *ms) echo "${d%ms}" ;;
+        *s) echo $(( ${d%s} * 1000 )) ;;
+        *) die "cannot read the duration $d (use 2s or 1500ms)" ;;
+    esac
+}
+[[ $RUNS =~ ^[1-9][0-9]?$ ]] || die "ROLLING_RUNS must be a number from 1 to 99"
+pre_drain_ms=$(millis_of "$PRE_DRAIN")
+if (( pre_drain_ms < INTER_MS * (FALL + 1) )); then
+    say "warning: pre-drain $PRE_DRAIN < inter ${INTER_MS}ms x (fall $FALL + 1): HAProxy may still send to a draining instance"
+fi
+EXIT_LIMIT_S=$(( $(secs_of "$PRE_DRAIN") + $(secs_of "$DEADLINE") + 5 ))
+
+scenarios=(l7 l4 grpc)
+if [[ -n ${ROLLING_ONLY:-} ]]; then
+    IFS=', ' read -r -a scenarios <<<"$ROLLING_ONLY"
+    for s in "${scenarios[@]}"; do
+        [[ $s == l7 || $s == l4 || $s == grpc ]] || die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc)"
+    done
+fi
+case ${ROLLING_VARIANT:-} in
+    "" | ours | builtin) ;;
+    *) die "ROLLING_VARIANT must be ours or builtin" ;;
+esac
+variants_of() { # the variants of scenario $1
+    local all=(ours)
+    [[ $1 == grpc ]] || all+=(builtin)
+    if [[ -n ${ROLLING_VARIANT:-} ]]; then
+        [[ " ${all[*]} " == *" $ROLLING_VARIANT "* ]] && echo "$ROLLING_VARIANT"
+    else
+        echo "${all[*]}"
+    fi
+}
+has() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
+need_http=0 need_grpc=0
+if has l7 || has l4; then need_http=1; fi
+if has grpc; then need_grpc=1; fi
 
 # ---------------------------------------------------------------- tools --
 missing=()
-for tool in haproxy wrk ss; do
+tools=(haproxy jq ss)
+(( need_http )) && tools+=(oha)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     say "missing: ${missing[*]}"
-    say "install with: apt-get install -y haproxy wrk iproute2"
+    say "install with: apt-get install -y haproxy jq iproute2; cargo install oha --locked"
     exit 2
 fi
-(( BASH_VERSINFO[0] >= 5 )) || die "bash >= 5 needed (EPOCHREALTIME)"
 
-if [[ -n ${AXUM_BIN:-} ]]; then
-    bin=$AXUM_BIN
-else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found; build the axum example and set AXUM_BIN"
+# ------------------------------------------------------------- binaries --
+AXUM=${AXUM_BIN:-}
+MULTI=${MULTI_BIN:-}
+GRPC_LOAD=${GRPC_LOAD_BIN:-}
+# One cargo invocation per package, so that each resolves the features it
+# would resolve alone (those that the tests' own builds of the examples
+# already compiled), not a union that would rebuild the dependencies.
+build_examples=() build_tests=()
+(( need_http )) && [[ -z $AXUM ]] && build_examples+=(--bin axum)
+if (( need_grpc )); then
+    [[ -z $MULTI ]] && build_examples+=(--bin multi)
+    [[ -z $GRPC_LOAD ]] && build_tests+=(--bin grpc_load)
+fi
+if ((${#build_examples[@]} + ${#build_tests[@]})); then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; build the binaries and set AXUM_BIN, MULTI_BIN, GRPC_LOAD_BIN"
     profile=debug
     flags=()
     if [[ ${ROLLING_RELEASE:-0} == 1 ]]; then profile=release; flags=(--release); fi
-    say "building the axum example ($profile)"
-    (cd "$root" && cargo build -q -p tower-graceful-examples --bin axum "${flags[@]}") ||
-        die "cargo build failed"
+    if ((${#build_examples[@]})); then
+        say "building ($profile): tower-graceful-examples ${build_examples[*]}"
+        (cd "$root" && cargo build -q "${flags[@]}" -p tower-graceful-examples "${build_examples[@]}") ||
+            die "cargo build failed"
+    fi
+    if ((${#build_tests[@]})); then
+        say "building ($profile): tower-graceful-tests ${build_tests[*]}"
+        (cd "$root" && cargo build -q "${flags[@]}" -p tower-graceful-tests "${build_tests[@]}") ||
+            die "cargo build failed"
+    fi
     target=${CARGO_TARGET_DIR:-$root/target}
     [[ $target == /* ]] || target=$root/$target
-    bin=$target/$profile/axum
+    [[ -n $AXUM ]] || AXUM=$target/$profile/axum
+    [[ -n $MULTI ]] || MULTI=$target/$profile/multi
+    [[ -n $GRPC_LOAD ]] || GRPC_LOAD=$target/$profile/grpc_load
 fi
-[[ -x $bin ]] || die "not an executable: $bin"
+if (( need_http )); then [[ -x $AXUM ]] || die "not an executable: $AXUM"; fi
+if (( need_grpc )); then
+    [[ -x $MULTI ]] || die "not an executable: $MULTI"
+    [[ -x $GRPC_LOAD ]] || die "not an executable: $GRPC_LOAD"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tower-graceful-rolling.XXXXXX")
+started_at=$SECONDS
 
 # ----------------------------------------------------- process tracking --
-# Every process this script starts is recorded here and killed by PID on exit.
+# Every process this script starts is recorded here and ended by its PID.
 declare -A live=()   # pid -> name
 
 track() { live[$1]=$2; }
@@ -94,12 +217,13 @@ cleanup() {
     # Only the script itself cleans up, never a subshell that inherited the trap.
     [[ $BASHPID == "$$" ]] || return 0
     set +e
+    trap - ERR
     local pid
     for pid in "${!live[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null
     done
     for pid in "${!live[@]}"; do
-        # Bounded: anything still there after the watchdog gets SIGKILL.
+        # Bounded: anything still there after 3 s gets SIGKILL.
         [[ -n ${live[$pid]:-} ]] && wait_pid "$pid" 3 2>/dev/null
     done
     if [[ ${ROLLING_KEEP:-0} == 1 ]]; then
@@ -110,8 +234,10 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# A child forked to run a command (before its exec) still has these traps:
+# it must just go, without cleaning up after the script.
+trap '[[ $BASHPID == "$$" ]] || exit 0; exit 130' INT
+trap '[[ $BASHPID == "$$" ]] || exit 0; exit 143' TERM
 
 now() { echo "${EPOCHREALTIME/,/.}"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -119,30 +245,47 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 # wait_pid PID LIMIT_S: waits for PID (a child of this shell, so never call
 # it in a subshell) to exit; a watchdog SIGKILLs it after LIMIT_S seconds.
 # Sets WAIT_RC to its exit status (137 if it had to be killed).
+#
+# The watchdog is a fresh bash reading a FIFO with a timeout: told "done"
+# through the FIFO, it goes. No signal is ever sent to it (a signal that
+# reached it between fork and exec would run this script's traps there).
 wait_pid() {
-    local pid=$1 limit=$2 rc=0
-    # The watchdog: a subshell that sleeps (in a child it kills on SIGTERM),
-    # then kills PID. Everything by PID.
-    (
-        trap - EXIT INT
-        sleep "$limit" &
-        nap=$!
-        trap 'kill "$nap" 2>/dev/null; exit 0' TERM
-        wait "$nap"
-        kill -KILL "$pid" 2>/dev/null
-    ) &
-    local wd=$!
+    local pid=$1 limit=$2 rc=0 fifo fd wd
+    if ! running "$pid"; then # already gone: no watchdog needed
+        wait "$pid" || rc=$?
+        reaped "$pid"
+        WAIT_RC=$rc
+        return 0
+    fi
+    fifo=$work/.watchdog.$pid
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    exec {fd}<>"$fifo"   # held open until the watchdog is gone: "done" cannot be lost
+    bash -c 'exec 3<>"$3"; read -r -t "$1" _ <&3 || kill -KILL "$2" 2>/dev/null' \
+        watchdog "$limit" "$pid" "$fifo" &
+    wd=$!
     track "$wd" watchdog
     wait "$pid" || rc=$?
-    kill -TERM "$wd" 2>/dev/null || true
-    wait "$wd" 2>/dev/null || true
+    echo done >&"$fd"
+    wait "$wd" || true
+    exec {fd}>&-
+    rm -f "$fifo"
     reaped "$wd"
     reaped "$pid"
     WAIT_RC=$rc
 }
 
+# Whether PID is still running (a zombie, i.e. exited but not yet waited
+# for, counts as gone).
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 # A port nothing listens on now (HAProxy's frontend and stats socket; the
-# instances pick their own with PORT=0).
+# instances pick their own with port 0 and keep it across restarts).
 free_port() {
     local p
     for _ in $(seq 1 200); do
@@ -155,26 +298,61 @@ free_port() {
     die "no free port found"
 }
 
-# ------------------------------------------------------------ instances --
-# start_instance NAME PORT MODE: starts the axum example, waits (bounded) for
-# its `listening on` line; sets INST_PID and INST_PORT.
-start_instance() {
-    local name=$1 port=$2 mode=$3 log=$work/$1.$4.out
-    : >"$log"
-    env PORT="$port" GRACEFUL_MODE="$mode" GRACEFUL_PRE_DRAIN="$PRE_DRAIN" \
-        GRACEFUL_DEADLINE="$DEADLINE" RUST_LOG=warn \
-        "$bin" >"$log" 2>>"$work/$name.err" &
-    INST_PID=$!
-    track "$INST_PID" "$name"
-    local line="" deadline=$(( SECONDS + 10 ))
+# wait_line FILE REGEX PID WHAT: bounded wait (10 s) until FILE has a line
+# matching REGEX; fails early if PID exits. Prints the first match.
+wait_line() {
+    local file=$1 re=$2 pid=$3 what=$4 line deadline=$(( SECONDS + 10 ))
     while (( SECONDS < deadline )); do
-        line=$(grep -m1 -o 'listening on [0-9.]*:[0-9]*' "$log" || true)
-        [[ -n $line ]] && break
-        kill -0 "$INST_PID" 2>/dev/null || die "$name exited at start: $(tail -3 "$work/$name.err")"
+        line=$(grep -m1 -oE "$re" "$file" 2>/dev/null || true)
+        if [[ -n $line ]]; then
+            echo "$line"
+            return 0
+        fi
+        running "$pid" || die "$what exited at start: $(tail -3 "$file" "${file%.out}.err" 2>/dev/null | tr '\n' ' ')"
         sleep 0.02
     done
-    [[ -n $line ]] || die "$name did not print 'listening on' within 10s"
-    INST_PORT=${line##*:}
+    die "$what did not print /$re/ within 10s"
+}
+
+# ------------------------------------------------------------ instances --
+# start_instance NAME: starts instance NAME (a or b) of the current run's
+# kind, on its ports (0 the first time: then the ports it picked are kept
+# for the restarts). Sets PID[NAME] and the ports.
+declare -A PID=() PORT=() GPORT=() APORT=() STARTS=()
+start_instance() {
+    local name=$1 n log err
+    n=$(( ${STARTS[$name]:-0} + 1 ))
+    STARTS[$name]=$n
+    log=$rundir/$name.$n.out
+    err=$rundir/$name.$n.err
+    : >"$log"
+    local envs=(RUST_LOG=warn GRACEFUL_PRE_DRAIN="$PRE_DRAIN" GRACEFUL_DEADLINE="$DEADLINE")
+    if [[ $VARIANT == builtin ]]; then
+        envs+=(GRACEFUL_MODE=builtin GRACEFUL_PRE_DRAIN=0)
+    fi
+    if [[ $KIND == axum ]]; then
+        env -u GRACEFUL_MODE "${envs[@]}" PORT="${PORT[$name]:-0}" \
+            "$AXUM" >"$log" 2>"$err" &
+        PID[$name]=$!
+        track "${PID[$name]}" "$name"
+        local line
+        line=$(wait_line "$log" 'listening on [0-9.]+:[0-9]+' "${PID[$name]}" "$name")
+        PORT[$name]=${line##*:}
+    else
+        env -u GRACEFUL_MODE "${envs[@]}" PORT="${PORT[$name]:-0}" \
+            GRPC_PORT="${GPORT[$name]:-0}" ADMIN_PORT="${APORT[$name]:-0}" \
+            "$MULTI" >"$log" 2>"$err" &
+        PID[$name]=$!
+        track "${PID[$name]}" "$name"
+        local line
+        wait_line "$log" 'admin listening on [0-9.]+:[0-9]+' "${PID[$name]}" "$name" >/dev/null
+        line=$(grep -m1 -oE 'http listening on [0-9.]+:[0-9]+' "$log")
+        PORT[$name]=${line##*:}
+        line=$(grep -m1 -oE 'grpc listening on [0-9.]+:[0-9]+' "$log")
+        GPORT[$name]=${line##*:}
+        line=$(grep -m1 -oE 'admin listening on [0-9.]+:[0-9]+' "$log")
+        APORT[$name]=${line##*:}
+    fi
 }
 
 # ------------------------------------------------------------- haproxy --
@@ -189,19 +367,13 @@ hap() { # hap COMMAND: one command on the stats socket, output on stdout
     exec {fd}>&-
 }
 
-# The `status` column of `show stat` for backend server NAME (UP, DOWN, ...).
-server_status() {
-    hap "show stat" 2>/dev/null | awk -F, -v srv="$1" '
-        NR == 1 { for (i = 1; i <= NF; i++) if ($i == "status") col = i; next }
-        $1 == "be" && $2 == srv { print $col }'
-}
-
-# A backend counter (`wretr`, `wredis`, ...) for the backend line.
-backend_stat() {
-    hap "show stat" 2>/dev/null | awk -F, -v key="$1" '
+# stat PROXY SERVER FIELD: one field of `show stat` (header-based lookup).
+hstat() {
+    { hap "show stat" 2>/dev/null || true; } | awk -F, -v px="$1" -v sv="$2" -v key="$3" '
         NR == 1 { sub(/^# /, ""); for (i = 1; i <= NF; i++) if ($i == key) col = i; next }
-        $1 == "be" && $2 == "BACKEND" { print $col }'
+        $1 == px && $2 == sv { print $col }'
 }
+server_status() { hstat be "$1" status; }
 
 wait_up() { # wait_up SERVER: bounded poll of the stats socket until UP; sets UP_AFTER
     local t0 deadline=$(( SECONDS + UP_LIMIT_S ))
@@ -217,24 +389,37 @@ wait_up() { # wait_up SERVER: bounded poll of the stats socket until UP; sets UP
     return 1
 }
 
-start_haproxy() { # start_haproxy A_PORT B_PORT
-    local try
+start_haproxy() { # start_haproxy MODE (http|tcp)
+    local mode=$1 try a b
+    if [[ $KIND == axum ]]; then
+        a="127.0.0.1:${PORT[a]} check"
+        b="127.0.0.1:${PORT[b]} check"
+    else
+        a="127.0.0.1:${GPORT[a]} check port ${APORT[a]}"
+        b="127.0.0.1:${GPORT[b]} check port ${APORT[b]}"
+    fi
     for try in 1 2 3; do
         FRONT_PORT=$(free_port)
         STATS_PORT=$(free_port)
-        cat >"$work/haproxy.cfg" <<EOF
+        cat >"$rundir/haproxy.cfg" <<EOF
 global
     maxconn 4096
     stats socket ipv4@127.0.0.1:$STATS_PORT level admin
     stats timeout 5s
+    # Only abnormal sessions are logged (dontlog-normal): the failures.
+    log stdout format raw local0
 
 defaults
-    mode http
-    option redispatch
-    retries 3
+    mode $mode
+    log global
+    option ${mode}log
+    option dontlog-normal
+    # Strict: what the client sees is what the instance did.
+    retries 0
+    no option redispatch
     timeout connect 1s
-    timeout client 30s
-    timeout server 30s
+    timeout client 60s
+    timeout server 60s
     timeout check 1s
 
 frontend fe
@@ -246,211 +431,391 @@ backend be
     option httpchk
     http-check send meth GET uri /ready
     http-check expect status 200
-    default-server inter ${INTER_MS}ms fastinter 100ms downinter ${INTER_MS}ms fall $FALL rise $RISE
-    server a 127.0.0.1:$1 check
-    server b 127.0.0.1:$2 check
+    default-server inter ${INTER_MS}ms fall $FALL rise $RISE
+    server a $a
+    server b $b
 EOF
-        haproxy -c -q -f "$work/haproxy.cfg" || die "haproxy rejected its configuration"
-        haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+        haproxy -c -q -f "$rundir/haproxy.cfg" || die "haproxy rejected its configuration ($rundir/haproxy.cfg)"
+        haproxy -db -f "$rundir/haproxy.cfg" >"$rundir/haproxy.log" 2>&1 &
         HAP_PID=$!
         track "$HAP_PID" haproxy
         local deadline=$(( SECONDS + 5 ))
-        while (( SECONDS < deadline )) && kill -0 "$HAP_PID" 2>/dev/null; do
-            if hap "show info" 2>/dev/null | grep -q '^Name: HAProxy'; then
+        while (( SECONDS < deadline )) && running "$HAP_PID"; do
+            if { hap "show info" 2>/dev/null || true; } | grep -q '^Name: HAProxy'; then
                 return 0
             fi
             sleep 0.05
         done
         wait_pid "$HAP_PID" 1   # it failed (a port taken meanwhile?): try again
-        say "haproxy did not start (try $try): $(tail -2 "$work/haproxy.log")"
+        say "haproxy did not start (try $try): $(tail -2 "$rundir/haproxy.log")"
     done
     die "haproxy would not start"
 }
 
-# ----------------------------------------------------------------- wrk --
-cat >"$work/mix.lua" <<EOF
--- A mix of fast, slow and streamed requests on keep-alive connections.
-local paths = { "/", "/slow?ms=200", "/", "/stream?chunks=3", "/", "/" }
-local threads = {}
-local i = 0
-sent = 0
-statuses = {}
+# ---------------------------------------------------------------- load --
+# The loads of the current run: name -> pid, and their result files.
+declare -A LOAD_PID=()
+LOADS=()
 
-function setup(thread)
-    table.insert(threads, thread)
-end
+start_loads() { # start_loads DURATION_S
+    local d=$1 url=http://127.0.0.1:$FRONT_PORT
+    LOAD_PID=()
+    if [[ $KIND == axum ]]; then
+        LOADS=(fast slow stream)
+        local common=(--no-tui -z "${d}s" -w -t "${REQUEST_TIMEOUT_S}s" --worker-threads 1
+            --output-format json)
+        oha "${common[@]}" -c "$FAST_CONNS" -q "$RATE" -o "$rundir/fast.json" "$url/" \
+            >"$rundir/fast.log" 2>&1 &
+        LOAD_PID[fast]=$!
+        oha "${common[@]}" -c "$SLOW_CONNS" -o "$rundir/slow.json" "$url/slow?ms=$SLOW_MS" \
+            >"$rundir/slow.log" 2>&1 &
+        LOAD_PID[slow]=$!
+        oha "${common[@]}" -c "$STREAM_CONNS" -o "$rundir/stream.json" \
+            "$url/stream?chunks=$STREAM_CHUNKS" >"$rundir/stream.log" 2>&1 &
+        LOAD_PID[stream]=$!
+        EXPECT_CONNS=$(( FAST_CONNS + SLOW_CONNS + STREAM_CONNS ))
+    else
+        LOADS=(unary stream)
+        "$GRPC_LOAD" --addr "127.0.0.1:$FRONT_PORT" --connections "$GRPC_CONNS" \
+            --duration "${d}s" --unary-interval-ms "$GRPC_UNARY_MS" \
+            --stream-count "$GRPC_TICKS" --stream-interval-ms "$GRPC_TICK_MS" \
+            --timeout-ms $(( REQUEST_TIMEOUT_S * 1000 )) \
+            >"$rundir/grpc.json" 2>"$rundir/grpc.log" &
+        LOAD_PID[grpc]=$!
+        EXPECT_CONNS=$GRPC_CONNS
+    fi
+    local l
+    for l in "${!LOAD_PID[@]}"; do track "${LOAD_PID[$l]}" "load $l"; done
+    # The load is running once HAProxy holds all of its connections.
+    local deadline=$(( SECONDS + 10 )) cur=0
+    while (( SECONDS < deadline )); do
+        cur=$(hstat fe FRONTEND scur)
+        (( ${cur:-0} >= EXPECT_CONNS )) && return 0
+        for l in "${!LOAD_PID[@]}"; do
+            running "${LOAD_PID[$l]}" || die "load $l exited at start: $(tail -3 "$rundir/"*.log | tr '\n' ' ')"
+        done
+        sleep 0.05
+    done
+    die "the load did not open its $EXPECT_CONNS connections within 10s (HAProxy has ${cur:-0})"
+}
 
-function init(args)
-    i = math.random(#paths)
-end
+# ---------------------------------------------------------------- results --
+# R[col.key]: the figures of one run; col is scenario.variant.run.
+declare -A R=()
+declare -A KINDS_SEEN=()   # scenario -> newline-separated failure kinds (first-seen order)
 
-function delay()
-    return $DELAY_MS
-end
+add_kind() { # add_kind SCENARIO KIND
+    local s=$1 k=$2
+    [[ $'\n'${KINDS_SEEN[$s]:-} == *$'\n'"$k"$'\n'* ]] || KINDS_SEEN[$s]+="$k"$'\n'
+}
 
-function request()
-    sent = sent + 1
-    i = i % #paths + 1
-    return wrk.format("GET", paths[i])
-end
+# collect COL: reads the load results into R.
+collect() {
+    local col=$1 l f ok failed worst kind n total_ok=0 total_failed=0 worst_all=0
+    if [[ $KIND == axum ]]; then
+        for l in "${LOADS[@]}"; do
+            f=$rundir/$l.json
+            jq -e . "$f" >/dev/null 2>&1 || die "load $l wrote no JSON result: $(tail -3 "$rundir/$l.log" | tr '\n' ' ')"
+            ok=$(jq -r '.statusCodeDistribution["200"] // 0' "$f")
+            failed=$(jq -r '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
+                            + ([.errorDistribution | to_entries[] | .value] | add // 0)' "$f")
+            worst=$(jq -r '.metrics.latency_ms.max // 0 | floor' "$f")
+            R[$col.$l.ok]=$ok
+            R[$col.$l.failed]=$failed
+            R[$col.$l.worst]=$worst
+            total_ok=$(( total_ok + ok ))
+            total_failed=$(( total_failed + failed ))
+            (( worst > worst_all )) && worst_all=$worst
+            while IFS=$'\t' read -r kind n; do
+                [[ -n $kind ]] || continue
+                add_kind "$SCENARIO" "$l: $kind"
+                R[$col.kind.$l: $kind]=$n
+            done < <(jq -r '(.statusCodeDistribution | to_entries[] | select(.key != "200") | "HTTP \(.key)\t\(.value)"),
+                            (.errorDistribution | to_entries[] | "\(.key)\t\(.value)")' "$f")
+        done
+    else
+        f=$rundir/grpc.json
+        jq -e . "$f" >/dev/null 2>&1 || die "grpc_load wrote no JSON result: $(tail -3 "$rundir/grpc.log" | tr '\n' ' ')"
+        for l in "${LOADS[@]}"; do
+            ok=$(jq -r ".$l.ok" "$f")
+            failed=$(jq -r ".$l.failed" "$f")
+            worst=$(jq -r ".$l.max_ms | floor" "$f")
+            R[$col.$l.ok]=$ok
+            R[$col.$l.failed]=$failed
+            R[$col.$l.worst]=$worst
+            total_ok=$(( total_ok + ok ))
+            total_failed=$(( total_failed + failed ))
+            (( worst > worst_all )) && worst_all=$worst
+            while IFS=$'\t' read -r kind n; do
+                [[ -n $kind ]] || continue
+                add_kind "$SCENARIO" "$l: $kind"
+                R[$col.kind.$l: $kind]=$n
+            done < <(jq -r ".$l.outcomes | to_entries[] | select(.key | startswith(\"ok\") | not) | \"\(.key)\t\(.value)\"" "$f")
+            n=$(jq -r ".$l.outcomes[\"ok, ended early by shutdown\"] // 0" "$f")
+            R[$col.$l.early]=$n
+        done
+    fi
+    R[$col.ok]=$total_ok
+    R[$col.failed]=$total_failed
+    R[$col.worst]=$worst_all
+}
 
-function response(status, headers, body)
-    statuses[status] = (statuses[status] or 0) + 1
-end
+# report_of FILE: "completed/rejected" from a shutdown report on stdout, or -.
+report_of() {
+    local line
+    line=$(grep -m1 -oE '[0-9]+ requests completed, [0-9]+ rejected' "$1" 2>/dev/null || true)
+    if [[ -n $line ]]; then
+        line=${line/ requests completed, /\/}
+        echo "${line% rejected}"
+    else
+        echo -
+    fi
+}
 
-function done(summary, latency, requests)
-    local total_sent, by = 0, {}
-    for _, t in ipairs(threads) do
-        total_sent = total_sent + t:get("sent")
-        for code, n in pairs(t:get("statuses")) do
-            by[code] = (by[code] or 0) + n
-        end
-    end
-    local ok, bad, parts = 0, 0, {}
-    for code, n in pairs(by) do
-        if code >= 200 and code < 300 then ok = ok + n else bad = bad + n end
-        table.insert(parts, code .. "=" .. n)
-    end
-    table.sort(parts)
-    local e = summary.errors
-    io.write(string.format(
-        "RESULT sent=%d completed=%d ok2xx=%d non2xx=%d connect=%d read=%d write=%d timeout=%d statuses=%s\n",
-        total_sent, summary.requests, ok, bad, e.connect, e.read, e.write, e.timeout,
-        table.concat(parts, ",")))
-end
-EOF
-
-# --------------------------------------------------------------- a run --
-declare -A R=()   # "variant.key" -> value
-
-roll() { # roll VARIANT NAME: SIGTERM, wait for exit, restart, wait UP
-    local v=$1 name=$2 mode=$3 pid port t0 rc up
-    pid=${PIDS[$name]}
-    port=${PORTS[$name]}
+# ----------------------------------------------------------------- a run --
+# roll NAME: SIGTERM, (watch HAProxy mark it DOWN,) wait for the exit,
+# restart on the same port(s), wait until HAProxy has it UP.
+roll() {
+    local name=$1 pid t0 down=- s
+    pid=${PID[$name]}
     t0=$(now)
     kill -TERM "$pid"
+    # While it shuts down: when does HAProxy stop sending it new work? (Only
+    # watched until it is DOWN or the process is gone: bounded either way.)
+    local deadline=$(( SECONDS + EXIT_LIMIT_S ))
+    while (( SECONDS < deadline )) && running "$pid"; do
+        s=$(server_status "$name")
+        if [[ $s == DOWN* ]]; then
+            down=$(elapsed "$t0" "$(now)")
+            break
+        fi
+        sleep 0.05
+    done
     wait_pid "$pid" "$EXIT_LIMIT_S"
-    rc=$WAIT_RC
-    R[$v.$name.exit]=$(elapsed "$t0" "$(now)")
-    R[$v.$name.rc]=$rc
-    say "$v: $name exited after ${R[$v.$name.exit]}s (status $rc); restarting on :$port"
-    start_instance "$name" "$port" "$mode" restart
-    PIDS[$name]=$INST_PID
-    wait_up "$name" || true
-    up=$UP_AFTER
-    R[$v.$name.up]=$up
-    say "$v: $name back UP in haproxy ${up}s after restart"
+    R[$COL.$name.rc]=$WAIT_RC
+    R[$COL.$name.exit]=$(elapsed "$t0" "$(now)")
+    R[$COL.$name.down]=$down
+    start_instance "$name"
+    if wait_up "$name"; then :; fi
+    R[$COL.$name.up]=$UP_AFTER
+    # What the instance itself said about its shutdown (best effort: the
+    # report's wording is the library's).
+    R[$COL.$name.report]=$(report_of "$rundir/$name.$(( ${STARTS[$name]} - 1 )).out")
+    local seen=${down}s
+    [[ $down == - ]] && seen="not seen (gone first)"
+    say "  $name: DOWN in haproxy: $seen; exited after ${R[$COL.$name.exit]}s (status $WAIT_RC); UP again ${UP_AFTER}s after restart"
 }
 
-run_variant() { # run_variant ours|builtin
-    local v=$1 mode
-    [[ $v == ours ]] && mode=graceful || mode=builtin
-    declare -gA PIDS=() PORTS=()
-    local what="GRACEFUL_MODE=$mode"
-    [[ $mode == graceful ]] && what+=", pre-drain $PRE_DRAIN"
-    say "$v: starting A and B ($what)"
-    for name in a b; do
-        start_instance "$name" 0 "$mode" first
-        PIDS[$name]=$INST_PID
-        PORTS[$name]=$INST_PORT
-    done
-    start_haproxy "${PORTS[a]}" "${PORTS[b]}"
-    wait_up a || die "$v: a never UP in haproxy"
-    wait_up b || die "$v: b never UP in haproxy"
-    say "$v: haproxy :$FRONT_PORT -> a :${PORTS[a]}, b :${PORTS[b]}; wrk ${DURATION}s, $CONNECTIONS connections"
+run_one() { # run_one SCENARIO VARIANT RUN
+    SCENARIO=$1 VARIANT=$2
+    local run=$3 mode load_s l
+    COL=$SCENARIO.$VARIANT.$run
+    rundir=$work/$COL
+    mkdir -p "$rundir"
+    [[ $SCENARIO == grpc ]] && KIND=multi || KIND=axum
+    [[ $SCENARIO == l7 ]] && mode=http || mode=tcp
+    # The load is stopped (by signal) TAIL seconds after B is back UP; its
+    # own limit is only a backstop, long enough for two restarts that each
+    # use their whole kill limit.
+    load_s=$(( WARMUP_S + 2 * (EXIT_LIMIT_S + UP_LIMIT_S) + TAIL_S + 10 ))
+    PID=() PORT=() GPORT=() APORT=() STARTS=()
 
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s \
-        -s "$work/mix.lua" "http://127.0.0.1:$FRONT_PORT" >"$work/wrk.$v.out" 2>&1 &
-    local wrk_pid=$!
-    track "$wrk_pid" wrk
+    say "$SCENARIO/$VARIANT run $run: starting A and B ($KIND), haproxy mode $mode"
+    start_instance a
+    start_instance b
+    start_haproxy "$mode"
+    wait_up a || die "a never UP in haproxy"
+    wait_up b || die "b never UP in haproxy"
+    start_loads "$load_s"
+    local t_load
+    t_load=$(now)
     sleep "$WARMUP_S"   # steady load before the first restart (a load phase, not a wait)
 
-    roll "$v" a "$mode"
-    roll "$v" b "$mode"
+    roll a
+    roll b
+    R[$COL.roll]=$(elapsed "$t_load" "$(now)")
+    sleep "$TAIL_S"     # steady load on the restarted pair (a load phase, not a wait)
 
-    local rc
-    wait_pid "$wrk_pid" $(( DURATION + 15 ))
-    rc=$WAIT_RC
-    [[ $rc == 0 ]] || { cat "$work/wrk.$v.out" >&2; die "$v: wrk failed (status $rc)"; }
-    local line
-    line=$(grep '^RESULT' "$work/wrk.$v.out") || { cat "$work/wrk.$v.out" >&2; die "$v: no RESULT from wrk"; }
-    local kv
-    for kv in ${line#RESULT }; do
-        R[$v.${kv%%=*}]=${kv#*=}
+    # The loads must still be running (else part of the restart went
+    # unmeasured); then they are told to stop: no new request, the ones in
+    # flight run to their end (oha -w; grpc_load on SIGTERM). The fast oha
+    # (-q) prints at once and leaves its last in-flight requests (a few ms of
+    # traffic on the healthy pair) uncounted either way.
+    R[$COL.window]=ok
+    for l in "${!LOAD_PID[@]}"; do
+        running "${LOAD_PID[$l]}" || R[$COL.window]=short
     done
-    R[$v.retries]="$(backend_stat wretr) / $(backend_stat wredis)"
-    R[$v.unanswered]=$(( ${R[$v.sent]} - ${R[$v.completed]} ))
-    R[$v.rps]=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.$v.out")
+    for l in "${!LOAD_PID[@]}"; do
+        if [[ $l == grpc ]]; then
+            kill -TERM "${LOAD_PID[$l]}" 2>/dev/null || true
+        else
+            kill -INT "${LOAD_PID[$l]}" 2>/dev/null || true
+        fi
+    done
+    for l in "${!LOAD_PID[@]}"; do
+        wait_pid "${LOAD_PID[$l]}" $(( REQUEST_TIMEOUT_S + 10 ))
+        (( WAIT_RC == 0 )) || die "load $l failed (status $WAIT_RC): $(tail -3 "$rundir/"*.log | tr '\n' ' ')"
+    done
+    R[$COL.retries]="$(hstat be BACKEND wretr)/$(hstat be BACKEND wredis)"
+    R[$COL.econ]=$(hstat be BACKEND econ)
+    R[$COL.eresp]=$(hstat be BACKEND eresp)
+    R[$COL.logged]=$(grep -c . "$rundir/haproxy.log" || true)
 
-    for name in a b; do   # stop the restarted instances
-        kill -TERM "${PIDS[$name]}" 2>/dev/null || true
-        wait_pid "${PIDS[$name]}" "$EXIT_LIMIT_S"
-    done
+    # Tear down: HAProxy first (it holds no more client connections), then
+    # both instances at once.
     kill -TERM "$HAP_PID" 2>/dev/null || true
     wait_pid "$HAP_PID" 5
-    say "$v: done: ${line#RESULT }"
+    kill -TERM "${PID[a]}" "${PID[b]}" 2>/dev/null || true
+    wait_pid "${PID[a]}" "$EXIT_LIMIT_S"
+    wait_pid "${PID[b]}" "$EXIT_LIMIT_S"
+
+    collect "$COL"
+    [[ ${R[$COL.window]} == ok ]] ||
+        die "the load ended before the restart did (${R[$COL.roll]}s after it started; its limit ${load_s}s)"
+    (( ${R[$COL.ok]} > 0 )) || die "no request succeeded at all: the load did not run"
+
+    local result
+    if [[ $VARIANT == ours ]]; then
+        if (( ${R[$COL.failed]} == 0 )) && [[ ${R[$COL.a.rc]} == 0 && ${R[$COL.b.rc]} == 0 &&
+            ${R[$COL.a.up]} != never && ${R[$COL.b.up]} != never ]]; then
+            result=pass
+        else
+            result=FAIL
+            STATUS=1
+        fi
+    else
+        result=reported
+    fi
+    R[$COL.result]=$result
+    say "$SCENARIO/$VARIANT run $run: ok=${R[$COL.ok]} failed=${R[$COL.failed]} worst=${R[$COL.worst]}ms -> $result"
+    COLS[$SCENARIO]+="$COL "
 }
 
-variants=(ours builtin)
-case ${ROLLING_ONLY:-} in
-    "") ;;
-    ours | builtin) variants=("$ROLLING_ONLY") ;;
-    *) die "ROLLING_ONLY must be ours or builtin" ;;
-esac
+# --------------------------------------------------------------- output --
+declare -A COLS=()   # scenario -> its columns (scenario.variant.run)
 
-for v in "${variants[@]}"; do
-    run_variant "$v"
-done
+title() {
+    case $1 in
+        l7) echo "L7: HAProxy mode http, two axum instances, HTTP/1.1 keep-alive clients" ;;
+        l4) echo "L4: HAProxy mode tcp, two axum instances, HTTP/1.1 keep-alive clients" ;;
+        grpc) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on HTTP/2" ;;
+    esac
+}
 
-# --------------------------------------------------------------- table --
-row() { # row LABEL KEY
-    local line
-    line=$(printf '%-34s' "$1")
-    for v in "${variants[@]}"; do
-        line+=$(printf ' %-22s' "${R[$v.$2]:--}")
+print_table() { # print_table SCENARIO
+    local s=$1 col cols kinds=() k w=44 line l
+    read -r -a cols <<<"${COLS[$s]}"
+    while IFS= read -r k; do [[ -n $k ]] && kinds+=("$k"); done <<<"${KINDS_SEEN[$s]:-}"
+    for k in "${kinds[@]}"; do (( ${#k} + 4 > w )) && w=$(( ${#k} + 4 )); done
+    row() { # row LABEL KEY
+        line=$(printf "%-${w}s" "$1")
+        for col in "${cols[@]}"; do line+=$(printf ' %14s' "${R[$col.$2]:--}"); done
+        echo "$line"
+    }
+    echo
+    echo "== $(title "$s")"
+    echo "   HAProxy: check GET /ready every ${INTER_MS}ms, fall $FALL, rise $RISE, retries 0, no redispatch"
+    if [[ $s == grpc ]]; then
+        echo "   load: $GRPC_CONNS connections, each: unary Hello every ${GRPC_UNARY_MS}ms + Count streams ($GRPC_TICKS ticks, ${GRPC_TICK_MS}ms apart) back to back"
+    else
+        echo "   load: fast GET / on $FAST_CONNS connections at $RATE/s; slow GET /slow?ms=$SLOW_MS on $SLOW_CONNS; stream GET /stream?chunks=$STREAM_CHUNKS on $STREAM_CONNS"
+    fi
+    if [[ $s == grpc ]]; then
+        echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE"
+    else
+        echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE; builtin: GRACEFUL_MODE=builtin"
+    fi
+    line=$(printf "%-${w}s" "")
+    for col in "${cols[@]}"; do
+        local v=${col#*.}
+        line+=$(printf ' %14s' "${v%.*} #${v##*.}")
     done
     echo "$line"
-}
-echo
-header=$(printf '%-34s' "rolling restart, ${DURATION}s of wrk")
-for v in "${variants[@]}"; do
-    [[ $v == ours ]] && label="ours (pre-drain $PRE_DRAIN)" || label="builtin (axum only)"
-    header+=$(printf ' %-22s' "$label")
-done
-echo "$header"
-row "requests issued by wrk" sent
-row "responses received" completed
-row "  still open when wrk stopped" unanswered
-row "  2xx" ok2xx
-row "  non-2xx" non2xx
-row "  by status" statuses
-row "socket errors: connect" connect
-row "socket errors: read" read
-row "socket errors: write" write
-row "socket errors: timeout" timeout
-row "requests/s" rps
-row "A exit after SIGTERM (s)" a.exit
-row "A exit status" a.rc
-row "A UP again after restart (s)" a.up
-row "B exit after SIGTERM (s)" b.exit
-row "B exit status" b.rc
-row "B UP again after restart (s)" b.up
-row "haproxy retries / redispatches" retries
-echo
-
-status=0
-for v in "${variants[@]}"; do
-    [[ $v == ours ]] || continue
-    failures=$(( ${R[ours.non2xx]:-1} + ${R[ours.connect]:-1} + ${R[ours.read]:-1} + ${R[ours.write]:-1} + ${R[ours.timeout]:-1} ))
-    if (( failures == 0 )) && [[ ${R[ours.a.rc]} == 0 && ${R[ours.b.rc]} == 0 ]] &&
-        [[ ${R[ours.a.up]} != never && ${R[ours.b.up]} != never ]]; then
-        echo "ours: PASS (no non-2xx response, no socket error, clean exits)"
+    row "requests ok" ok
+    row "requests failed" failed
+    for l in $( [[ $s == grpc ]] && echo "unary stream" || echo "fast slow stream" ); do
+        row "  $l: ok" "$l.ok"
+        row "  $l: failed" "$l.failed"
+    done
+    if [[ $s == grpc ]]; then row "  stream: ok, ended early by shutdown" stream.early; fi
+    if ((${#kinds[@]})); then
+        echo "failures by kind"
+        for k in "${kinds[@]}"; do row "  $k" "kind.$k"; done
     else
-        echo "ours: FAIL ($failures failed requests; exit statuses ${R[ours.a.rc]}/${R[ours.b.rc]})"
-        status=1
+        echo "failures by kind: none"
     fi
+    for l in $( [[ $s == grpc ]] && echo "unary stream" || echo "fast slow stream" ); do
+        row "worst latency, $l (ms)" "$l.worst"
+    done
+    for n in a b; do
+        local N=${n^^}
+        row "$N: DOWN in haproxy after SIGTERM (s)" "$n.down"
+        row "$N: exit after SIGTERM (s)" "$n.exit"
+        row "$N: exit status" "$n.rc"
+        row "$N: UP again after restart (s)" "$n.up"
+        row "$N: report: completed/rejected in drain" "$n.report"
+    done
+    row "load start to both restarted (s)" roll
+    row "haproxy retries/redispatches" retries
+    row "haproxy backend connect errors" econ
+    row "haproxy backend response errors" eresp
+    row "result" result
+}
+
+machine_lines() { # machine_lines SCENARIO
+    local s=$1 col cols v variant run k n failures
+    read -r -a cols <<<"${COLS[$s]}"
+    for col in "${cols[@]}"; do
+        v=${col#*.}
+        variant=${v%.*} run=${v##*.}
+        failures=""
+        while IFS= read -r k; do
+            [[ -n $k ]] || continue
+            n=${R[$col.kind.$k]:-}
+            [[ -n $n ]] && failures+="${failures:+,}${k// /_}:$n"
+        done <<<"${KINDS_SEEN[$s]:-}"
+        local loads="" l
+        for l in $( [[ $s == grpc ]] && echo "unary stream" || echo "fast slow stream" ); do
+            loads+=" ${l}_ok=${R[$col.$l.ok]} ${l}_failed=${R[$col.$l.failed]} ${l}_worst_ms=${R[$col.$l.worst]}"
+        done
+        echo "ROLLING scenario=$s variant=$variant run=$run ok=${R[$col.ok]} failed=${R[$col.failed]} worst_ms=${R[$col.worst]}$loads a_down_s=${R[$col.a.down]} a_exit_s=${R[$col.a.exit]} a_rc=${R[$col.a.rc]} a_up_s=${R[$col.a.up]} b_down_s=${R[$col.b.down]} b_exit_s=${R[$col.b.exit]} b_rc=${R[$col.b.rc]} b_up_s=${R[$col.b.up]} result=${R[$col.result]} failures=${failures:-none}"
+    done
+    for variant in $(variants_of "$s"); do
+        local ok=0 failed=0 bad=0 runs=0 result
+        for col in "${cols[@]}"; do
+            [[ $col == "$s.$variant."* ]] || continue
+            runs=$(( runs + 1 ))
+            ok=$(( ok + ${R[$col.ok]} ))
+            failed=$(( failed + ${R[$col.failed]} ))
+            [[ ${R[$col.result]} == FAIL || ${R[$col.failed]} != 0 ]] && bad=$(( bad + 1 ))
+        done
+        if [[ $variant == ours ]]; then
+            (( bad == 0 )) && result=pass || result=FAIL
+        else
+            result=reported
+        fi
+        echo "ROLLING scenario=$s variant=$variant run=all runs=$runs ok=$ok failed=$failed failed_runs=$bad result=$result"
+    done
+}
+
+# ----------------------------------------------------------------- main --
+STATUS=0
+for s in "${scenarios[@]}"; do
+    for run in $(seq 1 "$RUNS"); do
+        for v in $(variants_of "$s"); do
+            run_one "$s" "$v" "$run"
+        done
+    done
+    print_table "$s"
 done
-if [[ " ${variants[*]} " == *" builtin "* ]]; then
-    echo "builtin: $(( ${R[builtin.non2xx]:-0} + ${R[builtin.connect]:-0} + ${R[builtin.read]:-0} + ${R[builtin.write]:-0} + ${R[builtin.timeout]:-0} )) failed requests (reported, not required)"
+echo
+for s in "${scenarios[@]}"; do
+    [[ -n ${COLS[$s]:-} ]] && machine_lines "$s"
+done
+say "done in $(( SECONDS - started_at ))s (without the build)"
+if (( STATUS == 0 )); then
+    echo "rolling: PASS (every ours run lost nothing; instances exited cleanly and came back UP)"
+else
+    echo "rolling: FAIL (an ours run lost requests, or an instance did not exit cleanly or come back UP)"
 fi
-exit "$status"
+exit "$STATUS"

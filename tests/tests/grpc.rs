@@ -412,3 +412,109 @@ async fn health_channel(addr: SocketAddr) -> tonic::transport::Channel {
     .await
     .unwrap()
 }
+
+/// A tonic server with only `tonic-health` and `report_health` (nothing else
+/// marks the service): `Check` and `Watch` answer `SERVING` from the start,
+/// not `NotFound`, and `NOT_SERVING` once shutdown is triggered.
+#[tokio::test]
+async fn report_health_marks_services_serving_until_the_trigger() {
+    let graceful = coordinator(Duration::from_secs(1));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tower_graceful::grpc_health::report_health(&graceful, reporter, ["demo.v1.Bare"]).await;
+    let (l, addr) = listener().await;
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(graceful.layer())
+            .add_service(health)
+            .serve_with_incoming_shutdown(TcpIncoming::from(l), graceful.draining()),
+    );
+    let mut health = HealthClient::new(health_channel(addr).await);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_owned(),
+    };
+
+    for service in ["", "demo.v1.Bare"] {
+        let got = serving_status(&mut health, service).await;
+        assert_eq!(
+            got,
+            ServingStatus::Serving,
+            "{service:?} before the trigger"
+        );
+    }
+    // A name nobody registered is still unknown: only the named ones are marked.
+    let err = within("check unknown", health.check(check("demo.v1.Other")))
+        .await
+        .expect_err("unknown service");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    let mut watch = within("watch", health.watch(check("demo.v1.Bare")))
+        .await
+        .expect("watch accepted")
+        .into_inner();
+    let first = within("first watch message", watch.message())
+        .await
+        .unwrap()
+        .expect("a first status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    graceful.trigger();
+    let next = within("watch after trigger", watch.message())
+        .await
+        .unwrap()
+        .expect("a status change");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    drop(watch);
+    for service in ["", "demo.v1.Bare"] {
+        let got = serving_status(&mut health, service).await;
+        assert_eq!(
+            got,
+            ServingStatus::NotServing,
+            "{service:?} after the trigger"
+        );
+    }
+
+    let report = within("shutdown report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+/// Called after the trigger, `report_health` marks the services
+/// `NOT_SERVING` at once, never `SERVING`.
+#[tokio::test]
+async fn report_health_after_the_trigger_reports_not_serving() {
+    // Long enough a pre-drain delay that the server is still up to ask.
+    let graceful = coordinator(Duration::from_secs(2));
+    graceful.trigger();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let task =
+        tower_graceful::grpc_health::report_health(&graceful, reporter, ["demo.v1.Bare"]).await;
+    within("health task", task).await.expect("health task");
+    let (l, addr) = listener().await;
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(TcpIncoming::from(l), graceful.draining()),
+    );
+    let mut health = HealthClient::new(health_channel(addr).await);
+    assert_eq!(
+        serving_status(&mut health, "demo.v1.Bare").await,
+        ServingStatus::NotServing
+    );
+    within("shutdown report", graceful.wait()).await;
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+/// `Check` for `service` (bounded), which must answer.
+async fn serving_status(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> ServingStatus {
+    let req = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    within("health check", health.check(req))
+        .await
+        .unwrap_or_else(|e| panic!("health check for {service:?}: {e:?}"))
+        .into_inner()
+        .status()
+}

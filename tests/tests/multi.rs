@@ -123,7 +123,7 @@ async fn drain_waits_for_both(chunks: u32, ticks: u32) {
     assert_eq!(tick.seq, 1);
 
     // Both count; the admin port's own requests do not.
-    assert_eq!(metric(&c, admin, "tower_graceful_in_flight").await, "2");
+    assert_eq!(metric(&c, admin, "http_server_active_requests").await, "2");
 
     graceful.trigger();
     within("draining", graceful.signal().cancelled()).await;
@@ -142,7 +142,7 @@ async fn drain_waits_for_both(chunks: u32, ticks: u32) {
         metric(&c, admin, "tower_graceful_phase{phase=\"draining\"}").await,
         "1"
     );
-    assert_eq!(metric(&c, admin, "tower_graceful_in_flight").await, "2");
+    assert_eq!(metric(&c, admin, "http_server_active_requests").await, "2");
 
     // Read both to the end. While either still has more to send, the
     // shutdown must not have completed.
@@ -223,7 +223,7 @@ async fn idle_servers_shut_down_at_once() {
     let servers = start(&graceful).await;
     let c = http_client();
     assert_eq!(
-        metric(&c, servers.admin, "tower_graceful_in_flight").await,
+        metric(&c, servers.admin, "http_server_active_requests").await,
         "0"
     );
     graceful.trigger();
@@ -233,4 +233,113 @@ async fn idle_servers_shut_down_at_once() {
     for (name, outcome) in servers.join(STEP).await {
         assert_eq!(outcome, Ok(()), "{name} server");
     }
+}
+
+/// The admin port's `/metrics` (Prometheus text from
+/// `tower_graceful::shutdown_metrics`), scraped with a real HTTP client
+/// before, during and after a drain: each value moves when the coordinator
+/// does, and the report's counters are there for a last scrape.
+#[tokio::test]
+async fn metrics_follow_the_drain() {
+    let graceful = Coordinator::builder()
+        .drain_deadline(Duration::from_secs(8))
+        .cleanup_timeout(Duration::from_secs(1))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let servers = start(&graceful).await;
+    let (http_addr, admin) = (servers.http, servers.admin);
+    let c = http_client();
+    let m = |name: &'static str| metric(&c, admin, name);
+
+    // Before: serving, ready, nothing in flight, nothing rejected.
+    assert_eq!(m("http_server_active_requests").await, "0");
+    assert_eq!(m("tower_graceful_active_tasks").await, "0");
+    assert_eq!(m("tower_graceful_ready").await, "1");
+    assert_eq!(m("tower_graceful_phase{phase=\"serving\"}").await, "1");
+    assert_eq!(m("tower_graceful_phase{phase=\"draining\"}").await, "0");
+    assert_eq!(m("tower_graceful_requests_rejected_total").await, "0");
+    let (_, text) = get(&c, admin, "/metrics").await;
+    assert!(
+        text.contains("# TYPE http_server_active_requests gauge"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tower_graceful_shutdowns_total"),
+        "no shutdown counted before one happened:\n{text}"
+    );
+
+    // A download that would run for a minute is in flight.
+    let res = send(&c, http_addr, "/stream?chunks=1200&ms=50").await;
+    let mut body = res.into_body();
+    within("first chunk", body.frame()).await.unwrap().unwrap();
+    assert_eq!(m("http_server_active_requests").await, "1");
+
+    // During the drain: not ready, draining, the download still counted.
+    graceful.trigger();
+    within("draining", graceful.signal().cancelled()).await;
+    assert_eq!(m("tower_graceful_ready").await, "0");
+    assert_eq!(m("tower_graceful_phase{phase=\"serving\"}").await, "0");
+    assert_eq!(m("tower_graceful_phase{phase=\"draining\"}").await, "1");
+    assert_eq!(m("http_server_active_requests").await, "1");
+    assert_eq!(
+        m("tower_graceful_requests_completed_while_draining_total").await,
+        "0"
+    );
+
+    // The client gives up on the download: it ends, the drain completes.
+    drop(body);
+    within("drained", graceful.drained()).await;
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+
+    // After: the admin port is still up (until `join`) with the report's
+    // counters and histograms.
+    assert_eq!(m("tower_graceful_phase{phase=\"done\"}").await, "1");
+    assert_eq!(m("tower_graceful_phase{phase=\"draining\"}").await, "0");
+    assert_eq!(m("http_server_active_requests").await, "0");
+    assert_eq!(
+        m("tower_graceful_requests_completed_while_draining_total").await,
+        "1"
+    );
+    assert_eq!(
+        m("tower_graceful_shutdowns_total{cause=\"api\",outcome=\"drained\"}").await,
+        "1"
+    );
+    assert_eq!(
+        m("tower_graceful_abandoned_total{kind=\"request\"}").await,
+        "0"
+    );
+    assert_eq!(
+        m("tower_graceful_phase_duration_seconds_count{phase=\"draining\"}").await,
+        "1"
+    );
+    assert_eq!(
+        m("tower_graceful_shutdown_duration_seconds_count").await,
+        "1"
+    );
+    // The connection figures are the report's (the public server runs on
+    // `tower_graceful::serve`, so the idle ones are counted too).
+    assert_eq!(
+        m("tower_graceful_connections_told_to_close_total").await,
+        report.connections_told_to_close.to_string()
+    );
+    let idle = report.connections_closed_idle.expect("serve counts them");
+    assert_eq!(
+        m("tower_graceful_connections_closed_idle_total").await,
+        idle.to_string()
+    );
+    // A second scrape does not count the shutdown twice.
+    assert_eq!(
+        m("tower_graceful_shutdowns_total{cause=\"api\",outcome=\"drained\"}").await,
+        "1"
+    );
+
+    for (name, outcome) in servers.join(STEP).await {
+        assert_eq!(outcome, Ok(()), "{name} server");
+    }
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "admin port closed once joined"
+    );
 }

@@ -52,7 +52,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
     assert!(out.contains("shutdown report (cause: SIGTERM)"), "{out}");
     assert!(
         out.contains(
-            "Drained: 1 in flight at start (requests and tasks), 1 requests completed, 0 rejected"
+            "Drained: 1 in flight at start (requests and tasks), 1 request completed, 0 rejected"
         ),
         "{out}"
     );

@@ -8,7 +8,14 @@
 //! * `noop`: `Router::layer(NoopLayer)` (a do-nothing layer);
 //! * `full`: `Router::layer(coordinator.layer())` (tower-graceful's whole stack);
 //! * `full-signal`: as `full`, with a handler taking the `ShutdownSignal`
-//!   extractor.
+//!   extractor;
+//! * `around-axum`: the layer around the finished router
+//!   (`ServiceBuilder::new().layer(coordinator.layer()).service(router)`),
+//!   served by `axum::serve`, which needs the body boxed again
+//!   (`map_response(|r| r.map(Body::new))`);
+//! * `bare-serve`, `full-serve`, `around-serve`: the router alone, with
+//!   `Router::layer`, and the layer around it, served by
+//!   `tower_graceful::serve` instead of `axum::serve`.
 //!
 //! Binds 127.0.0.1 only. Runtime workers: `SERVER_WORKERS` (default 1). Runs
 //! until killed (no signal handling, so SIGTERM ends it at once).
@@ -36,16 +43,6 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let graceful = coordinator();
-        let app = match mode.as_str() {
-            "bare" => hello_router(),
-            "noop" => hello_router().layer(NoopLayer),
-            "full" => hello_router().layer(graceful.layer()),
-            "full-signal" => signal_router().layer(graceful.layer()),
-            other => {
-                eprintln!("unknown mode {other:?}");
-                std::process::exit(2);
-            }
-        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind");
@@ -53,6 +50,34 @@ fn main() {
             "server {mode} listening on {}",
             listener.local_addr().unwrap()
         );
-        axum::serve(listener, app).await.expect("serve");
+        let around = || {
+            tower::ServiceBuilder::new()
+                .layer(graceful.layer())
+                .service(hello_router())
+        };
+        match mode.as_str() {
+            "bare" => axum::serve(listener, hello_router()).await,
+            "noop" => axum::serve(listener, hello_router().layer(NoopLayer)).await,
+            "full" => axum::serve(listener, hello_router().layer(graceful.layer())).await,
+            "full-signal" => axum::serve(listener, signal_router().layer(graceful.layer())).await,
+            "around-axum" => {
+                let app = tower::ServiceExt::<axum::http::Request<axum::body::Body>>::map_response(
+                    around(),
+                    |r| r.map(axum::body::Body::new),
+                );
+                axum::serve(listener, tower::make::Shared::new(app)).await
+            }
+            "bare-serve" => tower_graceful::serve(listener, hello_router(), &graceful).await,
+            "full-serve" => {
+                let app = hello_router().layer(graceful.layer());
+                tower_graceful::serve(listener, app, &graceful).await
+            }
+            "around-serve" => tower_graceful::serve(listener, around(), &graceful).await,
+            other => {
+                eprintln!("unknown mode {other:?}");
+                std::process::exit(2);
+            }
+        }
+        .expect("serve");
     });
 }

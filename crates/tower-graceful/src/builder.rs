@@ -23,6 +23,8 @@ pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The gRPC health `Watch` method's path, untracked by default (see
 /// [`Builder::untracked_path`]).
 pub const GRPC_HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+/// Default reuse grace: 200 ms (see [`Builder::reuse_grace`]).
+pub const DEFAULT_REUSE_GRACE: Duration = Duration::from_millis(200);
 /// Default `Retry-After` on the draining rejection: 1 s.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -104,6 +106,7 @@ pub struct Builder {
     live_path: Option<String>,
     lame_duck_window: Option<Duration>,
     min_time_left: Option<Duration>,
+    reuse_grace: Duration,
 }
 
 impl Default for Builder {
@@ -125,6 +128,7 @@ impl Default for Builder {
             live_path: None,
             lame_duck_window: None,
             min_time_left: None,
+            reuse_grace: DEFAULT_REUSE_GRACE,
         }
     }
 }
@@ -246,6 +250,20 @@ impl Builder {
     /// Must be shorter than the drain deadline.
     pub fn min_time_left(mut self, d: Duration) -> Self {
         self.min_time_left = Some(d);
+        self
+    }
+
+    /// How long an HTTP/1.x response that ends while draining *without*
+    /// having announced `Connection: close` (its head went out before the
+    /// trigger: a stream, a long download) keeps the drain open, so that its
+    /// client's next request on that connection, which may follow at once,
+    /// is served (with the close announced) instead of racing the close of
+    /// an idle connection at the end of the drain. Only such responses
+    /// linger; a forced stop cuts it short. Default: 200 ms
+    /// ([`DEFAULT_REUSE_GRACE`]); `ZERO` turns it off. Applies to the
+    /// combined layer ([`Coordinator::layer`]).
+    pub fn reuse_grace(mut self, d: Duration) -> Self {
+        self.reuse_grace = d;
         self
     }
 
@@ -433,9 +451,21 @@ impl Builder {
                  pre-drain delay, which is seconds: use at most 1h",
             ));
         }
+        if self.reuse_grace >= drain_deadline {
+            return Err(ConfigError::new(
+                "reuse_grace",
+                format!(
+                    "reuse_grace ({}) is not shorter than drain_deadline ({}): it is meant \
+                     to be a round trip or two (default 200ms)",
+                    secs(self.reuse_grace),
+                    secs(drain_deadline)
+                ),
+            ));
+        }
         let policy = Policy {
             lame_duck_window: self.lame_duck_window.unwrap_or(self.pre_drain),
             min_time_left,
+            reuse_grace: self.reuse_grace,
         };
         let retry = ceil_secs(self.retry_after);
         if retry > MAX_RETRY_AFTER {

@@ -13,7 +13,7 @@
 //! | when | the listener | HTTP/1.x connections | HTTP/2 connections |
 //! |---|---|---|---|
 //! | serving | accepts | served | served |
-//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::Drain)) | each gets a graceful GOAWAY at a random point of the same window |
+//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::Drain)) | each gets a graceful GOAWAY at a random point of the same window (one accepted after the trigger: when draining starts) |
 //! | draining | **closed**: new connections go elsewhere | open ones are **not** cut: a request that still arrives is served, with `Connection: close` (the [policy](crate::drain)) | GOAWAY sent; streams in flight finish |
 //! | nothing left in flight | – | the remaining ones, all idle, are closed | closed as their last stream ends |
 //! | deadline / second signal | – | closed once the report is out | the same |
@@ -129,7 +129,11 @@ where
                     // Counted before the task exists, so the count at the end
                     // of the drain includes connections not yet polled.
                     let open = Open::new(shared);
-                    connections.spawn(connection(stream, service.clone(), shared, open));
+                    // Accepted after the trigger: the balancer has not
+                    // noticed yet. A GOAWAY now would only send the client
+                    // back here; it gets one when draining starts.
+                    let late = shared.triggered();
+                    connections.spawn(connection(stream, service.clone(), shared, open, late));
                 }
                 Err(e) if is_per_connection(&e) => {}
                 Err(e) => {
@@ -214,6 +218,7 @@ async fn connection<S, B>(
     service: S,
     shared: &'static Shared,
     mut open: Open,
+    late: bool,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -262,7 +267,7 @@ async fn connection<S, B>(
         let mut conn = pin!(conn);
         let at_end = tokio::select! {
             _ = conn.as_mut() => return,
-            _ = goaway_time(shared) => false,
+            _ = goaway_time(shared, late) => false,
             _ = &mut close => true,
         };
         if at_end {
@@ -315,9 +320,13 @@ async fn close_connections(shared: &'static Shared) {
 }
 
 /// When this HTTP/2 connection gets its GOAWAY: at a random point of the
-/// lame-duck window after the trigger (at once if that point has passed),
-/// so reconnections spread out as HTTP/1.x's do.
-async fn goaway_time(shared: &'static Shared) {
+/// lame-duck window after the trigger, so reconnections spread out as
+/// HTTP/1.x's do; for a connection accepted after the trigger, when
+/// draining starts.
+async fn goaway_time(shared: &'static Shared, late: bool) {
+    if late {
+        return shared.soft.cancelled().await;
+    }
     shared.triggered.wait().await;
     let window = shared.policy.lame_duck_window;
     if window.is_zero() || shared.draining() {

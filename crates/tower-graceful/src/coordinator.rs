@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::Instrument;
 
 use crate::builder::{Builder, Config, ConfigError};
 use crate::graceful::{GracefulLayer, Stack};
@@ -379,7 +380,9 @@ impl Coordinator {
     /// work), fused into one service ([`Graceful`](crate::Graceful)).
     /// Apply it around the whole router: `Router::layer`, or cheaper,
     /// `ServiceBuilder::new().layer(..).service(router)` (axum boxes every
-    /// route of a `Router::layer`); tonic's `Server::builder().layer`. Add
+    /// route of a `Router::layer`); tonic's `Server::builder().layer`. Not
+    /// `Router::route_layer`: that runs only for requests that match a route,
+    /// so the probe paths (which are not routes) answer `404`. Add
     /// [`SignalLayer`](crate::SignalLayer) inside it if you want the signal in
     /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
@@ -404,7 +407,19 @@ impl Coordinator {
         let alive = Alive(self.clone());
         handle.spawn(async move {
             let c = alive.0.clone();
-            c.drive().await;
+            // One span per shutdown, from the trigger (not from the build:
+            // a span as long as the process helps no one); `drive` records
+            // each phase in it, and every event of the shutdown nests under
+            // it. The cause is set before the trigger latch.
+            c.shared.triggered.wait().await;
+            let cause = lock(&c.inner.cause).clone().unwrap_or(TriggerCause::Api);
+            let span = tracing::info_span!(
+                target: "tower_graceful",
+                "shutdown",
+                %cause,
+                phase = %Phase::Triggered,
+            );
+            c.drive().instrument(span).await;
             drop(alive);
         });
     }
@@ -415,6 +430,7 @@ impl Coordinator {
         shared.triggered.wait().await;
         let t0 = Instant::now();
         let cause = lock(&self.inner.cause).clone().unwrap_or(TriggerCause::Api);
+        let span = tracing::Span::current();
         tracing::info!(
             target: "tower_graceful",
             %cause,
@@ -440,6 +456,7 @@ impl Coordinator {
         // Counted by the switch itself, before the signal fires and work
         // starts to finish.
         let in_flight_at_drain = shared.begin_draining(deadline);
+        span.record("phase", tracing::field::display(Phase::Draining));
         tracing::info!(
             target: "tower_graceful",
             in_flight = in_flight_at_drain,
@@ -490,6 +507,7 @@ impl Coordinator {
             tracing::info!(target: "tower_graceful", elapsed = ?drain, "drained: nothing in flight");
         } else {
             shared.advance(Phase::Forced);
+            span.record("phase", tracing::field::display(Phase::Forced));
             shared.hard.cancel();
             tracing::warn!(
                 target: "tower_graceful",
@@ -503,6 +521,7 @@ impl Coordinator {
         }
 
         shared.advance(Phase::CleaningUp);
+        span.record("phase", tracing::field::display(Phase::CleaningUp));
         let t_clean = Instant::now();
         let hooks = lock(&self.inner.hooks).take().unwrap_or_default();
         let hooks = run_hooks(hooks, cfg.hook_timeout, cfg.cleanup_timeout).await;
@@ -543,6 +562,7 @@ impl Coordinator {
         }
         *lock(&self.inner.report) = Some(report);
         shared.advance(Phase::Done);
+        span.record("phase", tracing::field::display(Phase::Done));
         shared.done.set();
     }
 }
@@ -571,7 +591,9 @@ async fn run_hooks(
         let run = hook.run;
         // Spawned, so a panic (even one raised before the first await) is
         // caught by the task and reported, and a hang can be aborted.
-        let mut task = tokio::spawn(async move { run().await });
+        // In the shutdown's span, so the hook's own events nest under it.
+        let mut task =
+            tokio::spawn(async move { run().await }.instrument(tracing::Span::current()));
         let outcome = match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(Ok(()))) => HookOutcome::Completed,
             Ok(Ok(Err(e))) => HookOutcome::Failed(e.to_string()),

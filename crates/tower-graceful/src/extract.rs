@@ -100,7 +100,9 @@ impl std::error::Error for MissingShutdownSignal {}
 
 impl IntoResponse for MissingShutdownSignal {
     fn into_response(self) -> Response {
-        tracing::error!(target: "tower_graceful", "{self}");
+        // Like axum's own rejections: a misconfiguration, reported to the
+        // client; not an error log line on every request.
+        tracing::debug!(target: "tower_graceful", "{self}");
         (self.status(), self.body_text()).into_response()
     }
 }

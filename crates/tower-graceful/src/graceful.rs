@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::drain::RejectConfig;
-use crate::in_flight::{count, untracked_counted, Counted, ResponseFuture as InFlightFuture};
+use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
 use crate::state::Shared;
@@ -96,6 +96,28 @@ impl GracefulLayer {
     /// configure layers at start-up, not per request.
     pub fn exempt(self, path: impl Into<String>) -> Self {
         let reject = Box::leak(Box::new(self.stack.reject.with_exempt(path.into())));
+        Self {
+            stack: Box::leak(Box::new(Stack::new(
+                self.stack.shared,
+                reject,
+                self.stack.probes,
+                self.stack.untracked,
+            ))),
+        }
+    }
+}
+
+impl GracefulLayer {
+    /// Replaces the built-in draining rejection with your own response, as
+    /// [`DrainLayer::respond_with`](crate::DrainLayer::respond_with) does
+    /// (which see), keeping the combined layer. `Retry-After` and, on
+    /// HTTP/1.x, `Connection: close` are added unless the response sets them.
+    /// Like [`exempt`](Self::exempt): configure at start-up.
+    pub fn respond_with<F>(self, f: F) -> Self
+    where
+        F: Fn(&crate::RejectContext<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
+    {
+        let reject = Box::leak(Box::new(self.stack.reject.with_custom(f)));
         Self {
             stack: Box::leak(Box::new(Stack::new(
                 self.stack.shared,
@@ -211,8 +233,8 @@ where
         let h1 = req.version() <= Version::HTTP_11;
         let _current = CurrentSignal::enter(shared);
         GracefulFuture::inner(
-            InFlightFuture::new(self.inner.call(req), guard, shared),
-            h1.then_some(shared),
+            CountedFuture::new(self.inner.call(req), guard, shared).with_lame_duck(h1),
+            None,
         )
     }
 }
@@ -220,8 +242,8 @@ where
 /// Response future of [`Graceful`]: the same as the draining responder's
 /// around the counter's (`Drain` around `InFlight`), which is what the fused
 /// service behaves as.
-pub type GracefulFuture<F> = crate::drain::ResponseFuture<crate::in_flight::ResponseFuture<F>>;
+pub type GracefulFuture<F> = crate::drain::ResponseFuture<crate::in_flight::CountedFuture<F>>;
 
 /// Response body of [`Graceful`]: the inner body, counted until it ends (or
 /// fails, or is dropped), or the body of a probe answer or rejection.
-pub type GracefulBody<B> = crate::drain::ResponseBody<crate::in_flight::ResponseBody<B>>;
+pub type GracefulBody<B> = crate::drain::ResponseBody<crate::in_flight::CountedBody<B>>;

@@ -24,7 +24,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::drain::{Answer, RejectConfig};
+use crate::drain::RejectConfig;
 use crate::signal::CurrentSignal;
 use crate::state::Shared;
 use crate::tracker::{Admission, RequestGuard};
@@ -70,9 +70,10 @@ impl<S> Layer<S> for InFlightLayer {
 
 /// Middleware that counts each request until its response body ends.
 ///
-/// The guard taken in `call` moves from the [`ResponseFuture`] into the
-/// [`ResponseBody`]; every way out releases it exactly once (see the
-/// [module docs](crate::in_flight)).
+/// The guard taken in `call` moves from the response future into the
+/// response body; every way out releases it exactly once: the body
+/// finishing, erroring or being dropped, the future being dropped, the inner
+/// service failing, a handler panicking.
 ///
 /// Once the drain has completed (draining began and nothing was left in
 /// flight), the counter refuses new requests in the same atomic step that
@@ -135,7 +136,7 @@ pub(crate) enum Counted {
 /// Counts a tracked request, then applies the draining policy: refused by
 /// the counter once the drain completed, or admitted while draining but too
 /// late to finish (released again). Exempt paths are always served.
-#[inline]
+#[inline(always)]
 pub(crate) fn count<B>(
     shared: &'static Shared,
     reject: &RejectConfig,
@@ -143,8 +144,7 @@ pub(crate) fn count<B>(
 ) -> Counted {
     match RequestGuard::new(&shared.tracker, req.method(), req.uri().path()) {
         Ok((guard, Admission::Serving)) => Counted::Serve(Some(guard)),
-        Ok((guard, Admission::Draining)) => late(shared, reject, req, Some(guard)),
-        Err(_refused) => late(shared, reject, req, None),
+        other => late(shared, reject, req, other.ok().map(|(guard, _)| guard)),
     }
 }
 
@@ -169,6 +169,31 @@ fn late<B>(
             shared.tracker.count_served_while_draining();
             Counted::Serve(Some(guard))
         }
+    }
+}
+
+/// An HTTP/1.x response ended while draining without announcing the close
+/// (its head went out before the trigger, as a stream's does): its client
+/// may send the next request on that connection at once, and were the drain
+/// to complete now, `serve` would close the connection under that request.
+/// So the request's count is held for the reuse grace (cut short by the
+/// forced stop): a request that arrives meanwhile is served, with the close
+/// announced.
+#[cold]
+#[inline(never)]
+fn linger(guard: RequestGuard, shared: &'static Shared) {
+    let grace = shared.policy.reuse_grace;
+    if grace.is_zero() || shared.hard.is_cancelled() {
+        return; // `guard` drops: released now
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = shared.hard.cancelled() => {}
+            }
+            drop(guard);
+        });
     }
 }
 
@@ -220,167 +245,132 @@ where
         match counted {
             Counted::Serve(guard) => {
                 let _current = CurrentSignal::enter(self.shared);
-                ResponseFuture::new(self.inner.call(req), guard, self.shared)
+                let fut = CountedFuture::new(self.inner.call(req), guard, self.shared);
+                ResponseFuture::inner(fut, None)
             }
-            Counted::Reject => {
-                ResponseFuture::answered(crate::drain::rejection(self.shared, self.reject, &req))
-            }
+            Counted::Reject => crate::drain::rejected(self.shared, self.reject, &req),
         }
     }
 }
 
+/// Response future of [`InFlight`]: the counted future, or the draining
+/// rejection of a request the counter refused (the same shape as the
+/// draining responder's, whose variants it uses).
+pub type ResponseFuture<F> = crate::drain::ResponseFuture<CountedFuture<F>>;
+
+/// Response body of [`InFlight`]: the counted body, or the rejection's.
+pub type ResponseBody<B> = crate::drain::ResponseBody<CountedBody<B>>;
+
 pin_project! {
-    /// Response future of [`InFlight`]: holds the guard until the response
-    /// is ready, then hands it to the [`ResponseBody`].
-    pub struct ResponseFuture<F> {
+    /// The inner service's future with the request's guard: holds the guard
+    /// until the response is ready, then hands it to the [`CountedBody`].
+    pub struct CountedFuture<F> {
         #[pin]
-        kind: Kind<F>,
+        inner: F,
+        guard: Option<RequestGuard>,
+        shared: &'static Shared,
+        // The fused service's lame duck (an HTTP/1.x request): decided here,
+        // where the response is rebuilt anyway, at no cost to other requests.
+        lame_duck: bool,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner {
-            #[pin]
-            inner: F,
-            guard: Option<RequestGuard>,
-            shared: &'static Shared,
-        },
-        Answered { answer: Option<Answer> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
+impl<F> CountedFuture<F> {
     #[inline]
     pub(crate) fn new(inner: F, guard: Option<RequestGuard>, shared: &'static Shared) -> Self {
         Self {
-            kind: Kind::Inner {
-                inner,
-                guard,
-                shared,
-            },
+            inner,
+            guard,
+            shared,
+            lame_duck: false,
         }
     }
 
-    #[cold]
-    fn answered(answer: Answer) -> Self {
-        Self {
-            kind: Kind::Answered {
-                answer: Some(answer),
-            },
-        }
+    /// With the lame duck for an HTTP/1.x request (the fused service).
+    #[inline]
+    pub(crate) fn with_lame_duck(mut self, h1: bool) -> Self {
+        self.lame_duck = h1;
+        self
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F> fmt::Debug for CountedFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("CountedFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for CountedFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<CountedBody<B>>, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner {
-                inner,
-                guard,
-                shared,
-            } => {
-                let res = {
-                    let _current = CurrentSignal::enter(shared);
-                    ready!(inner.poll(cx))
-                };
-                let guard = guard.take();
-                let shared = *shared;
-                Poll::Ready(res.map(|res| {
-                    res.map(|inner| {
-                        // A body that is already finished releases at once:
-                        // hyper may drop it without polling.
-                        let guard = if inner.is_end_stream() { None } else { guard };
-                        ResponseBody {
-                            kind: BodyKind::Inner {
-                                inner,
-                                guard,
-                                shared,
-                            },
-                        }
-                    })
-                }))
+        let this = self.project();
+        let res = {
+            let _current = CurrentSignal::enter(this.shared);
+            ready!(this.inner.poll(cx))
+        };
+        let guard = this.guard.take();
+        let shared = *this.shared;
+        let mut linger = *this.lame_duck;
+        Poll::Ready(res.map(|res| {
+            let (mut head, inner) = res.into_parts();
+            if linger && shared.triggered() {
+                linger = !crate::drain::announce_close(shared, &mut head);
             }
-            KindProj::Answered { answer } => {
-                let res = answer
-                    .take()
-                    .expect("polled after completion")
-                    .into_response();
-                Poll::Ready(Ok(res.map(|data| ResponseBody {
-                    kind: BodyKind::Answered {
-                        data: (!data.is_empty()).then_some(data),
-                    },
-                })))
-            }
-        }
+            // A body that is already finished releases at once: hyper may
+            // drop it without polling.
+            let guard = if inner.is_end_stream() { None } else { guard };
+            Response::from_parts(
+                head,
+                CountedBody {
+                    inner,
+                    guard,
+                    shared,
+                    linger,
+                },
+            )
+        }))
     }
 }
 
 pin_project! {
-    /// Response body of [`InFlight`]: releases the request's guard when the
-    /// body ends, fails, or is dropped. Forwards `is_end_stream` and the exact
+    /// The response body with the request's guard: releases it when the body
+    /// ends, fails, or is dropped. Forwards `is_end_stream` and the exact
     /// `size_hint`, so fixed-length responses stay fixed-length.
-    pub struct ResponseBody<B> {
+    pub struct CountedBody<B> {
         #[pin]
-        kind: BodyKind<B>,
+        inner: B,
+        guard: Option<RequestGuard>,
+        shared: &'static Shared,
+        // An HTTP/1.x response that did not announce the close: if it ends
+        // while draining, its client may reuse the connection at once.
+        linger: bool,
     }
 }
 
-pin_project! {
-    #[project = BodyProj]
-    enum BodyKind<B> {
-        Inner {
-            #[pin]
-            inner: B,
-            guard: Option<RequestGuard>,
-            shared: &'static Shared,
-        },
-        Answered { data: Option<Bytes> },
+impl<B> CountedBody<B> {
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
     }
 }
 
-impl<B> ResponseBody<B> {
-    /// The wrapped body (`None` for a rejection the counter answered).
-    pub fn get_ref(&self) -> Option<&B> {
-        match &self.kind {
-            BodyKind::Inner { inner, .. } => Some(inner),
-            BodyKind::Answered { .. } => None,
-        }
-    }
-}
-
-impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
+impl<B: fmt::Debug> fmt::Debug for CountedBody<B> {
+    // (`linger` is an internal detail.)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            BodyKind::Inner { inner, guard, .. } => f
-                .debug_struct("ResponseBody")
-                .field("inner", inner)
-                .field("counted", &guard.is_some())
-                .finish(),
-            BodyKind::Answered { .. } => f.debug_struct("ResponseBody").finish_non_exhaustive(),
-        }
+        f.debug_struct("CountedBody")
+            .field("inner", &self.inner)
+            .field("counted", &self.guard.is_some())
+            .finish()
     }
 }
 
-impl<B> Body for ResponseBody<B>
-where
-    B: Body,
-    B::Data: From<Bytes>,
-{
+impl<B: Body> Body for CountedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -389,49 +379,36 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().kind.project() {
-            BodyProj::Inner {
-                mut inner,
-                guard,
-                shared,
-            } => {
-                let frame = {
-                    // Streams (SSE, gRPC server streaming) produced lazily
-                    // in the body see the signal too.
-                    let _current = CurrentSignal::enter(shared);
-                    ready!(inner.as_mut().poll_frame(cx))
-                };
-                let finished = match &frame {
-                    None | Some(Err(_)) => true,
-                    Some(Ok(_)) => inner.is_end_stream(),
-                };
-                if finished {
-                    // Drop releases; `take` makes it happen exactly once.
-                    guard.take();
+        let this = self.project();
+        let mut inner = this.inner;
+        let frame = {
+            // Streams (SSE, gRPC server streaming) produced lazily in the
+            // body see the signal too.
+            let _current = CurrentSignal::enter(this.shared);
+            ready!(inner.as_mut().poll_frame(cx))
+        };
+        let finished = match &frame {
+            None | Some(Err(_)) => true,
+            Some(Ok(_)) => inner.is_end_stream(),
+        };
+        if finished {
+            // Drop releases; `take` makes it happen exactly once.
+            if let Some(guard) = this.guard.take() {
+                if *this.linger && this.shared.draining() {
+                    linger(guard, this.shared);
                 }
-                Poll::Ready(frame)
-            }
-            BodyProj::Answered { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
             }
         }
+        Poll::Ready(frame)
     }
 
     #[inline]
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            BodyKind::Inner { inner, .. } => inner.is_end_stream(),
-            BodyKind::Answered { data } => data.is_none(),
-        }
+        self.inner.is_end_stream()
     }
 
     #[inline]
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            BodyKind::Inner { inner, .. } => inner.size_hint(),
-            BodyKind::Answered { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
+        self.inner.size_hint()
     }
 }

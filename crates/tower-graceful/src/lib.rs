@@ -61,13 +61,29 @@
 //!
 //! * `axum`: `ShutdownSignal` implements axum-core's `FromRequestParts` and
 //!   `OptionalFromRequestParts`.
-//! * `tonic`: [`tonic::report_health`] flips `tonic-health` to `NOT_SERVING`
-//!   when shutdown is triggered.
+//! * `tonic`: [`grpc_health::report_health`] marks services `SERVING` in
+//!   `tonic-health`, and `NOT_SERVING` when shutdown is triggered.
+//! * `metrics`: [`shutdown_metrics::Emitter`] records the coordinator's state
+//!   (in-flight requests and tasks, readiness, phase, rejections, the
+//!   report's counters and phase durations) with the `metrics` facade, off
+//!   the serving path.
 //! * `serve`: [`serve`] and the [`connection`] module, on hyper and
 //!   hyper-util.
 //! * `systemd` (unix): the `systemd` module: `sd_notify` readiness, shutdown
 //!   progress and watchdog driven by the coordinator (`sd-notify`), and
 //!   listeners passed by socket activation (`listenfd`).
+//!
+//! # Testing
+//!
+//! [`testing`] shows how to test a handler's shutdown on tokio's paused
+//! clock (trigger, observe each phase, assert that a stream or loop ends,
+//! assert the report), with [`testing::terminate`] for the last step.
+//!
+//! # Logs
+//!
+//! Every event of a shutdown is logged with `tracing` (target
+//! `tower_graceful`) inside one `shutdown` span with the fields `cause` and
+//! `phase` (recorded as the phase changes); cleanup hooks run inside it too.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
@@ -94,12 +110,16 @@ pub mod connection;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc_health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod shutdown_metrics;
 #[cfg(all(feature = "systemd", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
 pub mod systemd;
-#[cfg(feature = "tonic")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub mod tonic;
+pub mod testing;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub use crate::connection::serve;
@@ -107,7 +127,7 @@ pub use crate::connection::serve;
 pub use crate::body::FixedBody;
 pub use crate::builder::{
     Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
-    DEFAULT_RETRY_AFTER, GRPC_HEALTH_WATCH,
+    DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
 pub use crate::coordinator::{CloseConnections, Coordinator, Draining, HookRegistrationError};
 pub use crate::drain::{Drain, DrainLayer, RejectContext};
@@ -129,6 +149,7 @@ pub use crate::state::{Phase, ReadinessStatus};
 pub mod future {
     pub use crate::drain::ResponseFuture as DrainFuture;
     pub use crate::graceful::GracefulFuture;
+    pub use crate::in_flight::CountedFuture;
     pub use crate::in_flight::ResponseFuture as InFlightFuture;
 }
 
@@ -136,6 +157,7 @@ pub mod future {
 pub mod body_types {
     pub use crate::drain::ResponseBody as DrainBody;
     pub use crate::graceful::GracefulBody;
+    pub use crate::in_flight::CountedBody;
     pub use crate::in_flight::ResponseBody as InFlightBody;
 }
 
@@ -147,6 +169,7 @@ pub mod body_types {
     feature = "axum",
     feature = "tonic",
     feature = "serve",
+    feature = "metrics",
     feature = "systemd"
 ))]
 #[doc = include_str!("../../../README.md")]

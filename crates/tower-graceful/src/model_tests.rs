@@ -212,6 +212,9 @@ async fn run_case(
         .pre_drain_delay(Duration::from_millis(pre_drain_ms))
         .drain_deadline(Duration::from_millis(deadline_ms))
         .min_time_left(Duration::from_millis(min_left_ms))
+        // The reuse grace has a test of its own; the model's counts are
+        // exact without it.
+        .reuse_grace(Duration::ZERO)
         .cleanup_timeout(Duration::from_secs(10))
         .hook_timeout(Duration::from_secs(1))
         .build()

@@ -94,6 +94,7 @@ impl Readiness {
 }
 
 /// One app-controlled readiness condition. See [`Readiness::gate`].
+#[must_use = "dropping the gate removes it at once: keep it for as long as it should hold readiness"]
 pub struct ReadinessGate {
     shared: SharedRef,
     id: u64,

@@ -40,6 +40,7 @@ pub enum DrainOutcome {
 
 /// Work that was still in flight when the drain was cut short.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Straggler {
     /// What it was.
     pub what: StragglerKind,
@@ -86,9 +87,10 @@ impl fmt::Display for Straggler {
             }
             StragglerKind::Task { name } => write!(f, "task {name} (age {ge}{:.1?})", self.age),
             StragglerKind::Unnamed { count } => {
+                let s = if *count == 1 { "" } else { "s" };
                 write!(
                     f,
-                    "{count} more requests, unnamed (age {ge}{:.1?})",
+                    "{count} more request{s}, unnamed (age {ge}{:.1?})",
                     self.age
                 )
             }
@@ -121,6 +123,7 @@ impl HookOutcome {
 
 /// One hook's entry in the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HookReport {
     /// The name it was registered with.
     pub name: Cow<'static, str>,
@@ -130,6 +133,16 @@ pub struct HookReport {
     pub elapsed: Duration,
     /// The timeout it had.
     pub timeout: Duration,
+}
+
+/// `1 request`, `2 requests`.
+struct Count(usize, &'static str);
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.0 == 1 { "" } else { "s" };
+        write!(f, "{} {}{s}", self.0, self.1)
+    }
 }
 
 /// What a shutdown did, returned by [`Coordinator::wait`](crate::Coordinator::wait)
@@ -198,15 +211,39 @@ impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "shutdown report (cause: {})", self.cause)?;
         writeln!(f, "  pre-drain   {:>10.1?}", self.pre_drain)?;
-        writeln!(
+        write!(
             f,
-            "  drain       {:>10.1?}  {:?}: {} in flight at start (requests and tasks), {} requests completed, {} rejected",
+            "  drain       {:>10.1?}  {:?}: {} in flight at start (requests and tasks), {} completed, ",
             self.drain,
             self.drain_outcome,
             self.in_flight_at_drain,
-            self.completed_while_draining,
-            self.rejected
+            Count(self.completed_while_draining, "request"),
         )?;
+        if !self.stragglers.is_empty() {
+            // Without this, work cut off at the deadline would read as
+            // "0 requests completed" and nothing else.
+            let tasks = self
+                .stragglers
+                .iter()
+                .filter(|s| matches!(s.what, StragglerKind::Task { .. }))
+                .count();
+            let requests = self.force_cancelled();
+            let at = match self.drain_outcome {
+                DrainOutcome::Forced => "the forced stop",
+                _ => "the deadline",
+            };
+            match (requests, tasks) {
+                (r, 0) => write!(f, "{} abandoned at {at}, ", Count(r, "request"))?,
+                (0, t) => write!(f, "{} abandoned at {at}, ", Count(t, "task"))?,
+                (r, t) => write!(
+                    f,
+                    "{} and {} abandoned at {at}, ",
+                    Count(r, "request"),
+                    Count(t, "task")
+                )?,
+            }
+        }
+        writeln!(f, "{} rejected", self.rejected)?;
         write!(
             f,
             "    connections: {} told to close",
@@ -232,5 +269,106 @@ impl fmt::Display for ShutdownReport {
             )?;
         }
         write!(f, "  total       {:>10.1?}", self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: DrainOutcome, stragglers: Vec<Straggler>) -> ShutdownReport {
+        ShutdownReport {
+            cause: TriggerCause::Signal("SIGTERM"),
+            pre_drain: Duration::ZERO,
+            drain: Duration::from_secs(3),
+            drain_outcome: outcome,
+            cleanup: Duration::ZERO,
+            total: Duration::from_secs(3),
+            in_flight_at_drain: 3,
+            completed_while_draining: 1,
+            rejected: 2,
+            served_while_draining: 0,
+            connections_told_to_close: 0,
+            connections_closed_idle: None,
+            stragglers,
+            hooks: Vec::new(),
+        }
+    }
+
+    fn drain_line(r: &ShutdownReport) -> String {
+        r.to_string()
+            .lines()
+            .find(|l| l.trim_start().starts_with("drain "))
+            .expect("a drain line")
+            .to_owned()
+    }
+
+    fn request(path: &str) -> Straggler {
+        Straggler {
+            what: StragglerKind::Request {
+                method: "GET".into(),
+                path: path.into(),
+            },
+            age: Duration::from_secs(3),
+            age_is_lower_bound: false,
+        }
+    }
+
+    #[test]
+    fn counts_read_in_the_singular_and_the_plural() {
+        let mut r = report(DrainOutcome::Drained, Vec::new());
+        assert!(
+            drain_line(&r).ends_with(
+                "3 in flight at start (requests and tasks), 1 request completed, 2 rejected"
+            ),
+            "{r}"
+        );
+        r.completed_while_draining = 2;
+        assert!(drain_line(&r).contains(", 2 requests completed, "), "{r}");
+        r.completed_while_draining = 0;
+        assert!(drain_line(&r).contains(", 0 requests completed, "), "{r}");
+        let one = Straggler {
+            what: StragglerKind::Unnamed { count: 1 },
+            age: Duration::ZERO,
+            age_is_lower_bound: true,
+        };
+        assert!(
+            one.to_string().starts_with("1 more request, unnamed"),
+            "{one}"
+        );
+    }
+
+    #[test]
+    fn work_cut_off_at_the_deadline_is_counted_as_abandoned() {
+        let task = Straggler {
+            what: StragglerKind::Task {
+                name: "ws session".into(),
+            },
+            age: Duration::from_secs(3),
+            age_is_lower_bound: false,
+        };
+        let r = report(
+            DrainOutcome::DeadlineExceeded,
+            vec![request("/slow"), request("/stream"), task.clone()],
+        );
+        assert!(
+            drain_line(&r).ends_with(
+                "1 request completed, 2 requests and 1 task abandoned at the deadline, 2 rejected"
+            ),
+            "{r}"
+        );
+        let r = report(DrainOutcome::Forced, vec![request("/slow")]);
+        assert!(
+            drain_line(&r).contains("1 request abandoned at the forced stop, "),
+            "{r}"
+        );
+        let r = report(DrainOutcome::DeadlineExceeded, vec![task]);
+        assert!(
+            drain_line(&r).contains("1 task abandoned at the deadline, "),
+            "{r}"
+        );
+        // Nothing abandoned: no mention.
+        let r = report(DrainOutcome::Drained, Vec::new());
+        assert!(!drain_line(&r).contains("abandoned"), "{r}");
     }
 }

@@ -23,9 +23,12 @@ use crate::tracker::TaskTicket;
 /// deadline passes.
 ///
 /// Get one from the coordinator ([`Coordinator::signal`](crate::Coordinator::signal)),
-/// from request extensions (the [`SignalLayer`](crate::SignalLayer), part of
-/// [`Coordinator::layer`](crate::Coordinator::layer), inserts it), or as an
-/// axum extractor (feature `axum`). Cloning is cheap (one `Arc`).
+/// inside a handler from [`ShutdownSignal::current`] (while
+/// [`Coordinator::layer`](crate::Coordinator::layer) polls it), as an axum
+/// extractor (feature `axum`), or from request extensions if you add a
+/// [`SignalLayer`](crate::SignalLayer) (it is *not* part of
+/// `Coordinator::layer`: one allocation per request). Cloning is cheap (one
+/// `Arc`).
 ///
 /// # Example
 ///
@@ -197,7 +200,8 @@ impl From<ShutdownSignal> for CancellationToken {
 /// them.
 impl From<CancellationToken> for ShutdownSignal {
     fn from(token: CancellationToken) -> Self {
-        Self::new(SharedRef::Owned(Arc::new(Shared::new(token, false))))
+        // One shard: nobody drains this state, it only counts guards.
+        Self::new(SharedRef::Owned(Arc::new(Shared::standalone(token))))
     }
 }
 
@@ -234,6 +238,7 @@ impl Future for Cancelled<'_> {
 /// [`InFlight`](crate::InFlight) or the [`Graceful`](crate::Graceful) stack
 /// with a lighter guard of their own.) The drain completes only when every
 /// guard and every request is gone.
+#[must_use = "the guard holds the drain only while it lives: keep it for as long as the work runs"]
 pub struct InFlightGuard {
     shared: SharedRef,
     ticket: Option<TaskTicket>,

@@ -171,17 +171,32 @@ pub(crate) struct Policy {
     /// A request admitted while draining with less than this left before the
     /// drain deadline is turned away (it could not finish anyway).
     pub(crate) min_time_left: std::time::Duration,
+    /// How long an HTTP/1.x response that ended while draining without
+    /// announcing the close keeps the drain open, for its client's next
+    /// request on that connection (served, with the close announced).
+    pub(crate) reuse_grace: std::time::Duration,
 }
 
 impl Shared {
+    #[cfg(all(test, tower_graceful_loom))]
     pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
-        Self::with_policy(soft, driven, Policy::default())
+        Self::build(soft, driven, Policy::default(), Tracker::default_shards())
+    }
+
+    /// For a signal made from a bare `CancellationToken`: no coordinator,
+    /// one shard (a few KiB instead of one shard per thread).
+    pub(crate) fn standalone(soft: CancellationToken) -> Self {
+        Self::build(soft, false, Policy::default(), 1)
     }
 
     pub(crate) fn with_policy(soft: CancellationToken, driven: bool, policy: Policy) -> Self {
+        Self::build(soft, driven, policy, Tracker::default_shards())
+    }
+
+    fn build(soft: CancellationToken, driven: bool, policy: Policy, shards: usize) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Serving as u8),
-            tracker: Tracker::new(Tracker::default_shards()),
+            tracker: Tracker::new(shards),
             triggered: Event::new(),
             force_requested: Event::new(),
             done: Event::new(),

@@ -1110,6 +1110,32 @@ fn services_futures_and_bodies_are_send_and_sync() {
     assert_sync::<ReadinessService>();
 }
 
+// ---------- placement ----------
+
+/// What the README and `Coordinator::layer` say about placement: with
+/// `Router::layer` the configured probe paths answer; with
+/// `Router::route_layer` they are not routes, so they answer 404.
+#[tokio::test]
+async fn probe_paths_answer_under_layer_and_404_under_route_layer() {
+    use axum::routing::get;
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .readiness_path("/ready")
+        .build()
+        .unwrap();
+    let app = || axum::Router::new().route("/", get(|| async { "hello" }));
+    let ready = || {
+        Request::get("/ready")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+
+    let res = app().layer(c.layer()).oneshot(ready()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app().route_layer(c.layer()).oneshot(ready()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
 // ---------- connections: the lame duck; the draining policy ----------
 
 fn h1_close(res: &Response<impl Body>) -> bool {
@@ -1299,4 +1325,93 @@ async fn no_request_reaches_the_handler_after_the_drain_completed() {
     );
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.rejected(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_rejection_on_the_combined_layer_keeps_what_makes_it_retryable() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .retry_after(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(c.layer().respond_with(|ctx| {
+            let mut res = Response::new(Bytes::from_static(b"{\"error\":\"draining\"}"));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            if ctx.path() == "/keep" {
+                res.headers_mut()
+                    .insert("connection", "keep-alive".parse().unwrap());
+            }
+            res
+        }))
+        .service(service_fn(ok_handler));
+    c.trigger();
+    timeout(WAIT, c.wait()).await.unwrap(); // drained at once: every request is rejected
+    let res = svc.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "3", "added");
+    assert_eq!(res.headers()["connection"], "close", "added on HTTP/1.1");
+    assert_eq!(body_text(res).await, "{\"error\":\"draining\"}");
+    let res = svc.clone().oneshot(get("/keep")).await.unwrap();
+    assert_eq!(
+        res.headers()["connection"],
+        "keep-alive",
+        "the function's own value stands"
+    );
+    let mut req = get("/");
+    *req.version_mut() = Version::HTTP_2;
+    let res = svc.oneshot(req).await.unwrap();
+    assert!(res.headers().get("connection").is_none(), "never on HTTP/2");
+    assert_eq!(res.headers()["retry-after"], "3");
+}
+
+/// A stream whose head went out before the trigger ends while draining:
+/// its HTTP/1.1 connection was never told to close, so its client may send
+/// the next request at once. The drain waits the reuse grace for it (served,
+/// with the close announced), then completes; a response that announced the
+/// close does not linger.
+#[tokio::test(start_paused = true)]
+async fn an_unannounced_stream_ending_while_draining_holds_the_drain_for_the_reuse_grace() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .reuse_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let (tx, body) = channel_body();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let svc =
+        ServiceBuilder::new()
+            .layer(c.layer())
+            .service(service_fn(move |req: Request<String>| {
+                let b = if req.uri().path() == "/stream" {
+                    body.lock().unwrap().take()
+                } else {
+                    None
+                };
+                async move {
+                    Ok::<_, Infallible>(match b {
+                        Some(b) => Response::new(http_body_util::Either::Left(b)),
+                        None => Response::new(http_body_util::Either::Right(String::from("ok"))),
+                    })
+                }
+            }));
+    let res = svc.clone().oneshot(get("/stream")).await.unwrap();
+    assert!(!h1_close(&res), "head before the trigger");
+    c.trigger();
+    timeout(WAIT, c.draining()).await.unwrap();
+    drop(tx); // the stream ends while draining
+    body_text(res).await;
+    assert_eq!(c.in_flight(), 1, "held for the reuse grace");
+    // The client's next request on that connection: served, close announced.
+    let next = svc.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    assert!(h1_close(&next));
+    body_text(next).await; // announced: released at once
+    assert_eq!(c.in_flight(), 1);
+    tokio::time::advance(Duration::from_millis(201)).await;
+    timeout(WAIT, c.drained()).await.unwrap();
+    assert_eq!(c.in_flight(), 0);
+    let report = timeout(WAIT, c.wait()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.rejected, 0);
 }

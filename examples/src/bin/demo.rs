@@ -660,6 +660,8 @@ fn background_job(graceful: &Coordinator, timeline: Timeline) -> tokio::task::Jo
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: plain text in files, pipes and CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )

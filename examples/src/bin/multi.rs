@@ -9,10 +9,13 @@
 //! * **gRPC** (`GRPC_PORT`, default 50051): `demo.v1.Demo` and
 //!   `grpc.health.v1.Health`, as in the `tonic` example.
 //! * **admin** (`ADMIN_PORT`, default 9090): `/ready`, `/live` and
-//!   `/metrics` (the coordinator's in-flight gauge, rejected counter and
-//!   phase). It has no graceful layer: its requests are not counted (a scrape
-//!   never holds the drain) and never rejected, and it keeps answering through
-//!   the whole drain, closing only once the shutdown report is out.
+//!   `/metrics` (the coordinator's state from
+//!   `tower_graceful::shutdown_metrics`, in Prometheus text format by
+//!   `metrics-exporter-prometheus`). It has no graceful layer: its requests
+//!   are not counted (a scrape never holds the drain) and never rejected, and
+//!   it keeps answering through the whole drain, closing only once the
+//!   shutdown report is out and the servers are joined, so a last scrape can
+//!   read the report's counters.
 //!
 //! The coordinator counts requests on the public and gRPC servers together;
 //! the shutdown completes only when in-flight work on both has ended, and the
@@ -36,14 +39,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_graceful::{Coordinator, Phase};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tower_graceful::shutdown_metrics::Emitter;
+use tower_graceful::Coordinator;
 
 #[path = "tonic.rs"]
 pub(crate) mod grpc;
@@ -57,12 +62,15 @@ pub(crate) struct Servers {
     pub(crate) grpc: SocketAddr,
     pub(crate) admin: SocketAddr,
     tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    /// Keeps the admin port open after the report until `join` (or drop).
+    admin_open: DropGuard,
 }
 
 impl Servers {
     /// Waits for every server to stop (each within `timeout`) and says how
     /// each one ended.
     pub(crate) async fn join(self, timeout: Duration) -> Vec<(&'static str, Result<(), String>)> {
+        drop(self.admin_open);
         let mut out = Vec::new();
         for (name, task) in self.tasks {
             let r = match tokio::time::timeout(timeout, task).await {
@@ -102,13 +110,17 @@ pub(crate) async fn start(
         }
     });
 
-    // Admin: up until the shutdown is over, so probes and scrapes see it all.
+    // Admin: up until the shutdown is over and the servers are joined, so
+    // probes and scrapes see it all.
     let done = graceful.clone();
-    let admin_app = admin_router(graceful.clone());
+    let admin_open = CancellationToken::new();
+    let closing = admin_open.clone();
+    let admin_app = admin_router(graceful.clone(), metrics(graceful));
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)
             .with_graceful_shutdown(async move {
                 done.wait().await;
+                closing.cancelled().await;
             })
             .await
             .map_err(|e| format!("admin: {e}"))
@@ -123,6 +135,7 @@ pub(crate) async fn start(
             ("grpc", grpc_task),
             ("admin", admin_task),
         ],
+        admin_open: admin_open.drop_guard(),
     })
 }
 
@@ -173,59 +186,53 @@ pub(crate) fn public_router() -> Router {
 }
 
 /// The admin port: probes and metrics, no graceful layer.
-pub(crate) fn admin_router(graceful: Coordinator) -> Router {
+pub(crate) fn admin_router(graceful: Coordinator, metrics: Metrics) -> Router {
     Router::new()
         .route_service("/ready", graceful.readiness_service())
         .route_service("/live", graceful.liveness_service())
-        .route("/metrics", get(metrics))
-        .with_state(graceful)
+        .route(
+            "/metrics",
+            get(move || async move {
+                // Fresh at every scrape, on top of the emitter's own ticks.
+                metrics.emitter.record_now();
+                let text = metrics.handle.render();
+                (
+                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    text,
+                )
+            }),
+        )
 }
 
-/// Prometheus text format.
-async fn metrics(State(graceful): State<Coordinator>) -> impl IntoResponse {
-    let phase = graceful.phase();
-    let mut body = String::with_capacity(512);
-    body.push_str(
-        "# HELP tower_graceful_in_flight Requests and tracked tasks in flight (public and gRPC servers).\n\
-         # TYPE tower_graceful_in_flight gauge\n",
-    );
-    body.push_str(&format!(
-        "tower_graceful_in_flight {}\n",
-        graceful.in_flight()
-    ));
-    body.push_str(
-        "# HELP tower_graceful_rejected_total Requests answered with the draining rejection.\n\
-         # TYPE tower_graceful_rejected_total counter\n",
-    );
-    body.push_str(&format!(
-        "tower_graceful_rejected_total {}\n",
-        graceful.rejected()
-    ));
-    body.push_str(
-        "# HELP tower_graceful_phase The shutdown phase (1 for the current one).\n\
-         # TYPE tower_graceful_phase gauge\n",
-    );
-    for p in [
-        Phase::Serving,
-        Phase::Triggered,
-        Phase::Draining,
-        Phase::Forced,
-        Phase::CleaningUp,
-        Phase::Done,
-    ] {
-        let v = u8::from(p == phase);
-        body.push_str(&format!("tower_graceful_phase{{phase=\"{p}\"}} {v}\n"));
-    }
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
+/// The coordinator's metrics and the Prometheus registry they go to.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    emitter: Emitter,
+    handle: PrometheusHandle,
+}
+
+/// A Prometheus registry of this process's own with the coordinator's
+/// metrics in it, kept up to date by an `Emitter` task. (An application
+/// would rather `install_recorder()` globally, add its own metrics, and
+/// leave out `.recorder(..)`; a registry per call keeps tests that start
+/// several of these in one process apart.)
+pub(crate) fn metrics(graceful: &Coordinator) -> Metrics {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        .expect("non-empty buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    let emitter = Emitter::new(graceful).recorder(recorder);
+    emitter.clone().spawn();
+    Metrics { emitter, handle }
 }
 
 #[allow(dead_code)] // unused where this file is included as a module
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: plain text in files, pipes and CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

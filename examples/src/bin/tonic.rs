@@ -4,7 +4,7 @@
 //!   streaming; with `stop_on_shutdown` it ends cleanly when draining begins,
 //!   otherwise after `count` ticks): see `examples/proto/demo.rs`.
 //! * `grpc.health.v1.Health`: `SERVING`, then `NOT_SERVING` from the moment
-//!   shutdown is triggered (`tower_graceful::tonic::report_health`).
+//!   shutdown is triggered (`tower_graceful::grpc_health::report_health`).
 //! * `graceful.layer()` around tonic's `Routes`: every call is counted until
 //!   its response stream ends; calls on open connections are served while
 //!   draining, and only a call that arrives after the drain completed (or too
@@ -54,8 +54,8 @@ pub(crate) async fn serve_grpc(
     listener: TcpListener,
 ) -> JoinHandle<std::io::Result<()>> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<DemoServer>().await;
-    tower_graceful::tonic::report_health(graceful, reporter, [demo::SERVICE_NAME]);
+    // SERVING now, NOT_SERVING from the trigger.
+    tower_graceful::grpc_health::report_health(graceful, reporter, [demo::SERVICE_NAME]).await;
 
     let routes = Routes::new(health).add_service(DemoServer::new());
     let service = tower::ServiceBuilder::new()
@@ -124,6 +124,8 @@ pub(crate) fn env_port(name: &str, default: u16) -> Result<u16, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: plain text in files, pipes and CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -1,11 +1,12 @@
-//! The `axum` example as a child process, for tests that signal it: built
-//! once per test binary (cargo's own `compiler-artifact` message names the
+//! An example (`axum` unless named) as a child process, for tests that
+//! signal it: built once per test binary (cargo's own `compiler-artifact` message names the
 //! file, so `CARGO_TARGET_DIR` is respected), its output read line by line,
 //! and killed by its PID when dropped unless it exited. Shared by
-//! `signals.rs` and `faults.rs` through `#[path]`.
+//! `signals.rs`, `faults.rs` and `hyper.rs` through `#[path]`.
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,35 +18,43 @@ use tokio::sync::mpsc;
 
 /// The `axum` example binary, built once per test process.
 pub(crate) fn axum_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ lives in the workspace")
-            .to_owned();
-        let out = std::process::Command::new(env!("CARGO"))
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "-p",
-                "tower-graceful-examples",
-                "--bin",
-                "axum",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build for the axum example");
-        assert!(out.status.success(), "building the axum example failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "axum")
-            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported the axum executable")
-    })
-    .clone()
+    binary("axum")
+}
+
+/// The example binary `name`, built once per test process.
+pub(crate) fn binary(name: &str) -> PathBuf {
+    static BINS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut bins = BINS.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = bins.get(name) {
+        return path.clone();
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_owned();
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "-p",
+            "tower-graceful-examples",
+            "--bin",
+            name,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build for the {name} example: {e}"));
+    assert!(out.status.success(), "building the {name} example failed");
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .unwrap_or_else(|| panic!("cargo reported no executable for the {name} example"));
+    bins.insert(name.to_owned(), path.clone());
+    path
 }
 
 /// Lines of one output stream: a feed to wait on, and everything so far.
@@ -143,9 +152,20 @@ impl Drop for Example {
 }
 
 impl Example {
-    /// Starts the example on a free port and waits for `listening on`.
+    /// Starts the `axum` example on a free port and waits for `listening on`.
     pub(crate) async fn start(env: &[(&str, &str)]) -> (Self, std::net::SocketAddr) {
-        let bin = tokio::task::spawn_blocking(axum_binary).await.unwrap();
+        Self::start_bin("axum", env).await
+    }
+
+    /// Starts the example `name` on a free port (`PORT=0`) and waits for it
+    /// to print `listening on ADDR`.
+    pub(crate) async fn start_bin(
+        name: &'static str,
+        env: &[(&str, &str)],
+    ) -> (Self, std::net::SocketAddr) {
+        let bin = tokio::task::spawn_blocking(move || binary(name))
+            .await
+            .unwrap();
         let mut cmd = Command::new(&bin);
         cmd.env("PORT", "0").envs(env.iter().copied());
         let mut example = Self::spawn(cmd);
@@ -157,11 +177,14 @@ impl Example {
         (example, addr)
     }
 
-    /// Spawns `cmd` (logs at `info`, no colours, no stdin, output read line
-    /// by line) without waiting for anything.
+    /// Spawns `cmd` (logs at `info` unless `cmd` sets `RUST_LOG`, no
+    /// colours, no stdin, output read line by line) without waiting for
+    /// anything.
     pub(crate) fn spawn(mut cmd: Command) -> Self {
+        if !cmd.as_std().get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let child = cmd
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
