@@ -69,6 +69,9 @@
 //!   the serving path.
 //! * `serve`: [`serve`] and the [`connection`] module, on hyper and
 //!   hyper-util.
+//! * `systemd` (unix): the `systemd` module: `sd_notify` readiness, shutdown
+//!   progress and watchdog driven by the coordinator (`sd-notify`), and
+//!   listeners passed by socket activation (`listenfd`).
 //!
 //! # Testing
 //!
@@ -113,6 +116,9 @@ pub mod grpc_health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod shutdown_metrics;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub mod systemd;
 pub mod testing;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
@@ -159,10 +165,12 @@ pub mod body_types {
 /// `no_run`) as a doctest.
 #[cfg(all(
     doctest,
+    unix,
     feature = "axum",
     feature = "tonic",
     feature = "serve",
-    feature = "metrics"
+    feature = "metrics",
+    feature = "systemd"
 ))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

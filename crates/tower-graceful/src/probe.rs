@@ -79,6 +79,8 @@ impl Readiness {
             name: name.into(),
             ready: false,
         });
+        drop(g);
+        self.shared.gates_changed();
         ReadinessGate {
             shared: self.shared.clone(),
             id,
@@ -101,12 +103,19 @@ pub struct ReadinessGate {
 impl ReadinessGate {
     /// Marks the gate ready or not ready.
     pub fn set_ready(&self, ready: bool) {
-        let mut g = lock(&self.shared.gates);
-        if let Some(gate) = g.gates.iter_mut().find(|g| g.id == self.id) {
-            if gate.ready != ready {
-                tracing::info!(target: "tower_graceful", gate = %gate.name, ready, "readiness gate changed");
+        let changed = {
+            let mut g = lock(&self.shared.gates);
+            match g.gates.iter_mut().find(|g| g.id == self.id) {
+                Some(gate) if gate.ready != ready => {
+                    tracing::info!(target: "tower_graceful", gate = %gate.name, ready, "readiness gate changed");
+                    gate.ready = ready;
+                    true
+                }
+                _ => false,
             }
-            gate.ready = ready;
+        };
+        if changed {
+            self.shared.gates_changed();
         }
     }
 
@@ -119,8 +128,8 @@ impl ReadinessGate {
 
 impl Drop for ReadinessGate {
     fn drop(&mut self) {
-        let mut g = lock(&self.shared.gates);
-        g.gates.retain(|g| g.id != self.id);
+        lock(&self.shared.gates).gates.retain(|g| g.id != self.id);
+        self.shared.gates_changed();
     }
 }
 

@@ -144,6 +144,11 @@ pub(crate) struct Shared {
     /// connections sent GOAWAY.
     pub(crate) connections: ConnectionCounts,
     pub(crate) gates: Mutex<Gates>,
+    /// Bumped after every change of a gate (added, set, dropped): what a
+    /// watcher of the readiness status awaits instead of polling it. A
+    /// `watch` keeps a version, so a change between `subscribe` and the
+    /// await is not lost.
+    pub(crate) gates_changed: tokio::sync::watch::Sender<()>,
     /// Whether a coordinator drives this state (false for a signal made from
     /// a bare `CancellationToken`).
     pub(crate) driven: bool,
@@ -202,6 +207,7 @@ impl Shared {
             policy,
             connections: ConnectionCounts::default(),
             gates: Mutex::new(Gates::default()),
+            gates_changed: tokio::sync::watch::Sender::new(()),
             driven,
         }
     }
@@ -307,6 +313,12 @@ impl Shared {
             Some(gate) => ReadinessStatus::NotReady(gate.name.clone()),
             None => ReadinessStatus::Ready,
         }
+    }
+
+    /// Wakes the watchers of the readiness status (call after releasing the
+    /// gates' lock).
+    pub(crate) fn gates_changed(&self) {
+        self.gates_changed.send_replace(());
     }
 
     pub(crate) fn count_rejected(&self) {

@@ -15,6 +15,16 @@
 //!
 //! * `PORT` (default 3000; `0` picks a free port). Once bound, one line
 //!   `listening on 127.0.0.1:PORT` is printed to stdout.
+//! * `LISTEN_FDS` / `LISTEN_PID` (socket activation, set by systemd or
+//!   `systemd-socket-activate`): the first passed socket is served instead,
+//!   and `PORT` is ignored; the line printed has that socket's address. When
+//!   the drain closes this process's copy, the socket stays open in the
+//!   service manager: connections that arrive during a restart wait in its
+//!   backlog for the next process.
+//! * `NOTIFY_SOCKET` (`Type=notify`): `READY=1` once serving, `STOPPING=1`
+//!   at the signal, the phases and in-flight count in `STATUS=`, the stop
+//!   timeout extended phase by phase, `WATCHDOG=1` if `WatchdogSec=` is set
+//!   (`tower_graceful::systemd::notify`). See `examples/systemd/`.
 //! * `GRACEFUL_PRE_DRAIN` (default `0s`): how long readiness is down before
 //!   draining starts, e.g. `5s` behind a load balancer.
 //! * `GRACEFUL_DEADLINE` (default `10s`): how long draining may take.
@@ -41,6 +51,7 @@ use axum::{Extension, Router};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+use tower_graceful::systemd::{self, Socket};
 use tower_graceful::{Coordinator, ShutdownSignal};
 use tower_graceful_examples::parse_duration;
 
@@ -134,10 +145,12 @@ fn routes() -> Router {
         .route("/ws", get(websocket))
 }
 
+/// The socket passed by the service manager (`LISTEN_FDS=1`), or
+/// `127.0.0.1:PORT` bound now.
 async fn bind(port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = systemd::tcp_listener(Socket::Index(0), ("127.0.0.1", port))
         .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        .map_err(|e| format!("cannot listen on the passed socket or 127.0.0.1:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts wait for this exact line.
     println!("listening on {addr}");
@@ -169,6 +182,9 @@ async fn run_graceful(settings: &Settings) -> Result<(), String> {
     // starts; open connections are still served, and idle ones are closed
     // once nothing is in flight.
     let server = tokio::spawn(tower_graceful::serve(listener, app, &graceful));
+    // Under systemd (`Type=notify`): READY=1 now that the socket is served
+    // (no readiness gate here), then the shutdown's phases. A no-op otherwise.
+    tokio::spawn(systemd::notify(&graceful));
 
     let shutdown = graceful.clone();
     tokio::spawn(async move {

@@ -28,7 +28,10 @@
 //! Prints `http listening on ADDR`, `grpc listening on ADDR` and
 //! `admin listening on ADDR` once bound (ports may be 0). `HOST` and the
 //! `GRACEFUL_*` timings as in the `tonic` example. Exits 0 when the shutdown
-//! was clean and every server stopped.
+//! was clean and every server stopped. Under socket activation the sockets
+//! named `http`, `grpc` and `admin` (`FileDescriptorName=` in the `.socket`
+//! units) are served instead of binding; with `NOTIFY_SOCKET`, systemd is
+//! told the phases (`tower_graceful::systemd`).
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -238,18 +241,20 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // Validate the configuration before binding anything.
     let graceful = grpc::builder_from_env()?.build()?;
-    let bind = |port: u16| async move {
+    let bind = |name: &'static str, port: u16| async move {
         let addr = grpc::bind_addr(port)?;
-        Ok::<_, Box<dyn Error>>(TcpListener::bind(addr).await?)
+        let socket = tower_graceful::systemd::Socket::Name(name);
+        Ok::<_, Box<dyn Error>>(tower_graceful::systemd::tcp_listener(socket, addr).await?)
     };
-    let http = bind(grpc::env_port("PORT", 8080)?).await?;
-    let grpc_l = bind(grpc::env_port("GRPC_PORT", 50051)?).await?;
-    let admin = bind(grpc::env_port("ADMIN_PORT", 9090)?).await?;
+    let http = bind("http", grpc::env_port("PORT", 8080)?).await?;
+    let grpc_l = bind("grpc", grpc::env_port("GRPC_PORT", 50051)?).await?;
+    let admin = bind("admin", grpc::env_port("ADMIN_PORT", 9090)?).await?;
 
     let servers = start(&graceful, http, grpc_l, admin).await?;
     println!("http listening on {}", servers.http);
     println!("grpc listening on {}", servers.grpc);
     println!("admin listening on {}", servers.admin);
+    tokio::spawn(tower_graceful::systemd::notify(&graceful));
 
     let report = graceful.wait().await;
     let mut clean = report.is_clean();

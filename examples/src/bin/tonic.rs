@@ -26,7 +26,10 @@
 //! free port), `GRACEFUL_PRE_DRAIN` (default 0s), `GRACEFUL_DEADLINE` (default
 //! 10s), `GRACEFUL_CLEANUP` (default 2s), `GRACEFUL_TOTAL` (optional budget
 //! the phases must fit in); durations as `250ms`, `2s` or a bare number of
-//! seconds. Prints `listening on ADDR` once bound.
+//! seconds. Prints `listening on ADDR` once bound. Under socket activation
+//! (`LISTEN_FDS=1`) the passed socket is served instead of `HOST:PORT`, and
+//! with `NOTIFY_SOCKET` the phases are told to systemd
+//! (`tower_graceful::systemd`).
 //! SIGTERM / Ctrl-C starts the shutdown, a second one forces it. Exits 0 when
 //! the shutdown was clean, 1 when work had to be abandoned.
 
@@ -132,10 +135,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let port = env_port("PORT", 50051)?;
     let graceful = builder_from_env()?.build()?;
 
-    let listener = TcpListener::bind(bind_addr(port)?).await?;
+    let listener = tower_graceful::systemd::tcp_listener(
+        tower_graceful::systemd::Socket::Index(0),
+        bind_addr(port)?,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     let server = serve_grpc(&graceful, listener).await;
     println!("listening on {addr}");
+    tokio::spawn(tower_graceful::systemd::notify(&graceful));
 
     // The report is logged by the coordinator; it also decides the exit code.
     let report = graceful.wait().await;

@@ -101,6 +101,26 @@ impl Lines {
         }
     }
 
+    /// Waits (bounded) for a line containing any of `needles`.
+    pub(crate) async fn wait_for_any(&mut self, needles: &[&str]) -> String {
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = self.rx.recv().await {
+                if needles.iter().any(|n| line.contains(n)) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no line containing any of {needles:?} within 20 s; output so far:\n{}",
+                self.text()
+            ),
+        }
+    }
+
     /// Waits (bounded) for the end of the stream and returns all of it.
     pub(crate) async fn until_eof(&mut self) -> String {
         let eof = tokio::time::timeout(Duration::from_secs(10), async {
@@ -146,32 +166,41 @@ impl Example {
         let bin = tokio::task::spawn_blocking(move || binary(name))
             .await
             .unwrap();
-        let mut child = Command::new(&bin)
-            .env("PORT", "0")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let pid = child.id().expect("just spawned");
-        let stdout = Lines::read(child.stdout.take().unwrap());
-        let stderr = Lines::read(child.stderr.take().unwrap());
-        let mut example = Example {
-            child,
-            pid,
-            stdout,
-            stderr,
-        };
+        let mut cmd = Command::new(&bin);
+        cmd.env("PORT", "0").envs(env.iter().copied());
+        let mut example = Self::spawn(cmd);
         let line = example.stdout.wait_for("listening on ").await;
         let addr = line["listening on ".len()..]
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
         (example, addr)
+    }
+
+    /// Spawns `cmd` (logs at `info` unless `cmd` sets `RUST_LOG`, no
+    /// colours, no stdin, output read line by line) without waiting for
+    /// anything.
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
+        if !cmd.as_std().get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = child.unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let pid = child.id().expect("just spawned");
+        let stdout = Lines::read(child.stdout.take().unwrap());
+        let stderr = Lines::read(child.stderr.take().unwrap());
+        Example {
+            child,
+            pid,
+            stdout,
+            stderr,
+        }
     }
 
     /// Sends `signal` (`TERM`, `INT`) to the child's PID with `kill`. The
