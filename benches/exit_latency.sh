@@ -2,8 +2,10 @@
 # Time from SIGTERM to process exit, minus what physics requires: the
 # pre-drain delay, or the longest request still in flight, whichever ends
 # later. Measured on the `axum` example (release build, `tower_graceful::serve`)
-# with idle keep-alive connections open (they must not hold the exit: no
-# fixed linger) and one `/slow?ms=L` request started just before SIGTERM.
+# with idle keep-alive connections open, held by a client that closes each
+# when the server does, as pooled HTTP clients do (they must not hold the
+# exit: no fixed linger), and one `/slow?ms=L` request started just before
+# SIGTERM.
 #
 #   bash benches/exit_latency.sh                # L = 0, 500, 2000 ms; P = 1 s; 5 runs each
 #   RUNS=10 SLOW_MS="0 3000" PRE_DRAIN=2s bash benches/exit_latency.sh
@@ -23,6 +25,7 @@ cargo build --release -q -p tower-graceful-examples --bin axum
 BIN="$CARGO_TARGET_DIR/release/axum"
 (( BASH_VERSINFO[0] >= 5 )) || { echo "bash >= 5 needed (EPOCHREALTIME)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "curl needed" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "python3 needed" >&2; exit 2; }
 
 pre_ms=$(( ${PRE_DRAIN%s} * 1000 ))
 tmp=$(mktemp -d)
@@ -50,15 +53,36 @@ one_run() { # slow_ms -> prints exit_us
   done
   [[ -n $addr ]] || { echo "server did not start" >&2; return 1; }
   local port=${addr##*:}
-  # Idle keep-alive connections: one request each, then left open.
-  local fds=()
-  for i in $(seq 1 "$IDLE"); do
-    local fd
-    exec {fd}<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >&"$fd"
-    local line
-    IFS= read -r -t 5 line <&"$fd" || true
-    fds+=("$fd")
+  # Idle keep-alive connections: one request each, then left open until
+  # the server closes them (then closed at once, as a pooled client does).
+  python3 - "$port" "$IDLE" >"$tmp/idle.out" 2>&1 <<'PY' &
+import socket, sys, select, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(4096)
+    s.setblocking(False)
+    socks.append(s)
+print("idle", len(socks), flush=True)
+deadline = time.monotonic() + 30
+while socks and time.monotonic() < deadline:
+    ready, _, _ = select.select(socks, [], [], 0.5)
+    for s in ready:
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            s.close()
+            socks.remove(s)
+PY
+  local idle_pid=$!
+  pids+=("$idle_pid")
+  for i in $(seq 1 250); do
+    grep -q "^idle" "$tmp/idle.out" 2>/dev/null && break
+    sleep 0.02
   done
   local curl_pid=""
   if (( slow > 0 )); then
@@ -75,7 +99,8 @@ one_run() { # slow_ms -> prints exit_us
   kill -TERM "$pid"
   wait "$pid" || true
   t1=$(now_us)
-  for fd in "${fds[@]}"; do exec {fd}>&-; done
+  kill -TERM "$idle_pid" 2>/dev/null || true
+  wait "$idle_pid" 2>/dev/null || true
   [[ -n $curl_pid ]] && { wait "$curl_pid" || true; }
   echo $(( t1 - t0 ))
 }

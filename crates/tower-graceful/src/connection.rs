@@ -348,7 +348,7 @@ async fn linger_close(mut stream: TcpStream, shared: &'static Shared) {
 }
 
 /// How long [`linger_close`] waits for the client to close its side.
-const LINGER: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Runs a connection told to shut down to its end, or until the report is
 /// out after a forced stop.
