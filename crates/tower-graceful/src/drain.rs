@@ -30,6 +30,14 @@
 //! | after the drain completed (nothing was left in flight)    | the rejection: the process is closing |
 //! | on an exempt path (probes, metrics)                      | always served |
 //!
+//! One more case keeps the drain open a moment: an HTTP/1.x response whose
+//! head went out before the trigger (a stream, a long download) and that
+//! ends while draining never announced the close, so its client may send
+//! the next request on that connection at once. The combined layer holds
+//! the drain for [`Builder::reuse_grace`](crate::Builder::reuse_grace) after
+//! such a response, so that request is served (close announced) instead of
+//! racing the close of an idle connection at the end of the drain.
+//!
 //! The rejection:
 //!
 //! * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
