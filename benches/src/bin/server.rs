@@ -15,7 +15,9 @@
 //!   (`map_response(|r| r.map(Body::new))`);
 //! * `bare-serve`, `full-serve`, `around-serve`: the router alone, with
 //!   `Router::layer`, and the layer around it, served by
-//!   `tower_graceful::serve` instead of `axum::serve`.
+//!   `tower_graceful::serve` instead of `axum::serve`;
+//! * `full-serve-metrics`: `full-serve` with the `metrics` emitter running
+//!   every 10 ms (a hundred times its default rate) into a real recorder.
 //!
 //! Binds 127.0.0.1 only. Runtime workers: `SERVER_WORKERS` (default 1). Runs
 //! until killed (no signal handling, so SIGTERM ends it at once).
@@ -73,6 +75,15 @@ fn main() {
                 tower_graceful::serve(listener, app, &graceful).await
             }
             "around-serve" => tower_graceful::serve(listener, around(), &graceful).await,
+            "full-serve-metrics" => {
+                let recorder = metrics_util::debugging::DebuggingRecorder::new();
+                let _emitter = tower_graceful::shutdown_metrics::Emitter::new(&graceful)
+                    .interval(std::time::Duration::from_millis(10))
+                    .recorder(recorder)
+                    .spawn();
+                let app = hello_router().layer(graceful.layer());
+                tower_graceful::serve(listener, app, &graceful).await
+            }
             other => {
                 eprintln!("unknown mode {other:?}");
                 std::process::exit(2);
