@@ -832,7 +832,11 @@ for s in "${scenarios[@]}"; do
 done
 say "done in $(( SECONDS - started_at ))s (without the build)"
 if (( STATUS == 0 )); then
-    echo "rolling: PASS (every ours run lost nothing; instances exited cleanly and came back UP)"
+    if [[ ${ROLLING_GRPC_STRICT:-0} == 1 ]]; then
+        echo "rolling: PASS (every ours run lost nothing; instances exited cleanly and came back UP)"
+    else
+        echo "rolling: PASS (every ours l7/l4 run lost nothing, grpc reported above; instances exited cleanly and came back UP)"
+    fi
 else
     echo "rolling: FAIL (an ours run lost requests, or an instance did not exit cleanly or come back UP)"
 fi
