@@ -181,10 +181,10 @@ fn late<B>(
 /// announced.
 #[cold]
 #[inline(never)]
-fn linger(guard: RequestGuard, shared: &'static Shared) {
+fn linger(hold: crate::tracker::Hold, shared: &'static Shared) {
     let grace = shared.policy.reuse_grace;
     if grace.is_zero() || shared.hard.is_cancelled() {
-        return; // `guard` drops: released now
+        return; // `hold` drops: the request ends now
     }
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move {
@@ -192,7 +192,7 @@ fn linger(guard: RequestGuard, shared: &'static Shared) {
                 _ = tokio::time::sleep(grace) => {}
                 _ = shared.hard.cancelled() => {}
             }
-            drop(guard);
+            drop(hold);
         });
     }
 }
@@ -394,8 +394,12 @@ impl<B: Body> Body for CountedBody<B> {
         if finished {
             // Drop releases; `take` makes it happen exactly once.
             if let Some(guard) = this.guard.take() {
-                if *this.linger && this.shared.draining() {
-                    linger(guard, this.shared);
+                if *this.linger {
+                    // Only while draining is anything held (and then only
+                    // for the reuse grace); before, a plain release.
+                    if let Some(hold) = guard.release_holding() {
+                        linger(hold, this.shared);
+                    }
                 }
             }
         }

@@ -209,7 +209,51 @@ impl RequestGuard {
     }
 }
 
+/// A request's `+1` in the exact counter, kept after its slot was freed:
+/// dropped later, it ends the request (see [`RequestGuard::release_holding`]).
+pub(crate) struct Hold {
+    tracker: &'static Tracker,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.tracker.end_while_draining();
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hold")
+    }
+}
+
 impl RequestGuard {
+    /// Frees the request's slot; if draining has begun, keeps its count in
+    /// the exact counter and returns it as a [`Hold`], so the caller decides
+    /// when the request ends (the reuse grace). Before draining it is a
+    /// plain release: the decision costs nothing on the serving path, it is
+    /// the same read-modify-write, whose previous value says "sealed".
+    #[inline]
+    pub(crate) fn release_holding(self) -> Option<Hold> {
+        let this = std::mem::ManuallyDrop::new(self);
+        let sealed = match this.slot {
+            Some(slot) => {
+                let prev = slot.state.fetch_sub(LIVE, AcqRel);
+                debug_assert!(prev & LIVE != 0, "slot released twice");
+                prev & SEALED != 0
+            }
+            None => {
+                let s = &this.tracker.shards[this.tracker.home()].0;
+                s.unnamed.fetch_sub(1, Relaxed);
+                s.count.fetch_add(-1, AcqRel) <= SEALED_COUNT / 2
+            }
+        };
+        // `then`, not `then_some`: an unused `Hold` would end the request.
+        sealed.then(|| Hold {
+            tracker: this.tracker,
+        })
+    }
+
     /// Releases a request that is turned away after it was counted: like a
     /// drop, but it does not count as a request completed while draining.
     #[cold]
