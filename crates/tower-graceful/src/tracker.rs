@@ -233,7 +233,7 @@ impl RequestGuard {
     /// when the request ends (the reuse grace). Before draining it is a
     /// plain release: the decision costs nothing on the serving path, it is
     /// the same read-modify-write, whose previous value says "sealed".
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release_holding(self) -> Option<Hold> {
         let this = std::mem::ManuallyDrop::new(self);
         let sealed = match this.slot {
