@@ -95,19 +95,10 @@ impl GracefulLayer {
     /// Like the coordinator, a configured layer lives for the whole process:
     /// configure layers at start-up, not per request.
     pub fn exempt(self, path: impl Into<String>) -> Self {
-        let reject = Box::leak(Box::new(self.stack.reject.with_exempt(path.into())));
-        Self {
-            stack: Box::leak(Box::new(Stack::new(
-                self.stack.shared,
-                reject,
-                self.stack.probes,
-                self.stack.untracked,
-            ))),
-        }
+        let reject = self.stack.reject.with_exempt(path.into());
+        self.with_reject(reject)
     }
-}
 
-impl GracefulLayer {
     /// Replaces the built-in draining rejection with your own response, as
     /// [`DrainLayer::respond_with`](crate::DrainLayer::respond_with) does
     /// (which see), keeping the combined layer. `Retry-After` and, on
@@ -117,7 +108,14 @@ impl GracefulLayer {
     where
         F: Fn(&crate::RejectContext<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
     {
-        let reject = Box::leak(Box::new(self.stack.reject.with_custom(f)));
+        let reject = self.stack.reject.with_custom(f);
+        self.with_reject(reject)
+    }
+
+    /// The same stack with other rejection settings (allocated for the
+    /// process, like the coordinator's own).
+    fn with_reject(self, reject: RejectConfig) -> Self {
+        let reject = Box::leak(Box::new(reject));
         Self {
             stack: Box::leak(Box::new(Stack::new(
                 self.stack.shared,
