@@ -159,7 +159,8 @@ where
         tokio::select! {
             joined = connections.join_next() => if joined.is_none() { break },
             _ = &mut done => {
-                // A forced stop: the report is out, the process is closing.
+                // The report is out (after a forced stop, or while a closed
+                // connection still lingers): the process is closing.
                 connections.abort_all();
                 while connections.join_next().await.is_some() {}
                 break;
