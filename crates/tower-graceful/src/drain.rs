@@ -538,10 +538,7 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = self.shared;
-        if shared.draining()
-            && turn_away_uncounted(shared)
-            && !self.config.is_exempt(req.uri().path())
-        {
+        if turn_away_uncounted(shared, self.config, req.uri().path()) {
             return rejected(shared, self.config, &req);
         }
         let h1 = req.version() <= Version::HTTP_11;
@@ -550,10 +547,16 @@ where
 }
 
 /// While draining, for a request that no counter has admitted (it cannot be
-/// refused by one: [`Drain`] alone, untracked paths): turned away once the
-/// drain completed, or when it could not finish.
+/// refused by one: [`Drain`] alone, untracked paths): while draining, turned
+/// away once the drain completed, or when it could not finish; exempt paths
+/// always pass. One phase load unless draining.
+#[inline]
+pub(crate) fn turn_away_uncounted(shared: &Shared, config: &RejectConfig, path: &str) -> bool {
+    shared.draining() && turn_away_while_draining(shared) && !config.is_exempt(path)
+}
+
 #[cold]
-pub(crate) fn turn_away_uncounted(shared: &Shared) -> bool {
+fn turn_away_while_draining(shared: &Shared) -> bool {
     shared.tracker.is_drained() || shared.too_late()
 }
 

@@ -205,10 +205,7 @@ pub(crate) fn untracked_counted<B>(
     reject: &RejectConfig,
     req: &Request<B>,
 ) -> Counted {
-    if shared.draining()
-        && crate::drain::turn_away_uncounted(shared)
-        && !reject.is_exempt(req.uri().path())
-    {
+    if crate::drain::turn_away_uncounted(shared, reject, req.uri().path()) {
         Counted::Reject
     } else {
         Counted::Serve(None)
