@@ -513,9 +513,27 @@ add_kind() { # add_kind SCENARIO KIND
     [[ $'\n'${KINDS_SEEN[$s]:-} == *$'\n'"$k"$'\n'* ]] || KINDS_SEEN[$s]+="$k"$'\n'
 }
 
+# One load's figures into R and the collect() totals (the caller's locals):
+# ok, failed, worst; its failures by kind, as "kind<TAB>count" lines on stdin.
+record_load() {
+    local col=$1 l=$2 kind n
+    R[$col.$l.ok]=$3
+    R[$col.$l.failed]=$4
+    R[$col.$l.worst]=$5
+    total_ok=$(( total_ok + $3 ))
+    total_failed=$(( total_failed + $4 ))
+    (( $5 > worst_all )) && worst_all=$5
+    while IFS=$'\t' read -r kind n; do
+        [[ -n $kind ]] || continue
+        add_kind "$SCENARIO" "$l: $kind"
+        R[$col.kind.$l: $kind]=$n
+    done
+    return 0
+}
+
 # collect COL: reads the load results into R.
 collect() {
-    local col=$1 l f ok failed worst kind n total_ok=0 total_failed=0 worst_all=0
+    local col=$1 l f ok failed worst n total_ok=0 total_failed=0 worst_all=0
     if [[ $KIND == axum ]]; then
         for l in "${LOADS[@]}"; do
             f=$rundir/$l.json
@@ -524,17 +542,7 @@ collect() {
             failed=$(jq -r '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
                             + ([.errorDistribution | to_entries[] | .value] | add // 0)' "$f")
             worst=$(jq -r '.metrics.latency_ms.max // 0 | floor' "$f")
-            R[$col.$l.ok]=$ok
-            R[$col.$l.failed]=$failed
-            R[$col.$l.worst]=$worst
-            total_ok=$(( total_ok + ok ))
-            total_failed=$(( total_failed + failed ))
-            (( worst > worst_all )) && worst_all=$worst
-            while IFS=$'\t' read -r kind n; do
-                [[ -n $kind ]] || continue
-                add_kind "$SCENARIO" "$l: $kind"
-                R[$col.kind.$l: $kind]=$n
-            done < <(jq -r '(.statusCodeDistribution | to_entries[] | select(.key != "200") | "HTTP \(.key)\t\(.value)"),
+            record_load "$col" "$l" "$ok" "$failed" "$worst" < <(jq -r '(.statusCodeDistribution | to_entries[] | select(.key != "200") | "HTTP \(.key)\t\(.value)"),
                             (.errorDistribution | to_entries[] | "\(.key)\t\(.value)")' "$f")
         done
     else
@@ -544,17 +552,7 @@ collect() {
             ok=$(jq -r ".$l.ok" "$f")
             failed=$(jq -r ".$l.failed" "$f")
             worst=$(jq -r ".$l.max_ms | floor" "$f")
-            R[$col.$l.ok]=$ok
-            R[$col.$l.failed]=$failed
-            R[$col.$l.worst]=$worst
-            total_ok=$(( total_ok + ok ))
-            total_failed=$(( total_failed + failed ))
-            (( worst > worst_all )) && worst_all=$worst
-            while IFS=$'\t' read -r kind n; do
-                [[ -n $kind ]] || continue
-                add_kind "$SCENARIO" "$l: $kind"
-                R[$col.kind.$l: $kind]=$n
-            done < <(jq -r ".$l.outcomes | to_entries[] | select(.key | startswith(\"ok\") | not) | \"\(.key)\t\(.value)\"" "$f")
+            record_load "$col" "$l" "$ok" "$failed" "$worst" < <(jq -r ".$l.outcomes | to_entries[] | select(.key | startswith(\"ok\") | not) | \"\(.key)\t\(.value)\"" "$f")
             n=$(jq -r ".$l.outcomes[\"ok, ended early by shutdown\"] // 0" "$f")
             R[$col.$l.early]=$n
         done
