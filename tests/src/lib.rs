@@ -67,6 +67,13 @@ pub fn coordinator(pre_drain: Duration) -> Coordinator {
 
 /// Like [`coordinator`] with another drain deadline.
 pub fn coordinator_with_deadline(pre_drain: Duration, deadline: Duration) -> Coordinator {
+    builder(pre_drain, deadline)
+        .build()
+        .expect("valid test configuration")
+}
+
+/// The builder behind [`coordinator`], for tests that set more.
+pub fn builder(pre_drain: Duration, deadline: Duration) -> tower_graceful::Builder {
     Coordinator::builder()
         .handle_signals(false)
         .pre_drain_delay(pre_drain)
@@ -76,8 +83,6 @@ pub fn coordinator_with_deadline(pre_drain: Duration, deadline: Duration) -> Coo
         .rejection_body(REJECTION_BODY)
         .readiness_path("/ready")
         .liveness_path("/live")
-        .build()
-        .expect("valid test configuration")
 }
 
 // ----------------------------------------------------------------- the app --

@@ -19,16 +19,9 @@ use tower_graceful_tests::*;
 /// the trigger on (window zero), with a long pre-drain so the test decides
 /// when draining starts (`force` is not used: it would cut the drain).
 fn lame_duck_now(pre_drain: Duration) -> Coordinator {
-    Coordinator::builder()
-        .handle_signals(false)
-        .pre_drain_delay(pre_drain)
+    builder(pre_drain, DEADLINE)
         .lame_duck_window(Duration::ZERO)
-        .drain_deadline(DEADLINE)
         .cleanup_timeout(Duration::from_secs(5))
-        .retry_after(Duration::from_secs(2))
-        .rejection_body(REJECTION_BODY)
-        .readiness_path("/ready")
-        .liveness_path("/live")
         .build()
         .expect("valid test configuration")
 }
