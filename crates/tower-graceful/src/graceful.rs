@@ -1,7 +1,7 @@
-//! The whole stack of [`Coordinator::layer`] as one service.
+//! The whole stack of [`Coordinator::layer`](crate::Coordinator::layer) as one service.
 //!
-//! [`Graceful`] does what [`Probes`](crate::Probes) →
-//! [`Drain`](crate::Drain) → [`InFlight`](crate::InFlight) do when stacked,
+//! [`Graceful`] does what [`Probe`](crate::probe::Probe) →
+//! [`Drain`](crate::drain::Drain) → [`InFlight`](crate::in_flight::InFlight) do when stacked,
 //! in one `call`, with one response future and one response body instead of
 //! three nested ones: one branch on the path for the probes, one load of the
 //! phase, one slot claimed in the thread's own shard, and nothing moved
@@ -16,11 +16,11 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::drain::RejectConfig;
+use crate::answer::RejectConfig;
+use crate::core::state::Shared;
 use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
-use crate::state::Shared;
 
 /// Everything one [`Graceful`] service needs, allocated once per coordinator
 /// (and once per [`GracefulLayer::exempt`]) for the life of the process, so
@@ -100,13 +100,13 @@ impl GracefulLayer {
     }
 
     /// Replaces the built-in draining rejection with your own response, as
-    /// [`DrainLayer::respond_with`](crate::DrainLayer::respond_with) does
+    /// [`DrainLayer::respond_with`](crate::drain::DrainLayer::respond_with) does
     /// (which see), keeping the combined layer. `Retry-After` and, on
     /// HTTP/1.x, `Connection: close` are added unless the response sets them.
     /// Like [`exempt`](Self::exempt): configure at start-up.
     pub fn respond_with<F>(self, f: F) -> Self
     where
-        F: Fn(&crate::RejectContext<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
+        F: Fn(&crate::drain::RejectContext<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
     {
         let reject = self.stack.reject.with_custom(f);
         self.with_reject(reject)
@@ -153,7 +153,7 @@ impl<S> Layer<S> for GracefulLayer {
 /// request until its response body ends, with [`ShutdownSignal::current`]
 /// (and so the axum extractor) available while the request is polled.
 ///
-/// Behaves exactly as `Probes<Drain<InFlight<S>>>` (each documented on its
+/// Behaves exactly as `Probe<Drain<InFlight<S>>>` (each documented on its
 /// own layer), at the cost of one.
 ///
 /// [`ShutdownSignal::current`]: crate::ShutdownSignal::current
@@ -194,9 +194,9 @@ where
     ResBody: Body,
     ResBody::Data: From<Bytes>,
 {
-    type Response = Response<GracefulBody<ResBody>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = GracefulFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -213,7 +213,7 @@ where
         let special = stack.maybe_special(path);
         if special {
             if let Some(answer) = stack.probes.answer(shared, path, req.method()) {
-                return GracefulFuture::answered(answer);
+                return ResponseFuture::answered(answer);
             }
         }
         // Counted first, then decided (the counter refuses once the drain
@@ -230,7 +230,7 @@ where
         };
         let h1 = req.version() <= Version::HTTP_11;
         let _current = CurrentSignal::enter(shared);
-        GracefulFuture::inner(
+        ResponseFuture::inner(
             CountedFuture::new(self.inner.call(req), guard, shared).with_lame_duck(h1),
             None,
         )
@@ -240,8 +240,8 @@ where
 /// Response future of [`Graceful`]: the same as the draining responder's
 /// around the counter's (`Drain` around `InFlight`), which is what the fused
 /// service behaves as.
-pub type GracefulFuture<F> = crate::drain::ResponseFuture<crate::in_flight::CountedFuture<F>>;
+pub type ResponseFuture<F> = crate::drain::ResponseFuture<crate::in_flight::CountedFuture<F>>;
 
 /// Response body of [`Graceful`]: the inner body, counted until it ends (or
 /// fails, or is dropped), or the body of a probe answer or rejection.
-pub type GracefulBody<B> = crate::drain::ResponseBody<crate::in_flight::CountedBody<B>>;
+pub type ResponseBody<B> = crate::drain::ResponseBody<crate::in_flight::CountedBody<B>>;

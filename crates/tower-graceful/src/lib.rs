@@ -1,26 +1,61 @@
 //! Graceful shutdown for tower-based servers (axum, tonic, plain hyper) that
 //! loses nothing.
 //!
-//! * [`InFlight`]: counts every request from `call` until its response *body*
-//!   ends or is dropped (streams included; panics and disconnects included).
-//! * [`Drain`]: from the trigger, tells HTTP/1.x keep-alive connections to
+//! * [`in_flight`]: counts every request from `call` until its response
+//!   *body* ends or is dropped (streams included; panics and disconnects
+//!   included).
+//! * [`drain`]: from the trigger, tells HTTP/1.x keep-alive connections to
 //!   close (`Connection: close`, a share rising over the pre-drain delay);
 //!   while draining, serves requests on open connections and answers only
 //!   those that could not finish with `503` + `Retry-After` + `Connection:
-//!   close`, or a trailers-only gRPC `UNAVAILABLE` (the [`drain`] policy).
-//! * [`serve`] (feature `serve`): a hyper-util server loop that owns the
-//!   connections (listener closed at drain start, HTTP/2 GOAWAY during the
-//!   pre-drain, idle connections closed only when nothing is in flight), for
-//!   L4 balancers and pooled clients.
-//! * [`Readiness`], [`ReadinessService`], [`LivenessService`],
-//!   [`ProbeLayer`]: readiness drops the moment shutdown is triggered;
-//!   liveness stays up; app-controlled gates.
-//! * [`ShutdownSignal`]: fires when draining starts, for long-running handlers
-//!   (streams, WebSockets, long-polls, loops); an axum extractor with feature
-//!   `axum`, and in request extensions for tonic and plain tower services.
-//! * [`Coordinator`]: SIGTERM/SIGINT (a second one forces), pre-drain delay,
-//!   drain deadline, cleanup hooks with timeouts, tracked background work and
-//!   a [`ShutdownReport`] logged with `tracing`.
+//!   close`, or a trailers-only gRPC `UNAVAILABLE` (the policy table is in
+//!   its docs).
+//! * [`probe`]: readiness drops the moment shutdown is triggered; liveness
+//!   stays up; app-controlled gates.
+//! * [`ShutdownSignal`] ([`signal`]): fires when draining starts, for
+//!   long-running handlers (streams, WebSockets, long-polls, loops); an axum
+//!   extractor with feature `axum`, [`ShutdownSignal::current`] for tonic and
+//!   plain tower services, or in request extensions with [`add_signal`].
+//! * [`GracefulLayer`] ([`graceful`]): the three middleware above fused into
+//!   one service; what [`Coordinator::layer`] returns.
+//! * [`serve`] (feature `serve`, [`connection`]): a hyper-util server loop
+//!   that owns the connections (listener closed at drain start, HTTP/2
+//!   GOAWAY during the pre-drain, idle connections closed only when nothing
+//!   is in flight), for L4 balancers and pooled clients.
+//! * [`Coordinator`] ([`coordinator`]): SIGTERM/SIGINT (a second one
+//!   forces), pre-drain delay, drain deadline, cleanup hooks with timeouts,
+//!   tracked background work and a [`ShutdownReport`] ([`report`]) logged
+//!   with `tracing`.
+//!
+//! # The map
+//!
+//! The modules, top to bottom; every arrow points down (`.ci/module_graph.py`
+//! checks it):
+//!
+//! ```text
+//! coordinator   the handle users hold: builder, driver (phases, deadline,
+//!   │           hooks), OS signals, the layers' constructors
+//! connection    serve: the listener, GOAWAY, idle close (feature `serve`)
+//! graceful      the fused layer
+//! in_flight  drain  probe  add_signal      one module per middleware
+//! answer        what the crate answers by itself (probe answers,
+//!   │           rejections): one future, one body
+//! lame_duck     Connection: close, the rising share
+//! signal        ShutdownSignal, TaskGuard
+//! core          per-coordinator state: phase, readiness gates, the
+//!               in-flight tracker, the latch; no HTTP
+//! integrations  axum extractor, tonic health, systemd, metrics (leaves)
+//! ```
+//!
+//! A request reads top to bottom in one pass: the layer
+//! ([`GracefulLayer`]) wraps the service; its `call` answers a probe path or
+//! claims a slot in the thread's shard of the tracker (`core::tracker`,
+//! which refuses it once the drain completed, and the request is rejected);
+//! the guard rides in the response future, then in the response body; the
+//! body's end (or drop, or the future's drop) releases it; while draining
+//! the release goes through one exact counter, and the release that brings
+//! it to zero sets the latch that [`Coordinator::drained`] awaits, which
+//! lets the driver run the hooks and write the report.
 //!
 //! # Example
 //!
@@ -41,7 +76,7 @@
 //!     let app = Router::new()
 //!         .route("/", get(|| async { "hello" }))
 //!         .route("/events", get(|signal: ShutdownSignal| async move {
-//!             signal.cancelled().await; // a real handler streams until then
+//!             signal.draining().await; // a real handler streams until then
 //!             "bye"
 //!         }))
 //!         .layer(graceful.layer());
@@ -89,77 +124,44 @@
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
-mod builder;
-mod coordinator;
-pub mod drain;
-mod event;
-mod extension;
-mod graceful;
-mod in_flight;
-mod probe;
-mod report;
-mod signal;
-mod state;
-mod sync;
-mod tracker;
-
+pub mod add_signal;
+mod answer;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod connection;
+pub mod coordinator;
+mod core;
+pub mod drain;
+pub mod graceful;
+pub mod in_flight;
+mod integrations;
+mod lame_duck;
+pub mod probe;
+pub mod report;
+pub mod signal;
+pub mod testing;
+
+pub use crate::coordinator::{Builder, Coordinator};
+pub use crate::core::state::Phase;
+pub use crate::graceful::{Graceful, GracefulLayer};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-mod extract;
-#[cfg(feature = "tonic")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub mod grpc_health;
-#[cfg(feature = "metrics")]
-#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
-pub mod shutdown_metrics;
-#[cfg(all(feature = "systemd", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
-pub mod systemd;
-pub mod testing;
+pub use crate::integrations::MissingShutdownSignal;
+pub use crate::report::ShutdownReport;
+pub use crate::signal::ShutdownSignal;
+
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub use crate::connection::serve;
-
-pub use crate::body::FixedBody;
-pub use crate::builder::{
-    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
-    DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
-};
-pub use crate::coordinator::{CloseConnections, Coordinator, Draining, HookRegistrationError};
-pub use crate::drain::{Drain, DrainLayer, RejectContext};
-pub use crate::extension::{AddSignal, SignalLayer};
-#[cfg(feature = "axum")]
-pub use crate::extract::MissingShutdownSignal;
-pub use crate::graceful::{Graceful, GracefulLayer};
-pub use crate::in_flight::{InFlight, InFlightLayer};
-pub use crate::probe::{
-    LivenessService, ProbeLayer, Probes, Readiness, ReadinessGate, ReadinessService,
-};
-pub use crate::report::{
-    DrainOutcome, HookOutcome, HookReport, ShutdownReport, Straggler, StragglerKind, TriggerCause,
-};
-pub use crate::signal::{Cancelled, InFlightGuard, ShutdownSignal};
-pub use crate::state::{Phase, ReadinessStatus};
-
-/// Response futures and bodies of the middleware, by module.
-pub mod future {
-    pub use crate::drain::ResponseFuture as DrainFuture;
-    pub use crate::graceful::GracefulFuture;
-    pub use crate::in_flight::CountedFuture;
-    pub use crate::in_flight::ResponseFuture as InFlightFuture;
-}
-
-/// Response bodies of the middleware.
-pub mod body_types {
-    pub use crate::drain::ResponseBody as DrainBody;
-    pub use crate::graceful::GracefulBody;
-    pub use crate::in_flight::CountedBody;
-    pub use crate::in_flight::ResponseBody as InFlightBody;
-}
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub use crate::integrations::grpc_health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use crate::integrations::metrics as shutdown_metrics;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub use crate::integrations::systemd;
 
 /// Every Rust snippet of the README, compiled (and run unless marked
 /// `no_run`) as a doctest.

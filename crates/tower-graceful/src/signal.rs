@@ -1,5 +1,5 @@
 //! [`ShutdownSignal`]: what a long-running handler watches, and
-//! [`InFlightGuard`]: what keeps the drain waiting for work a handler spawns.
+//! [`TaskGuard`]: what keeps the drain waiting for work a handler spawns.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::state::{Shared, SharedRef};
-use crate::sync::Arc;
-use crate::tracker::TaskTicket;
+use crate::core::state::{Shared, SharedRef};
+use crate::core::sync::Arc;
+use crate::core::tracker::TaskTicket;
 
 /// Tells a handler that shutdown has begun.
 ///
@@ -26,7 +26,7 @@ use crate::tracker::TaskTicket;
 /// inside a handler from [`ShutdownSignal::current`] (while
 /// [`Coordinator::layer`](crate::Coordinator::layer) polls it), as an axum
 /// extractor (feature `axum`), or from request extensions if you add a
-/// [`SignalLayer`](crate::SignalLayer) (it is *not* part of
+/// [`SignalLayer`](crate::add_signal::AddSignalLayer) (it is *not* part of
 /// `Coordinator::layer`: one allocation per request). Cloning is cheap (one
 /// `Arc`).
 ///
@@ -40,7 +40,7 @@ use crate::tracker::TaskTicket;
 ///     let mut ticks = 0;
 ///     loop {
 ///         tokio::select! {
-///             _ = signal.cancelled() => return ticks,
+///             _ = signal.draining() => return ticks,
 ///             _ = tokio::time::sleep(Duration::from_millis(10)) => ticks += 1,
 ///         }
 ///     }
@@ -61,7 +61,7 @@ pub struct ShutdownSignal {
 impl fmt::Debug for ShutdownSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShutdownSignal")
-            .field("shutting_down", &self.is_shutting_down())
+            .field("draining", &self.is_draining())
             .field("forced", &self.is_forced())
             .finish()
     }
@@ -72,36 +72,36 @@ impl ShutdownSignal {
         Self { shared }
     }
 
-    /// Completes when shutdown begins draining; at once if it already has.
+    /// Completes when draining begins (at once if it already has): the soft
+    /// signal. The future owns a handle (`'static`, `Send`), so it can be
+    /// spawned or stored as well as awaited in a `select!`.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future (for example in another
     /// `tokio::select!` branch) loses nothing; a new call observes the same
     /// state.
-    pub fn cancelled(&self) -> Cancelled<'_> {
-        Cancelled {
-            inner: self.shared.soft.cancelled(),
+    pub fn draining(&self) -> Draining {
+        Draining {
+            inner: self.shared.soft.clone().cancelled_owned(),
         }
-    }
-
-    /// Like [`cancelled`](Self::cancelled), but owns a handle, so the future
-    /// is `'static` (for spawning or storing).
-    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.shared.soft.clone().cancelled_owned()
     }
 
     /// Whether draining has begun. Non-blocking; never goes back to `false`.
     #[inline]
-    pub fn is_shutting_down(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         self.shared.soft.is_cancelled()
     }
 
     /// Completes when the drain deadline passed (or a second signal forced the
-    /// stop): whatever is still running is about to be abandoned. Cancel safe.
-    pub fn forced(&self) -> Cancelled<'_> {
-        Cancelled {
-            inner: self.shared.hard.cancelled(),
+    /// stop): whatever is still running is about to be abandoned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`draining`](Self::draining).
+    pub fn forced(&self) -> Forced {
+        Forced {
+            inner: self.shared.hard.clone().cancelled_owned(),
         }
     }
 
@@ -126,8 +126,8 @@ impl ShutdownSignal {
     /// `on_upgrade` callback leaves a window, after the 101 response ended and
     /// before the callback runs, in which nothing is in flight and the drain
     /// can complete.
-    pub fn track(&self, name: impl Into<Cow<'static, str>>) -> InFlightGuard {
-        InFlightGuard::task(&self.shared, name.into())
+    pub fn track(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
+        TaskGuard::task(&self.shared, name.into())
     }
 
     /// A child [`CancellationToken`] cancelled when draining begins, for code
@@ -146,7 +146,7 @@ impl ShutdownSignal {
 
 impl ShutdownSignal {
     /// The signal of the request being handled on this thread, if an
-    /// [`InFlight`](crate::InFlight) layer (part of
+    /// [`InFlight`](crate::in_flight::InFlight) layer (part of
     /// [`Coordinator::layer`](crate::Coordinator::layer)) is polling it.
     ///
     /// Available while the layer polls the inner service's `call`, its
@@ -206,22 +206,56 @@ impl From<CancellationToken> for ShutdownSignal {
 }
 
 pin_project! {
-    /// Future returned by [`ShutdownSignal::cancelled`] and
-    /// [`ShutdownSignal::forced`].
+    /// Future returned by [`ShutdownSignal::draining`] and
+    /// [`Coordinator::draining`](crate::Coordinator::draining): completes when
+    /// draining begins. `'static`, `Send`, cancel safe.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Cancelled<'a> {
+    pub struct Draining {
         #[pin]
-        inner: WaitForCancellationFuture<'a>,
+        inner: WaitForCancellationFutureOwned,
     }
 }
 
-impl fmt::Debug for Cancelled<'_> {
+impl Draining {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        Self {
+            inner: shared.soft.clone().cancelled_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Draining {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cancelled").finish_non_exhaustive()
+        f.debug_struct("Draining").finish_non_exhaustive()
     }
 }
 
-impl Future for Cancelled<'_> {
+impl Future for Draining {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().inner.poll(cx)
+    }
+}
+
+pin_project! {
+    /// Future returned by [`ShutdownSignal::forced`]: completes when the
+    /// forced stop begins. `'static`, `Send`, cancel safe.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Forced {
+        #[pin]
+        inner: WaitForCancellationFutureOwned,
+    }
+}
+
+impl fmt::Debug for Forced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forced").finish_non_exhaustive()
+    }
+}
+
+impl Future for Forced {
     type Output = ();
 
     #[inline]
@@ -235,16 +269,16 @@ impl Future for Cancelled<'_> {
 /// Background work gets one from [`ShutdownSignal::track`] or
 /// [`Coordinator::track`](crate::Coordinator::track); it is named in the
 /// straggler list if it outlives the drain deadline. (Requests are counted by
-/// [`InFlight`](crate::InFlight) or the [`Graceful`](crate::Graceful) stack
+/// [`InFlight`](crate::in_flight::InFlight) or the [`Graceful`](crate::Graceful) stack
 /// with a lighter guard of their own.) The drain completes only when every
 /// guard and every request is gone.
 #[must_use = "the guard holds the drain only while it lives: keep it for as long as the work runs"]
-pub struct InFlightGuard {
+pub struct TaskGuard {
     shared: SharedRef,
     ticket: Option<TaskTicket>,
 }
 
-impl InFlightGuard {
+impl TaskGuard {
     pub(crate) fn task(shared: &SharedRef, name: Cow<'static, str>) -> Self {
         let ticket = match shared.tracker.acquire_task(name) {
             Ok(ticket) => Some(ticket),
@@ -284,16 +318,16 @@ impl InFlightGuard {
     }
 }
 
-impl Drop for InFlightGuard {
+impl Drop for TaskGuard {
     #[inline]
     fn drop(&mut self) {
         self.release_now();
     }
 }
 
-impl fmt::Debug for InFlightGuard {
+impl fmt::Debug for TaskGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InFlightGuard")
+        f.debug_struct("TaskGuard")
             .field("held", &self.ticket.is_some())
             .finish()
     }

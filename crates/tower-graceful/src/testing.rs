@@ -11,7 +11,7 @@
 //! | to observe | await |
 //! |---|---|
 //! | readiness down ([`Phase::Triggered`](crate::Phase::Triggered)) | [`Coordinator::triggered`] |
-//! | draining: `ShutdownSignal` fired, new requests rejected | [`ShutdownSignal::cancelled`](crate::ShutdownSignal::cancelled) of [`Coordinator::signal`] |
+//! | draining: `ShutdownSignal` fired, new requests rejected | [`ShutdownSignal::draining`](crate::ShutdownSignal::draining) of [`Coordinator::signal`] |
 //! | nothing in flight any more | [`Coordinator::drained`] |
 //! | the deadline passed: hard signal fired | [`ShutdownSignal::forced`](crate::ShutdownSignal::forced) |
 //! | cleanup | your hook runs (register one that reports to the test) |
@@ -36,7 +36,7 @@
 //! use http::{Request, Response};
 //! use http_body_util::{channel::Channel, BodyExt};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_graceful::{testing, Coordinator, DrainOutcome, Phase, ShutdownSignal};
+//! use tower_graceful::{testing, Coordinator, report::DrainOutcome, Phase, ShutdownSignal};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,7 +54,7 @@
 //!             loop {
 //!                 tokio::select! {
 //!                     biased;
-//!                     _ = signal.cancelled() => break,
+//!                     _ = signal.draining() => break,
 //!                     _ = tick.tick() => {
 //!                         if tx.send_data(Bytes::from("data: tick\n\n")).await.is_err() {
 //!                             return; // the client went away
@@ -77,7 +77,7 @@
 //! graceful.triggered().await;
 //! assert_eq!(graceful.phase(), Phase::Triggered);
 //! assert!(!graceful.readiness().status().is_ready());
-//! graceful.signal().cancelled().await; // the 5 s pre-drain delay, at once
+//! graceful.signal().draining().await; // the 5 s pre-drain delay, at once
 //! assert_eq!(graceful.phase(), Phase::Draining);
 //!
 //! // The stream ends by itself, with its last event.
@@ -101,7 +101,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_graceful::{testing, Coordinator, DrainOutcome, StragglerKind};
+//! use tower_graceful::{testing, Coordinator, report::DrainOutcome, report::StragglerKind};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -114,9 +114,9 @@
 //! let guard = signal.track("worker");
 //! let worker = tokio::spawn(async move {
 //!     let mut rounds = 0u32;
-//!     while !signal.is_shutting_down() {
+//!     while !signal.is_draining() {
 //!         tokio::select! {
-//!             _ = signal.cancelled() => {}
+//!             _ = signal.draining() => {}
 //!             _ = tokio::time::sleep(Duration::from_millis(100)) => rounds += 1,
 //!         }
 //!     }

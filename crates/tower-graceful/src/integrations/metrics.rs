@@ -42,7 +42,7 @@
 //! | [`SHUTDOWN_DURATION`] `tower_graceful_shutdown_duration_seconds` | histogram | seconds | | trigger to done |
 //! | [`HOOK_DURATION`] `tower_graceful_hook_duration_seconds` | histogram | seconds | `hook` | how long each hook ran |
 //!
-//! `cause` is the [`TriggerCause`](crate::TriggerCause) as logged (`SIGTERM`, `SIGINT`, `ctrl-c`,
+//! `cause` is the [`TriggerCause`](crate::report::TriggerCause) as logged (`SIGTERM`, `SIGINT`, `ctrl-c`,
 //! `api`); `outcome` of a shutdown is `drained`, `deadline_exceeded` or
 //! `forced`; `outcome` of a hook is `completed`, `failed`, `panicked`,
 //! `timed_out` or `skipped`. The counters derived from the report move once,
@@ -255,7 +255,7 @@ impl Emitter {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let triggered = c.triggered();
-        let draining = signal.cancelled();
+        let draining = signal.draining();
         let drained = c.drained();
         let forced = signal.forced();
         let done = c.wait();

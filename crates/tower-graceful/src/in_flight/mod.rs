@@ -24,11 +24,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::drain::RejectConfig;
+use crate::answer::RejectConfig;
+use crate::core::state::Shared;
+use crate::core::tracker::{Admission, RequestGuard};
 use crate::signal::CurrentSignal;
-use crate::state::Shared;
-use crate::tracker::{Admission, RequestGuard};
-use crate::Coordinator;
 
 /// Layer that applies [`InFlight`].
 #[derive(Clone)]
@@ -39,12 +38,15 @@ pub struct InFlightLayer {
 }
 
 impl InFlightLayer {
-    /// Counts requests for `coordinator`.
-    pub fn new(coordinator: &Coordinator) -> Self {
+    pub(crate) fn from_parts(
+        shared: &'static Shared,
+        untracked: &'static [String],
+        reject: &'static RejectConfig,
+    ) -> Self {
         Self {
-            shared: coordinator.shared_static(),
-            untracked: &coordinator.config().untracked,
-            reject: &coordinator.config().reject,
+            shared,
+            untracked,
+            reject,
         }
     }
 }
@@ -90,16 +92,6 @@ pub struct InFlight<S> {
 }
 
 impl<S> InFlight<S> {
-    /// Wraps `inner`, counting for `coordinator`.
-    pub fn new(inner: S, coordinator: &Coordinator) -> Self {
-        InFlightLayer::new(coordinator).layer(inner)
-    }
-
-    /// Returns a [`Layer`] that wraps services with this middleware.
-    pub fn layer(coordinator: &Coordinator) -> InFlightLayer {
-        InFlightLayer::new(coordinator)
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -181,7 +173,7 @@ fn late<B>(
 /// announced.
 #[cold]
 #[inline(never)]
-fn linger(hold: crate::tracker::Hold, shared: &'static Shared) {
+fn linger(hold: crate::core::tracker::Hold, shared: &'static Shared) {
     let grace = shared.policy.reuse_grace;
     if grace.is_zero() || shared.hard.is_cancelled() {
         return; // `hold` drops: the request ends now
@@ -317,7 +309,7 @@ where
         Poll::Ready(res.map(|res| {
             let (mut head, inner) = res.into_parts();
             if linger && shared.triggered() {
-                linger = !crate::drain::announce_close(shared, &mut head);
+                linger = !crate::lame_duck::announce_close(shared, &mut head);
             }
             // A body that is already finished releases at once: hyper may
             // drop it without polling.

@@ -63,8 +63,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::event::{Event, Wait};
-use crate::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
+use crate::core::event::{Event, Wait};
+use crate::core::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
 
 /// A sealed shard counter's value stays near this, far below any real count.
 const SEALED_COUNT: isize = isize::MIN / 2;
@@ -186,7 +186,7 @@ impl fmt::Debug for RequestTicket<'_> {
 /// A request's count, released when dropped: what [`InFlight`] and
 /// [`Graceful`] keep in their response future, then in the response body.
 ///
-/// [`InFlight`]: crate::InFlight
+/// [`InFlight`]: crate::in_flight::InFlight
 /// [`Graceful`]: crate::Graceful
 pub(crate) struct RequestGuard {
     tracker: &'static Tracker,

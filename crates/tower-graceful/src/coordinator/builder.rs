@@ -6,10 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::drain::RejectConfig;
+use crate::answer::RejectConfig;
+use crate::core::state::Policy;
+use crate::core::sync::Arc;
 use crate::probe::ProbePaths;
-use crate::state::Policy;
-use crate::sync::Arc;
 use crate::Coordinator;
 
 /// Default pre-drain delay: none. Behind a load balancer, set it to at least

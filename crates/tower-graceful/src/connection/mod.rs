@@ -13,7 +13,7 @@
 //! | when | the listener | HTTP/1.x connections | HTTP/2 connections |
 //! |---|---|---|---|
 //! | serving | accepts | served | served |
-//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::Drain)) | each gets a graceful GOAWAY at a random point of the same window (one accepted after the trigger: when draining starts) |
+//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::drain::Drain)) | each gets a graceful GOAWAY at a random point of the same window (one accepted after the trigger: when draining starts) |
 //! | draining | **closed**: new connections go elsewhere | open ones are **not** cut: a request that still arrives is served, with `Connection: close` (the [policy](crate::drain)) | GOAWAY sent; streams in flight finish |
 //! | nothing left in flight | – | the remaining ones, all idle, are closed | closed as their last stream ends |
 //! | deadline / second signal | – | closed once the report is out | the same |
@@ -70,7 +70,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use crate::state::Shared;
+use crate::core::state::Shared;
 use crate::Coordinator;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -385,7 +385,7 @@ async fn goaway_time(shared: &'static Shared, late: bool) {
     let Some(t0) = shared.triggered_at.get().copied() else {
         return;
     };
-    let at = window.mul_f64(crate::drain::random_unit());
+    let at = window.mul_f64(crate::lame_duck::random_unit());
     tokio::select! {
         _ = tokio::time::sleep_until(t0 + at) => {}
         _ = shared.soft.cancelled() => {}

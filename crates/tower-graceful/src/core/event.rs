@@ -2,7 +2,7 @@
 //! including those that arrive after it was set.
 //!
 //! This is the wake-up path that decides when shutdown may proceed, so it is
-//! written on [`crate::sync`] and model-checked with loom (`tests` below).
+//! written on [`crate::core::sync`] and model-checked with loom (`tests` below).
 //!
 //! Why not `tokio::sync::Notify`: `notify_waiters` stores nothing for a waiter
 //! that registers a moment later (the lost wake-up of poem #661 / granian
@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{lock, AtomicBool, Mutex};
+use crate::core::sync::{lock, AtomicBool, Mutex};
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Default)]

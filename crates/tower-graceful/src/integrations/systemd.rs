@@ -11,7 +11,7 @@
 //! | when | sent |
 //! |---|---|
 //! | a readiness gate is not ready yet | `STATUS=starting: not ready: <gate>` |
-//! | readiness is [`Ready`](crate::ReadinessStatus::Ready) (every gate open) | `READY=1`, `STATUS=serving: N in flight` |
+//! | readiness is [`Ready`](crate::probe::ReadinessStatus::Ready) (every gate open) | `READY=1`, `STATUS=serving: N in flight` |
 //! | a gate changes while serving | `STATUS=serving: …` |
 //! | shutdown triggered | `STOPPING=1`, `STATUS=triggered: …`, `EXTEND_TIMEOUT_USEC=` pre-drain delay + [`EXTEND_MARGIN`] |
 //! | draining begins | `STATUS=draining: N in flight`, `EXTEND_TIMEOUT_USEC=` drain deadline + margin |
@@ -77,8 +77,9 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::builder::Config;
-use crate::state::{Phase, ReadinessStatus, Shared};
+use crate::coordinator::Config;
+use crate::core::readiness::ReadinessStatus;
+use crate::core::state::{Phase, Shared};
 use crate::Coordinator;
 
 /// Added to each phase's budget in `EXTEND_TIMEOUT_USEC`: the time the

@@ -24,16 +24,26 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
-use crate::builder::{Builder, Config, ConfigError};
+pub(crate) use self::builder::Config;
+pub use self::builder::{
+    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
+    DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
+};
+pub use crate::core::state::Phase;
+use crate::core::state::{Shared, SharedRef};
+use crate::core::sync::{lock, Arc, Mutex};
+use crate::core::tracker::Kind;
 use crate::graceful::{GracefulLayer, Stack};
 use crate::probe::{LivenessService, Readiness, ReadinessService};
 use crate::report::{
     DrainOutcome, HookOutcome, HookReport, ShutdownReport, Straggler, StragglerKind, TriggerCause,
 };
-use crate::signal::{InFlightGuard, ShutdownSignal};
-use crate::state::{Phase, Shared, SharedRef};
-use crate::sync::{lock, Arc, Mutex};
-use crate::tracker::Kind;
+pub use crate::signal::Draining;
+use crate::signal::{ShutdownSignal, TaskGuard};
+
+mod builder;
+mod layers;
+mod os_signal;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type HookFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -138,7 +148,7 @@ impl Coordinator {
         });
         let coordinator = Self { shared, inner };
         if coordinator.inner.config.handle_signals {
-            signals::listen(coordinator.clone(), handle)?;
+            os_signal::listen(coordinator.clone(), handle)?;
         }
         coordinator.spawn_driver(handle);
         Ok(coordinator)
@@ -242,8 +252,8 @@ impl Coordinator {
     /// Keeps the drain waiting until the guard is dropped (background jobs,
     /// WebSocket sessions). `name` appears in the report if it is still alive
     /// at the deadline.
-    pub fn track(&self, name: impl Into<Cow<'static, str>>) -> InFlightGuard {
-        InFlightGuard::task(&self.shared, name.into())
+    pub fn track(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
+        TaskGuard::task(&self.shared, name.into())
     }
 
     /// App-controlled readiness gates and the current status.
@@ -268,9 +278,7 @@ impl Coordinator {
     /// the pre-drain delay, not at the trigger: during the delay the server
     /// keeps accepting while load balancers take the instance out.
     pub fn draining(&self) -> Draining {
-        Draining {
-            inner: self.shared.soft.clone().cancelled_owned(),
-        }
+        Draining::new(&self.shared)
     }
 
     /// A future that completes when a server should close the connections it
@@ -383,7 +391,7 @@ impl Coordinator {
     /// route of a `Router::layer`); tonic's `Server::builder().layer`. Not
     /// `Router::route_layer`: that runs only for requests that match a route,
     /// so the probe paths (which are not routes) answer `404`. Add
-    /// [`SignalLayer`](crate::SignalLayer) inside it if you want the signal in
+    /// [`AddSignalLayer`](crate::add_signal::AddSignalLayer) inside it if you want the signal in
     /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
         GracefulLayer::new(self.inner.stack)
@@ -655,35 +663,11 @@ impl fmt::Display for HookRegistrationError {
 impl std::error::Error for HookRegistrationError {}
 
 pin_project_lite::pin_project! {
-    /// Future returned by [`Coordinator::draining`]: completes when draining
-    /// begins. `'static`, `Send`, cancel safe.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Draining {
-        #[pin]
-        inner: WaitForCancellationFutureOwned,
-    }
-}
-
-impl fmt::Debug for Draining {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Draining").finish_non_exhaustive()
-    }
-}
-
-impl Future for Draining {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().inner.poll(cx)
-    }
-}
-
-pin_project_lite::pin_project! {
     /// Future returned by [`Coordinator::close_connections`]. `'static`,
     /// `Send`, cancel safe.
     #[must_use = "futures do nothing unless polled"]
     pub struct CloseConnections {
-        drained: crate::event::Wait<'static>,
+        drained: crate::core::event::Wait<'static>,
         #[pin]
         forced: WaitForCancellationFutureOwned,
     }
@@ -704,66 +688,5 @@ impl Future for CloseConnections {
             return Poll::Ready(());
         }
         this.forced.poll(cx)
-    }
-}
-
-mod signals {
-    use super::*;
-
-    #[cfg(unix)]
-    pub(super) fn listen(
-        c: Coordinator,
-        handle: &tokio::runtime::Handle,
-    ) -> Result<(), ConfigError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let _enter = handle.enter();
-        let err = |e: std::io::Error| ConfigError::signal(e);
-        // Registered now, not in the task: a signal that arrives before the
-        // task first runs is still seen.
-        let mut term = signal(SignalKind::terminate()).map_err(err)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(err)?;
-        handle.spawn(async move {
-            let mut seen = 0u32;
-            loop {
-                let name = tokio::select! {
-                    Some(()) = term.recv() => "SIGTERM",
-                    Some(()) = int.recv() => "SIGINT",
-                    _ = c.shared.done.wait() => return,
-                    else => return,
-                };
-                seen += 1;
-                if seen == 1 {
-                    tracing::info!(target: "tower_graceful", signal = name, "signal received: starting graceful shutdown (send again to force)");
-                    c.trigger_with(TriggerCause::Signal(name));
-                } else {
-                    tracing::warn!(target: "tower_graceful", signal = name, "second signal: forcing shutdown");
-                    c.shared.force();
-                }
-            }
-        });
-        Ok(())
-    }
-
-    #[cfg(not(unix))]
-    pub(super) fn listen(
-        c: Coordinator,
-        handle: &tokio::runtime::Handle,
-    ) -> Result<(), ConfigError> {
-        handle.spawn(async move {
-            let mut seen = 0u32;
-            loop {
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                    _ = c.shared.done.wait() => return,
-                }
-                seen += 1;
-                if seen == 1 {
-                    c.trigger_with(TriggerCause::Signal("ctrl-c"));
-                } else {
-                    c.shared.force();
-                }
-            }
-        });
-        Ok(())
     }
 }

@@ -21,7 +21,7 @@ use crate::{Coordinator, Phase};
 /// is called, the services are marked `NOT_SERVING` straight away.
 ///
 /// The health `Watch` stream is not counted in flight by default
-/// ([`GRPC_HEALTH_WATCH`](crate::GRPC_HEALTH_WATCH)), so a balancer watching
+/// ([`GRPC_HEALTH_WATCH`](crate::coordinator::GRPC_HEALTH_WATCH)), so a balancer watching
 /// health does not hold the drain; it sees `NOT_SERVING` on the stream.
 ///
 /// Pass the names your server registers (`<YourServer<_> as

@@ -10,30 +10,26 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::signal::ShutdownSignal;
-use crate::Coordinator;
 
 /// Layer that applies [`AddSignal`].
 #[derive(Clone)]
-pub struct SignalLayer {
+pub struct AddSignalLayer {
     signal: ShutdownSignal,
 }
 
-impl SignalLayer {
-    /// Inserts `coordinator`'s signal into request extensions.
-    pub fn new(coordinator: &Coordinator) -> Self {
-        Self {
-            signal: coordinator.signal(),
-        }
+impl AddSignalLayer {
+    pub(crate) fn from_signal(signal: ShutdownSignal) -> Self {
+        Self { signal }
     }
 }
 
-impl fmt::Debug for SignalLayer {
+impl fmt::Debug for AddSignalLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignalLayer").finish_non_exhaustive()
+        f.debug_struct("AddSignalLayer").finish_non_exhaustive()
     }
 }
 
-impl<S> Layer<S> for SignalLayer {
+impl<S> Layer<S> for AddSignalLayer {
     type Service = AddSignal<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -52,16 +48,6 @@ pub struct AddSignal<S> {
 }
 
 impl<S> AddSignal<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, coordinator: &Coordinator) -> Self {
-        SignalLayer::new(coordinator).layer(inner)
-    }
-
-    /// Returns a [`Layer`] that wraps services with this middleware.
-    pub fn layer(coordinator: &Coordinator) -> SignalLayer {
-        SignalLayer::new(coordinator)
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

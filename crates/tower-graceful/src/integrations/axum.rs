@@ -10,8 +10,8 @@ use http::StatusCode;
 use crate::ShutdownSignal;
 
 /// Extracts the [`ShutdownSignal`] of the request: from the request
-/// extensions if a [`SignalLayer`](crate::SignalLayer) put one there,
-/// otherwise from the [`InFlight`](crate::InFlight) layer polling the handler
+/// extensions if a [`SignalLayer`](crate::add_signal::AddSignalLayer) put one there,
+/// otherwise from the [`InFlight`](crate::in_flight::InFlight) layer polling the handler
 /// ([`ShutdownSignal::current`], no allocation). Use
 /// `Option<ShutdownSignal>` to make it optional.
 ///
@@ -23,7 +23,7 @@ use crate::ShutdownSignal;
 ///
 /// async fn long_poll(signal: ShutdownSignal) -> &'static str {
 ///     tokio::select! {
-///         _ = signal.cancelled() => "shutting down, poll again elsewhere",
+///         _ = signal.draining() => "shutting down, poll again elsewhere",
 ///         _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => "no news",
 ///     }
 /// }
@@ -90,8 +90,8 @@ impl MissingShutdownSignal {
 impl fmt::Display for MissingShutdownSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "Missing `ShutdownSignal`: add `coordinator.layer()` (or `tower_graceful::InFlightLayer` \
-             or `tower_graceful::SignalLayer`) with `Router::layer` so it covers this route",
+            "Missing `ShutdownSignal`: add `coordinator.layer()` (or `tower_graceful::in_flight::InFlightLayer` \
+             or `tower_graceful::add_signal::AddSignalLayer`) with `Router::layer` so it covers this route",
         )
     }
 }

@@ -1,66 +1,12 @@
-//! The draining responder: what happens to requests and connections once
-//! shutdown has been triggered.
-//!
-//! # Connections: the lame duck
-//!
-//! From the trigger on, HTTP/1.x responses announce `Connection: close`, so
-//! each keep-alive connection is closed cleanly after its next response and
-//! its client reconnects (through the load balancer, to another instance).
-//! By default the share of responses that announce it rises from 0 to 1
-//! over the pre-drain delay (Envoy's gradual drain), so reconnections do not
-//! land elsewhere as one burst; from the start of draining every response
-//! announces it. HTTP/2 responses never carry it (the header is forbidden
-//! there): HTTP/2 connections get GOAWAY from the server
-//! ([`serve`](crate::serve) sends it at the trigger). `101 Switching
-//! Protocols` responses are left alone.
-//!
-//! # Requests: served, or turned away
-//!
-//! A request is never turned away because its client should have known
-//! better: an L4 balancer or a connection pool keeps sending on connections
-//! it already has, and the client could not have sent it elsewhere. So,
-//! while draining:
-//!
-//! | the request arrives …                                   | it gets |
-//! |---------------------------------------------------------|---------|
-//! | before draining (serving, or during the pre-drain delay) | served (HTTP/1.x: `Connection: close`, with the rising share) |
-//! | while draining, with time left before the deadline       | served, counted (the drain waits for it), `Connection: close` |
-//! | while draining, with less than `min_time_left` left      | the rejection: it could not finish anyway |
-//! | after the forced stop began (deadline, second signal)    | the rejection |
-//! | after the drain completed (nothing was left in flight)    | the rejection: the process is closing |
-//! | on an exempt path (probes, metrics)                      | always served |
-//!
-//! One more case keeps the drain open a moment: an HTTP/1.x response whose
-//! head went out before the trigger (a stream, a long download) and that
-//! ends while draining never announced the close, so its client may send
-//! the next request on that connection at once. The combined layer holds
-//! the drain for [`Builder::reuse_grace`](crate::Builder::reuse_grace) after
-//! such a response, so that request is served (close announced) instead of
-//! racing the close of an idle connection at the end of the drain.
-//!
-//! The rejection:
-//!
-//! * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
-//!   jittered so rejected clients do not return as one burst), `Connection:
-//!   close` on HTTP/1.x (so the client's retry opens a new connection, which a
-//!   load balancer sends elsewhere), and a short `text/plain` body.
-//! * gRPC (`content-type: application/grpc*`): `200 OK` trailers-only with
-//!   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
-//!   UNAVAILABLE as retryable.
-//!
-//! "The drain completed" is decided by the counter itself
-//! ([`InFlight`](crate::InFlight)): a claim after the count reached zero is
-//! refused in the same atomic step that would have counted it, so no request
-//! is served after [`Coordinator::drained`](crate::Coordinator::drained)
-//! resolved, whatever sits between the layers. [`Drain`] alone (without a
-//! counter inside it) reads the drained latch instead.
-//!
-//! A request that was already accepted is never touched; only the deadline
-//! cancels work. The service never returns an error for a rejection: it is a
-//! response. Nothing in the rejection depends on the request's size or
-//! content (no echo, no allocation proportional to what the client sent).
+//! What the crate answers by itself, without calling the inner service:
+//! probe answers and draining rejections. One [`Answer`] (small: it sits in
+//! a variant of every response future), one response future and one
+//! response body shared by [`Drain`](crate::drain::Drain),
+//! [`Probe`](crate::probe::Probe), [`InFlight`](crate::in_flight::InFlight)
+//! and [`Graceful`](crate::Graceful), and [`FixedBody`], the body of the
+//! probe services.
 
-use std::cell::Cell;
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,24 +14,21 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderMap, HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH,
+    CONTENT_TYPE, RETRY_AFTER,
 };
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::body::FixedBody;
-use crate::probe::ProbeMethod;
-use crate::state::Shared;
-use crate::sync::Arc;
-use crate::Coordinator;
+use crate::core::readiness::ReadinessStatus;
+use crate::core::state::Shared;
+use crate::core::sync::Arc;
+use crate::lame_duck::{announce_close, jitter, CLOSE};
 
 const GRPC_UNAVAILABLE: HeaderValue = HeaderValue::from_static("14");
 const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const CLOSE: HeaderValue = HeaderValue::from_static("close");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
@@ -333,261 +276,84 @@ impl Answer {
             } => config.response(version, grpc),
             Answer::Custom(res) => *res,
             Answer::Ready { shared, method } => {
-                crate::probe::readiness_response(shared, &method.method())
-                    .map(FixedBody::into_bytes)
+                readiness_response(shared, &method.method()).map(FixedBody::into_bytes)
             }
             Answer::Live { method } => {
-                crate::probe::liveness_response(&method.method()).map(FixedBody::into_bytes)
+                liveness_response(&method.method()).map(FixedBody::into_bytes)
             }
         }
     }
 }
 
-/// A cheap per-thread xorshift; jitter and the lame duck's share need
-/// spread, not secrecy.
-fn random_u64() -> u64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9E37_79B9_7F4A_7C15);
-            let addr = &t as *const u64 as u64;
-            (t ^ addr.rotate_left(32)) | 1
-        });
+fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut res = Response::new(FixedBody::empty());
+        *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        res.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
     }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
-}
-
-/// Uniform in `[0, 1)`.
-#[cfg_attr(not(feature = "serve"), allow(dead_code))]
-pub(crate) fn random_unit() -> f64 {
-    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn jitter(n: usize) -> usize {
-    (random_u64() % n as u64) as usize
-}
-
-/// Whether a response now announces `Connection: close`: always from the
-/// start of draining (or with no window); before that, with a probability
-/// that rises linearly from 0 at the trigger to 1 at the end of the window.
-pub(crate) fn announces_close(shared: &Shared) -> bool {
-    if shared.draining() {
-        return true;
-    }
-    let window = shared.policy.lame_duck_window;
-    let Some(t0) = shared.triggered_at.get() else {
-        return true;
+    let body = if method == Method::HEAD {
+        FixedBody::empty()
+    } else {
+        FixedBody::new(text)
     };
-    let elapsed = t0.elapsed();
-    if window.is_zero() || elapsed >= window {
-        return true;
+    let mut res = Response::new(body);
+    if !ok {
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
-    let window = window.as_nanos() as u64;
-    random_u64() % window < elapsed.as_nanos() as u64
-}
-
-/// The lame duck, on one HTTP/1.x response once shutdown was triggered.
-#[cold]
-#[inline(never)]
-pub(crate) fn announce_close(shared: &Shared, head: &mut http::response::Parts) -> bool {
-    if head.status == StatusCode::SWITCHING_PROTOCOLS || !announces_close(shared) {
-        return head.headers.get(CONNECTION).is_some_and(|v| v == CLOSE);
-    }
-    if head.headers.insert(CONNECTION, CLOSE).is_none() {
-        shared.tracker.count_close();
-    }
-    true
-}
-
-/// Layer that applies [`Drain`].
-#[derive(Clone)]
-pub struct DrainLayer {
-    shared: &'static Shared,
-    config: &'static RejectConfig,
-}
-
-impl DrainLayer {
-    /// Rejects new requests once `coordinator` is draining, with the
-    /// rejection settings from its builder.
-    pub fn new(coordinator: &Coordinator) -> Self {
-        Self {
-            shared: coordinator.shared_static(),
-            config: &coordinator.config().reject,
-        }
-    }
-
-    /// Adds an exact path that is always passed through (for example a
-    /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
-    /// validates paths; this adds one without checks.
-    ///
-    /// Like the coordinator, a configured layer lives for the whole process
-    /// (services hold a `&'static` to it so per-request clones are free):
-    /// configure layers at start-up, not per request.
-    pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        self.config = Box::leak(Box::new(self.config.with_exempt(path.into())));
-        self
-    }
-
-    /// Replaces the built-in rejection with your own response (for example
-    /// JSON in your API's error format). It is called once per rejected
-    /// request; keep it cheap and do not echo the request. `Retry-After` and,
-    /// on HTTP/1.x, `Connection: close` are added to an HTTP response that
-    /// does not set them itself (set them to opt out).
-    pub fn respond_with<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
-    {
-        self.config = Box::leak(Box::new(self.config.with_custom(f)));
-        self
-    }
-}
-
-impl fmt::Debug for DrainLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DrainLayer")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Layer<S> for DrainLayer {
-    type Service = Drain<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Drain {
-            inner,
-            shared: self.shared,
-            config: self.config,
-        }
-    }
-}
-
-/// Middleware that announces the close on HTTP/1.x connections once
-/// shutdown is triggered, and turns away the requests that could not be
-/// served while draining with a retryable rejection.
-///
-/// See the [module docs](crate::drain) for the policy table. Place it
-/// outside [`InFlight`](crate::InFlight) (as
-/// [`Coordinator::layer`](crate::Coordinator::layer) does).
-#[derive(Clone)]
-pub struct Drain<S> {
-    inner: S,
-    shared: &'static Shared,
-    config: &'static RejectConfig,
-}
-
-impl<S> Drain<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, coordinator: &Coordinator) -> Self {
-        DrainLayer::new(coordinator).layer(inner)
-    }
-
-    /// Returns a [`Layer`] that wraps services with this middleware.
-    pub fn layer(coordinator: &Coordinator) -> DrainLayer {
-        DrainLayer::new(coordinator)
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Drain<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Drain")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body,
-    ResBody::Data: From<Bytes>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = self.shared;
-        if turn_away_uncounted(shared, self.config, req.uri().path()) {
-            return rejected(shared, self.config, &req);
-        }
-        let h1 = req.version() <= Version::HTTP_11;
-        ResponseFuture::inner(self.inner.call(req), h1.then_some(shared))
-    }
-}
-
-/// While draining, for a request that no counter has admitted (it cannot be
-/// refused by one: [`Drain`] alone, untracked paths): while draining, turned
-/// away once the drain completed, or when it could not finish; exempt paths
-/// always pass. One phase load unless draining.
-#[inline]
-pub(crate) fn turn_away_uncounted(shared: &Shared, config: &RejectConfig, path: &str) -> bool {
-    shared.draining() && turn_away_while_draining(shared) && !config.is_exempt(path)
-}
-
-#[cold]
-fn turn_away_while_draining(shared: &Shared) -> bool {
-    shared.tracker.is_drained() || shared.too_late()
-}
-
-/// Counts, logs and answers one draining rejection (for [`Drain`], the
-/// counter and the fused [`Graceful`](crate::Graceful)).
-#[cold]
-#[inline(never)]
-pub(crate) fn rejected<B, F>(
-    shared: &Shared,
-    config: &'static RejectConfig,
-    req: &Request<B>,
-) -> ResponseFuture<F> {
-    ResponseFuture::answered(rejection(shared, config, req))
-}
-
-/// Counts and logs one draining rejection, and decides its response.
-#[cold]
-#[inline(never)]
-pub(crate) fn rejection<B>(
-    shared: &Shared,
-    config: &'static RejectConfig,
-    req: &Request<B>,
-) -> Answer {
-    shared.count_rejected();
-    tracing::debug!(
-        target: "tower_graceful",
-        method = %req.method(),
-        path = req.uri().path(),
-        "rejected: draining"
+    let h = res.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    config.reject(req)
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub(crate) fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
+    let status = shared.readiness();
+    let text = match &status {
+        ReadinessStatus::Ready => Bytes::from_static(b"ready\n"),
+        ReadinessStatus::ShuttingDown => Bytes::from_static(b"draining\n"),
+        other => Bytes::from(format!("{other}\n")),
+    };
+    probe_response(method, status.is_ready(), text)
+}
+
+pub(crate) fn liveness_response(method: &Method) -> Response<FixedBody> {
+    probe_response(method, true, Bytes::from_static(b"live\n"))
+}
+
+/// What a probe answer depends on of the request's method (one byte in the
+/// response future instead of a `Method`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ProbeMethod {
+    Get,
+    Head,
+    Other,
+}
+
+impl ProbeMethod {
+    #[inline]
+    pub(crate) fn of(method: &Method) -> Self {
+        if method == Method::GET {
+            ProbeMethod::Get
+        } else if method == Method::HEAD {
+            ProbeMethod::Head
+        } else {
+            ProbeMethod::Other
+        }
+    }
+
+    pub(crate) fn method(self) -> Method {
+        match self {
+            ProbeMethod::Get => Method::GET,
+            ProbeMethod::Head => Method::HEAD,
+            // Any other method gets the same `405`.
+            ProbeMethod::Other => Method::POST,
+        }
+    }
 }
 
 pin_project! {
@@ -745,5 +511,54 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
+    }
+}
+
+/// A body of at most one chunk, with an exact size hint. Used for probe
+/// answers and rejections.
+#[derive(Debug, Default, Clone)]
+pub struct FixedBody {
+    data: Option<Bytes>,
+}
+
+impl FixedBody {
+    /// A body holding `data` (empty data gives an empty body).
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        Self {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    pub(crate) fn into_bytes(self) -> Bytes {
+        self.data.unwrap_or_default()
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self { data: None }
+    }
+}
+
+impl Body for FixedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }

@@ -2,15 +2,15 @@
 //! tracker, the signals and the readiness gates. It knows nothing of HTTP;
 //! every layer and the coordinator sit on top of it.
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::event::Event;
-use crate::sync::{lock, AtomicU8, Mutex};
-use crate::tracker::Tracker;
+use crate::core::event::Event;
+use crate::core::readiness::Gates;
+use crate::core::sync::{AtomicU8, Mutex};
+use crate::core::tracker::Tracker;
 
 /// Where a coordinator is in its shutdown. Phases only move forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,19 +62,6 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-#[derive(Debug)]
-pub(crate) struct Gate {
-    pub(crate) id: u64,
-    pub(crate) name: Cow<'static, str>,
-    pub(crate) ready: bool,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Gates {
-    pub(crate) next_id: u64,
-    pub(crate) gates: Vec<Gate>,
 }
 
 /// How layers, futures, bodies and guards reach the shared state.
@@ -267,7 +254,7 @@ impl Shared {
     }
 
     #[inline]
-    fn soft_fired_undriven(&self) -> bool {
+    pub(crate) fn soft_fired_undriven(&self) -> bool {
         !self.driven && self.soft.is_cancelled()
     }
 
@@ -304,55 +291,10 @@ impl Shared {
         live
     }
 
-    pub(crate) fn readiness(&self) -> ReadinessStatus {
-        if self.phase() >= Phase::Triggered || self.soft_fired_undriven() {
-            return ReadinessStatus::ShuttingDown;
-        }
-        let g = lock(&self.gates);
-        match g.gates.iter().find(|g| !g.ready) {
-            Some(gate) => ReadinessStatus::NotReady(gate.name.clone()),
-            None => ReadinessStatus::Ready,
-        }
-    }
-
-    /// Wakes the watchers of the readiness status (call after releasing the
-    /// gates' lock).
-    pub(crate) fn gates_changed(&self) {
-        self.gates_changed.send_replace(());
-    }
-
     pub(crate) fn count_rejected(&self) {
         // On the thread's own shard: while draining, every core may be
         // rejecting at once, and one shared counter would bounce between them.
         self.tracker.count_rejected();
-    }
-}
-
-/// What the readiness probe says, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadinessStatus {
-    /// Every gate is ready and shutdown has not been triggered.
-    Ready,
-    /// A readiness gate (named) is not ready.
-    NotReady(Cow<'static, str>),
-    /// Shutdown was triggered: not ready, for good.
-    ShuttingDown,
-}
-
-impl ReadinessStatus {
-    /// Whether the probe answers `200 OK`.
-    pub fn is_ready(&self) -> bool {
-        matches!(self, ReadinessStatus::Ready)
-    }
-}
-
-impl std::fmt::Display for ReadinessStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadinessStatus::Ready => f.write_str("ready"),
-            ReadinessStatus::NotReady(gate) => write!(f, "not ready: {gate}"),
-            ReadinessStatus::ShuttingDown => f.write_str("draining"),
-        }
     }
 }
 

@@ -1,0 +1,240 @@
+//! The draining responder: what happens to requests and connections once
+//! shutdown has been triggered.
+//!
+//! # Connections: the lame duck
+//!
+//! From the trigger on, HTTP/1.x responses announce `Connection: close`, so
+//! each keep-alive connection is closed cleanly after its next response and
+//! its client reconnects (through the load balancer, to another instance).
+//! By default the share of responses that announce it rises from 0 to 1
+//! over the pre-drain delay (Envoy's gradual drain), so reconnections do not
+//! land elsewhere as one burst; from the start of draining every response
+//! announces it. HTTP/2 responses never carry it (the header is forbidden
+//! there): HTTP/2 connections get GOAWAY from the server
+//! ([`serve`](crate::serve) sends it at the trigger). `101 Switching
+//! Protocols` responses are left alone.
+//!
+//! # Requests: served, or turned away
+//!
+//! A request is never turned away because its client should have known
+//! better: an L4 balancer or a connection pool keeps sending on connections
+//! it already has, and the client could not have sent it elsewhere. So,
+//! while draining:
+//!
+//! | the request arrives …                                   | it gets |
+//! |---------------------------------------------------------|---------|
+//! | before draining (serving, or during the pre-drain delay) | served (HTTP/1.x: `Connection: close`, with the rising share) |
+//! | while draining, with time left before the deadline       | served, counted (the drain waits for it), `Connection: close` |
+//! | while draining, with less than `min_time_left` left      | the rejection: it could not finish anyway |
+//! | after the forced stop began (deadline, second signal)    | the rejection |
+//! | after the drain completed (nothing was left in flight)    | the rejection: the process is closing |
+//! | on an exempt path (probes, metrics)                      | always served |
+//!
+//! One more case keeps the drain open a moment: an HTTP/1.x response whose
+//! head went out before the trigger (a stream, a long download) and that
+//! ends while draining never announced the close, so its client may send
+//! the next request on that connection at once. The combined layer holds
+//! the drain for [`Builder::reuse_grace`](crate::Builder::reuse_grace) after
+//! such a response, so that request is served (close announced) instead of
+//! racing the close of an idle connection at the end of the drain.
+//!
+//! The rejection:
+//!
+//! * HTTP: `503 Service Unavailable`, `Retry-After` (seconds, optionally
+//!   jittered so rejected clients do not return as one burst), `Connection:
+//!   close` on HTTP/1.x (so the client's retry opens a new connection, which a
+//!   load balancer sends elsewhere), and a short `text/plain` body.
+//! * gRPC (`content-type: application/grpc*`): `200 OK` trailers-only with
+//!   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
+//!   UNAVAILABLE as retryable.
+//!
+//! "The drain completed" is decided by the counter itself
+//! ([`InFlight`](crate::in_flight::InFlight)): a claim after the count reached zero is
+//! refused in the same atomic step that would have counted it, so no request
+//! is served after [`Coordinator::drained`](crate::Coordinator::drained)
+//! resolved, whatever sits between the layers. [`Drain`] alone (without a
+//! counter inside it) reads the drained latch instead.
+//!
+//! A request that was already accepted is never touched; only the deadline
+//! cancels work. The service never returns an error for a rejection: it is a
+//! response. Nothing in the rejection depends on the request's size or
+//! content (no echo, no allocation proportional to what the client sent).use std::fmt;
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body::Body;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::answer::{Answer, RejectConfig};
+pub use crate::answer::{RejectContext, ResponseBody, ResponseFuture};
+use crate::core::state::Shared;
+
+/// Layer that applies [`Drain`].
+#[derive(Clone)]
+pub struct DrainLayer {
+    shared: &'static Shared,
+    config: &'static RejectConfig,
+}
+
+impl DrainLayer {
+    pub(crate) fn from_parts(shared: &'static Shared, config: &'static RejectConfig) -> Self {
+        Self { shared, config }
+    }
+
+    /// Adds an exact path that is always passed through (for example a
+    /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
+    /// validates paths; this adds one without checks.
+    ///
+    /// Like the coordinator, a configured layer lives for the whole process
+    /// (services hold a `&'static` to it so per-request clones are free):
+    /// configure layers at start-up, not per request.
+    pub fn exempt(mut self, path: impl Into<String>) -> Self {
+        self.config = Box::leak(Box::new(self.config.with_exempt(path.into())));
+        self
+    }
+
+    /// Replaces the built-in rejection with your own response (for example
+    /// JSON in your API's error format). It is called once per rejected
+    /// request; keep it cheap and do not echo the request. `Retry-After` and,
+    /// on HTTP/1.x, `Connection: close` are added to an HTTP response that
+    /// does not set them itself (set them to opt out).
+    pub fn respond_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.config = Box::leak(Box::new(self.config.with_custom(f)));
+        self
+    }
+}
+
+impl fmt::Debug for DrainLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for DrainLayer {
+    type Service = Drain<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Drain {
+            inner,
+            shared: self.shared,
+            config: self.config,
+        }
+    }
+}
+
+/// Middleware that announces the close on HTTP/1.x connections once
+/// shutdown is triggered, and turns away the requests that could not be
+/// served while draining with a retryable rejection.
+///
+/// See the [module docs](crate::drain) for the policy table. Place it
+/// outside [`InFlight`](crate::in_flight::InFlight) (as
+/// [`Coordinator::layer`](crate::Coordinator::layer) does).
+#[derive(Clone)]
+pub struct Drain<S> {
+    inner: S,
+    shared: &'static Shared,
+    config: &'static RejectConfig,
+}
+
+impl<S> Drain<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Drain<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = self.shared;
+        if turn_away_uncounted(shared, self.config, req.uri().path()) {
+            return rejected(shared, self.config, &req);
+        }
+        let h1 = req.version() <= Version::HTTP_11;
+        ResponseFuture::inner(self.inner.call(req), h1.then_some(shared))
+    }
+}
+
+/// While draining, for a request that no counter has admitted (it cannot be
+/// refused by one: [`Drain`] alone, untracked paths): while draining, turned
+/// away once the drain completed, or when it could not finish; exempt paths
+/// always pass. One phase load unless draining.
+#[inline]
+pub(crate) fn turn_away_uncounted(shared: &Shared, config: &RejectConfig, path: &str) -> bool {
+    shared.draining() && turn_away_while_draining(shared) && !config.is_exempt(path)
+}
+
+#[cold]
+fn turn_away_while_draining(shared: &Shared) -> bool {
+    shared.tracker.is_drained() || shared.too_late()
+}
+
+/// Counts, logs and answers one draining rejection (for [`Drain`], the
+/// counter and the fused [`Graceful`](crate::Graceful)).
+#[cold]
+#[inline(never)]
+pub(crate) fn rejected<B, F>(
+    shared: &Shared,
+    config: &'static RejectConfig,
+    req: &Request<B>,
+) -> ResponseFuture<F> {
+    ResponseFuture::answered(rejection(shared, config, req))
+}
+
+/// Counts and logs one draining rejection, and decides its response.
+#[cold]
+#[inline(never)]
+pub(crate) fn rejection<B>(
+    shared: &Shared,
+    config: &'static RejectConfig,
+    req: &Request<B>,
+) -> Answer {
+    shared.count_rejected();
+    tracing::debug!(
+        target: "tower_graceful",
+        method = %req.method(),
+        path = req.uri().path(),
+        "rejected: draining"
+    );
+    config.reject(req)
+}

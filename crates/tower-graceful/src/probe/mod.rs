@@ -1,0 +1,218 @@
+//! Readiness and liveness for load balancers and orchestrators.
+//!
+//! * **Readiness** answers `200 ready` while serving and every
+//!   [`ReadinessGate`] is ready; `503 not ready: <gate>` while a gate is not;
+//!   `503 draining` from the moment shutdown is triggered (before the
+//!   pre-drain delay, so balancers stop sending new work while the instance
+//!   still serves it).
+//! * **Liveness** answers `200 live` through the whole shutdown, so an
+//!   orchestrator does not kill a pod that is draining on purpose.
+//!
+//! Both answer `GET` and `HEAD` (`HEAD` with no body) and `405` otherwise.
+//! Bodies say only the state; no configuration, versions or request data.
+//! Use [`ReadinessService`] / [`LivenessService`] as route services, or
+//! [`ProbeLayer`] to answer fixed paths in front of any service.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::answer::{liveness_response, readiness_response, Answer, ProbeMethod};
+pub use crate::answer::{FixedBody, ResponseBody, ResponseFuture};
+pub use crate::core::readiness::{Readiness, ReadinessGate, ReadinessStatus};
+use crate::core::state::{Shared, SharedRef};
+use crate::core::sync::Arc;
+
+/// A tower service answering the readiness probe (see [`Readiness`]).
+/// Works with axum's `route_service`.
+#[derive(Clone)]
+pub struct ReadinessService {
+    shared: SharedRef,
+}
+
+impl ReadinessService {
+    pub(crate) fn from_shared(shared: SharedRef) -> Self {
+        Self { shared }
+    }
+}
+
+impl fmt::Debug for ReadinessService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadinessService").finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for ReadinessService {
+    type Response = Response<FixedBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(readiness_response(&self.shared, req.method())))
+    }
+}
+
+/// A tower service answering the liveness probe: `200 live` through the whole
+/// shutdown.
+#[derive(Clone, Debug, Default)]
+pub struct LivenessService {
+    _priv: (),
+}
+
+impl LivenessService {
+    /// The liveness probe.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<B> Service<Request<B>> for LivenessService {
+    type Response = Response<FixedBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(liveness_response(req.method())))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProbePaths {
+    pub(crate) ready: Option<Arc<str>>,
+    pub(crate) live: Option<Arc<str>>,
+}
+
+/// Layer that answers the readiness and liveness paths before the inner
+/// service sees the request. Placed outside [`Drain`](crate::drain::Drain), the
+/// probes keep answering while everything else is rejected.
+#[derive(Clone)]
+pub struct ProbeLayer {
+    shared: &'static Shared,
+    paths: &'static ProbePaths,
+}
+
+impl ProbeLayer {
+    pub(crate) fn from_parts(shared: &'static Shared, paths: &'static ProbePaths) -> Self {
+        Self { shared, paths }
+    }
+}
+
+impl fmt::Debug for ProbeLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeLayer")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ProbeLayer {
+    type Service = Probe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Probe {
+            inner,
+            shared: self.shared,
+            paths: self.paths,
+        }
+    }
+}
+
+/// Middleware answering the probe paths; everything else goes to `S`.
+#[derive(Clone)]
+pub struct Probe<S> {
+    inner: S,
+    shared: &'static Shared,
+    paths: &'static ProbePaths,
+}
+
+impl<S> Probe<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Probe<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe")
+            .field("inner", &self.inner)
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Probe<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match self
+            .paths
+            .answer(self.shared, req.uri().path(), req.method())
+        {
+            Some(answer) => ResponseFuture::answered(answer),
+            None => ResponseFuture::inner(self.inner.call(req), None),
+        }
+    }
+}
+
+impl ProbePaths {
+    /// The probe answer for `req`, if its path is a probe path.
+    #[inline]
+    pub(crate) fn answer(
+        &self,
+        shared: &'static Shared,
+        path: &str,
+        method: &Method,
+    ) -> Option<Answer> {
+        if self.ready.as_deref() == Some(path) {
+            return Some(Answer::Ready {
+                shared,
+                method: ProbeMethod::of(method),
+            });
+        }
+        if self.live.as_deref() == Some(path) {
+            return Some(Answer::Live {
+                method: ProbeMethod::of(method),
+            });
+        }
+        None
+    }
+}
