@@ -60,9 +60,27 @@ def fix(text, prefix):
     return text
 
 
+BARE = [
+    (r"\bInFlightGuard\b", "TaskGuard"),
+    (r"\bProbes\b", "Probe"),
+    (r"\bSignalLayer\b", "AddSignalLayer"),
+    (r"\.is_shutting_down\(\)", ".is_draining()"),
+    (r"\b(\w*signal\w*|sig|shutdown)\.cancelled_owned\(\)", r"\1.draining()"),
+    (r"\b(\w*signal\w*|sig|shutdown)\.cancelled\(\)", r"\1.draining()"),
+    (r"\bGracefulFuture\b", "graceful::ResponseFuture"),
+    (r"\bGracefulBody\b", "graceful::ResponseBody"),
+]
+
+
+def bare(text):
+    for pat, rep in BARE:
+        text = re.sub(pat, rep, text)
+    return text
+
+
 for path in sys.argv[1:]:
     s = open(path, encoding="utf-8").read()
-    t = fix(fix(s, "crate"), "tower_graceful")
+    t = bare(fix(fix(s, "crate"), "tower_graceful"))
     if t != s:
         open(path, "w", encoding="utf-8").write(t)
         print("rewrote", path)

@@ -17,7 +17,8 @@ use http_body::Body;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_graceful::{
-    Coordinator, DrainLayer, InFlightLayer, Phase, ProbeLayer, ShutdownSignal, SignalLayer,
+    add_signal::AddSignalLayer, drain::DrainLayer, in_flight::InFlightLayer, probe::ProbeLayer,
+    Coordinator, Phase, ShutdownSignal,
 };
 use tower_http::metrics::InFlightRequestsLayer;
 use tower_layer::Layer;
@@ -222,7 +223,7 @@ pub struct Fixtures {
     pub shutdown: tokio_graceful::Shutdown,
     /// tokio-util, never closed.
     pub tracker: tokio_util::task::TaskTracker,
-    _held: tower_graceful::InFlightGuard,
+    _held: tower_graceful::signal::TaskGuard,
 }
 
 impl std::fmt::Debug for Fixtures {
@@ -313,8 +314,8 @@ pub fn service_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
             get_root,
         ),
         Contender::new(
-            "tg SignalLayer",
-            SignalLayer::new(c).layer(Hello),
+            "tg AddSignalLayer",
+            AddSignalLayer::new(c).layer(Hello),
             m,
             get_root,
         ),

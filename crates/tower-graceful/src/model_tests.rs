@@ -19,6 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer, ServiceExt};
 
+use crate::add_signal::*;
+use crate::coordinator::*;
+use crate::drain::*;
+use crate::in_flight::*;
+use crate::probe::*;
+use crate::report::*;
+use crate::signal::*;
 use crate::*;
 
 #[derive(Clone, Debug)]
@@ -243,7 +250,7 @@ async fn run_case(
     let mut now = 0u64;
     let mut pending: Vec<Pending> = Vec::new();
     let mut streaming: Vec<Streaming> = Vec::new();
-    let mut guards: Vec<InFlightGuard> = Vec::new();
+    let mut guards: Vec<TaskGuard> = Vec::new();
 
     for op in ops {
         match op {
@@ -455,7 +462,7 @@ async fn run_case(
         if m.cut {
             assert!(c.signal().is_forced(), "hard signal after a cut; {m:?}");
         }
-        assert_eq!(c.signal().is_shutting_down(), m.draining_at.is_some());
+        assert_eq!(c.signal().is_draining(), m.draining_at.is_some());
         let status = c.readiness().status();
         let want = if m.triggered_at.is_some() {
             ReadinessStatus::ShuttingDown

@@ -14,6 +14,13 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
+use crate::add_signal::*;
+use crate::coordinator::*;
+use crate::drain::*;
+use crate::in_flight::*;
+use crate::probe::*;
+use crate::report::*;
+use crate::signal::*;
 use crate::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -563,20 +570,20 @@ async fn signal_fires_at_start_of_draining_not_at_trigger() {
         .build()
         .unwrap();
     let signal = c.signal();
-    assert!(!signal.is_shutting_down());
+    assert!(!signal.is_draining());
     assert!(signal.deadline().is_none());
     let t0 = Instant::now();
     c.trigger();
     tokio::task::yield_now().await;
-    assert!(!signal.is_shutting_down(), "not during the pre-drain delay");
-    timeout(WAIT, signal.cancelled()).await.unwrap();
+    assert!(!signal.is_draining(), "not during the pre-drain delay");
+    timeout(WAIT, signal.draining()).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_secs(3));
-    assert!(signal.is_shutting_down());
+    assert!(signal.is_draining());
     assert!(signal.deadline().is_some());
     // A late subscriber sees it fired.
     let late = c.signal();
-    assert!(late.is_shutting_down());
-    timeout(Duration::from_millis(1), late.cancelled())
+    assert!(late.is_draining());
+    timeout(Duration::from_millis(1), late.draining())
         .await
         .expect("already fired");
     let token = late.cancellation_token();
@@ -592,7 +599,7 @@ async fn looping_handler_exits_and_drain_completes() {
             let mut ticks = 0u32;
             loop {
                 tokio::select! {
-                    _ = signal.cancelled() => break,
+                    _ = signal.draining() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => ticks += 1,
                 }
             }
@@ -619,7 +626,7 @@ async fn current_signal_is_scoped_to_the_layer_and_signal_layer_fills_extensions
     );
     let svc = ServiceBuilder::new()
         .layer(c.layer())
-        .layer(SignalLayer::new(&c))
+        .layer(AddSignalLayer::new(&c))
         .service(service_fn(|req: Request<String>| async move {
             let from_ext = req.extensions().get::<ShutdownSignal>().is_some();
             let current = ShutdownSignal::current().is_some();
@@ -637,9 +644,9 @@ async fn current_signal_is_scoped_to_the_layer_and_signal_layer_fills_extensions
 async fn signal_from_cancellation_token() {
     let token = tokio_util::sync::CancellationToken::new();
     let signal = ShutdownSignal::from(token.clone());
-    assert!(!signal.is_shutting_down());
+    assert!(!signal.is_draining());
     token.cancel();
-    timeout(WAIT, signal.cancelled()).await.unwrap();
+    timeout(WAIT, signal.draining()).await.unwrap();
     let back: tokio_util::sync::CancellationToken = signal.into();
     assert!(back.is_cancelled());
 }
@@ -675,7 +682,7 @@ async fn axum_extractor_and_missing_layer_rejection() {
     use axum::routing::get as route_get;
     use axum::Router;
     async fn handler(signal: ShutdownSignal) -> String {
-        format!("shutting down: {}", signal.is_shutting_down())
+        format!("shutting down: {}", signal.is_draining())
     }
     async fn optional(signal: Option<ShutdownSignal>) -> String {
         format!("present: {}", signal.is_some())
@@ -695,7 +702,7 @@ async fn axum_extractor_and_missing_layer_rejection() {
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let text = body_text(res).await;
     assert!(text.contains("coordinator.layer()"), "{text}");
-    assert!(text.contains("SignalLayer"), "{text}");
+    assert!(text.contains("AddSignalLayer"), "{text}");
     let res = without.oneshot(get_axum("/opt")).await.unwrap();
     assert_eq!(body_text(res).await, "present: false");
 }
@@ -1093,18 +1100,18 @@ fn services_futures_and_bodies_are_send_and_sync() {
     assert_sync::<Coordinator>();
     assert_send::<ShutdownSignal>();
     assert_sync::<ShutdownSignal>();
-    assert_send::<InFlightGuard>();
-    assert_sync::<InFlightGuard>();
+    assert_send::<TaskGuard>();
+    assert_sync::<TaskGuard>();
     assert_send::<Graceful<Svc>>();
     assert_sync::<Graceful<Svc>>();
     assert_send::<GracefulLayer>();
     assert_sync::<GracefulLayer>();
-    assert_send::<crate::future::InFlightFuture<Fut>>();
-    assert_send::<crate::future::DrainFuture<Fut>>();
-    assert_send::<crate::body_types::InFlightBody<String>>();
-    assert_sync::<crate::body_types::InFlightBody<String>>();
-    assert_send::<crate::body_types::DrainBody<String>>();
-    assert_sync::<crate::body_types::DrainBody<String>>();
+    assert_send::<crate::in_flight::ResponseFuture<Fut>>();
+    assert_send::<crate::drain::ResponseFuture<Fut>>();
+    assert_send::<crate::in_flight::ResponseBody<String>>();
+    assert_sync::<crate::in_flight::ResponseBody<String>>();
+    assert_send::<crate::drain::ResponseBody<String>>();
+    assert_sync::<crate::drain::ResponseBody<String>>();
     assert_send::<Draining>();
     assert_send::<ReadinessService>();
     assert_sync::<ReadinessService>();
