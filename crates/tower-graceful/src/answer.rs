@@ -21,6 +21,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::core::handle::{Handle, Kept};
 use crate::core::readiness::ReadinessStatus;
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
@@ -168,13 +169,13 @@ impl RejectConfig {
     /// future is polled ([`Answer::into_response`]), which keeps every
     /// response future of the stack small.
     #[inline]
-    pub(crate) fn reject<B>(&'static self, req: &Request<B>) -> Answer {
+    pub(crate) fn reject<B>(this: Kept<Self>, shared: &Handle, req: &Request<B>) -> Answer {
         let grpc = req
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if let Some(custom) = &self.custom {
-            let retry_after = self.pick_retry_after();
+        if let Some(custom) = &this.custom {
+            let retry_after = this.pick_retry_after();
             let mut res = custom(&RejectContext {
                 version: req.version(),
                 grpc,
@@ -196,7 +197,8 @@ impl RejectConfig {
             return Answer::Custom(Box::new(res));
         }
         Answer::Reject {
-            config: self,
+            shared: shared.clone(),
+            config: this,
             version: req.version(),
             grpc,
         }
@@ -249,14 +251,16 @@ impl RejectConfig {
 /// request; the response is built from it when the future is polled.
 pub(crate) enum Answer {
     Reject {
-        config: &'static RejectConfig,
+        // Keeps the state (and so `config`) alive until the answer is built.
+        shared: Handle,
+        config: Kept<RejectConfig>,
         version: Version,
         grpc: bool,
     },
     /// From [`DrainLayer::respond_with`]: built at `call` (it sees the path).
     Custom(Box<Response<Bytes>>),
     Ready {
-        shared: &'static Shared,
+        shared: Handle,
         method: ProbeMethod,
     },
     Live {
@@ -270,13 +274,14 @@ impl Answer {
     pub(crate) fn into_response(self) -> Response<Bytes> {
         match self {
             Answer::Reject {
+                shared: _shared,
                 config,
                 version,
                 grpc,
             } => config.response(version, grpc),
             Answer::Custom(res) => *res,
             Answer::Ready { shared, method } => {
-                readiness_response(shared, &method.method()).map(FixedBody::into_bytes)
+                readiness_response(&shared, &method.method()).map(FixedBody::into_bytes)
             }
             Answer::Live { method } => {
                 liveness_response(&method.method()).map(FixedBody::into_bytes)
@@ -371,7 +376,7 @@ pin_project! {
         // An HTTP/1.x request through `Drain`: the lame duck may announce the
         // close. (The fused service does that in the counted future, where
         // the response is rebuilt anyway, so its requests use `Inner`.)
-        LameDuck { #[pin] fut: F, shared: &'static Shared },
+        LameDuck { #[pin] fut: F, shared: Handle },
         Answered { answer: Option<Answer> },
     }
 }
@@ -379,7 +384,7 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     /// The inner service's future; `lame_duck` for HTTP/1.x requests.
     #[inline]
-    pub(crate) fn inner(fut: F, lame_duck: Option<&'static Shared>) -> Self {
+    pub(crate) fn inner(fut: F, lame_duck: Option<Handle>) -> Self {
         Self {
             kind: match lame_duck {
                 None => Kind::Inner { fut },

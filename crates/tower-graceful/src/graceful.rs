@@ -17,21 +17,21 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::answer::RejectConfig;
-use crate::core::state::Shared;
+use crate::core::handle::{Handle, Kept};
 use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
 
-/// Everything one [`Graceful`] service needs, allocated once per coordinator
-/// (and once per [`GracefulLayer::exempt`]) for the life of the process, so
-/// that a service is its inner service plus one pointer, and a clone per
-/// request (what hyper-util, axum and tonic do) copies that pointer.
+/// Everything one [`Graceful`] service needs besides the shared state: its
+/// settings, kept by the shared state (one per coordinator, and one per
+/// differently configured layer), so that a service is its inner service
+/// plus a reference and a pointer, and a clone per request (what
+/// hyper-util, axum and tonic do) is one uncontended count.
 #[derive(Debug)]
 pub(crate) struct Stack {
-    pub(crate) shared: &'static Shared,
-    pub(crate) reject: &'static RejectConfig,
-    pub(crate) probes: &'static ProbePaths,
-    pub(crate) untracked: &'static [String],
+    pub(crate) reject: RejectConfig,
+    pub(crate) probes: ProbePaths,
+    pub(crate) untracked: Vec<String>,
     /// Bit `len % 64` is set for the length of every probe and untracked
     /// path: a request whose path length is not in it skips every string
     /// comparison.
@@ -39,12 +39,7 @@ pub(crate) struct Stack {
 }
 
 impl Stack {
-    pub(crate) fn new(
-        shared: &'static Shared,
-        reject: &'static RejectConfig,
-        probes: &'static ProbePaths,
-        untracked: &'static [String],
-    ) -> Self {
+    pub(crate) fn new(reject: RejectConfig, probes: ProbePaths, untracked: Vec<String>) -> Self {
         let mut special_lens = 0u64;
         let paths = [probes.ready.as_deref(), probes.live.as_deref()];
         for p in paths
@@ -55,7 +50,6 @@ impl Stack {
             special_lens |= len_bit(p);
         }
         Self {
-            shared,
             reject,
             probes,
             untracked,
@@ -67,6 +61,11 @@ impl Stack {
     fn maybe_special(&self, path: &str) -> bool {
         self.special_lens & len_bit(path) != 0
     }
+
+    /// The same settings with other rejection settings.
+    fn with_reject(&self, reject: RejectConfig) -> Self {
+        Self::new(reject, self.probes.clone(), self.untracked.clone())
+    }
 }
 
 #[inline]
@@ -77,14 +76,15 @@ fn len_bit(path: &str) -> u64 {
 /// The combined layer of [`Coordinator::layer`](crate::Coordinator::layer):
 /// probes, then the draining responder, then in-flight counting, fused into
 /// one service ([`Graceful`]).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct GracefulLayer {
-    stack: &'static Stack,
+    shared: Handle,
+    stack: Kept<Stack>,
 }
 
 impl GracefulLayer {
-    pub(crate) fn new(stack: &'static Stack) -> Self {
-        Self { stack }
+    pub(crate) fn new(shared: Handle, stack: Kept<Stack>) -> Self {
+        Self { shared, stack }
     }
 
     /// Adds an exact path the draining responder always lets through (for
@@ -92,16 +92,17 @@ impl GracefulLayer {
     /// [`exempt_path`](crate::Builder::exempt_path) validates paths; this
     /// adds one without checks.
     ///
-    /// Like the coordinator, a configured layer lives for the whole process:
-    /// configure layers at start-up, not per request.
+    /// The new settings are kept with the coordinator's state until it is
+    /// freed (see [`Coordinator`](crate::Coordinator)): configure layers at
+    /// start-up, not per request.
     pub fn exempt(self, path: impl Into<String>) -> Self {
         let reject = self.stack.reject.with_exempt(path.into());
         self.with_reject(reject)
     }
 
     /// Replaces the built-in draining rejection with your own response, as
-    /// [`DrainLayer::respond_with`](crate::drain::DrainLayer::respond_with) does
-    /// (which see), keeping the combined layer. `Retry-After` and, on
+    /// [`DrainLayer::respond_with`](crate::drain::DrainLayer::respond_with)
+    /// does (which see), keeping the combined layer. `Retry-After` and, on
     /// HTTP/1.x, `Connection: close` are added unless the response sets them.
     /// Like [`exempt`](Self::exempt): configure at start-up.
     pub fn respond_with<F>(self, f: F) -> Self
@@ -112,17 +113,11 @@ impl GracefulLayer {
         self.with_reject(reject)
     }
 
-    /// The same stack with other rejection settings (allocated for the
-    /// process, like the coordinator's own).
     fn with_reject(self, reject: RejectConfig) -> Self {
-        let reject = Box::leak(Box::new(reject));
+        let stack = self.shared.keep(self.stack.with_reject(reject));
         Self {
-            stack: Box::leak(Box::new(Stack::new(
-                self.stack.shared,
-                reject,
-                self.stack.probes,
-                self.stack.untracked,
-            ))),
+            shared: self.shared,
+            stack,
         }
     }
 }
@@ -143,6 +138,7 @@ impl<S> Layer<S> for GracefulLayer {
     fn layer(&self, inner: S) -> Graceful<S> {
         Graceful {
             inner,
+            shared: self.shared.clone(),
             stack: self.stack,
         }
     }
@@ -160,7 +156,8 @@ impl<S> Layer<S> for GracefulLayer {
 #[derive(Clone)]
 pub struct Graceful<S> {
     inner: S,
-    stack: &'static Stack,
+    shared: Handle,
+    stack: Kept<Stack>,
 }
 
 impl<S> Graceful<S> {
@@ -207,8 +204,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let stack = self.stack;
-        let shared = stack.shared;
+        let stack = &*self.stack;
+        let shared = &self.shared;
         let path = req.uri().path();
         let special = stack.maybe_special(path);
         if special {
@@ -220,16 +217,18 @@ where
         // completed), all before the inner `call`: a panic inside it unwinds
         // through the guard's `Drop` and is released.
         let counted = if special && stack.untracked.iter().any(|p| p == path) {
-            untracked_counted(shared, stack.reject, &req)
+            untracked_counted(shared, &stack.reject, &req)
         } else {
-            count(shared, stack.reject, &req)
+            count(shared, &stack.reject, &req)
         };
         let guard = match counted {
             Counted::Serve(guard) => guard,
-            Counted::Reject => return crate::drain::rejected(shared, stack.reject, &req),
+            Counted::Reject => {
+                return crate::drain::rejected(shared, self.stack.field(|s| &s.reject), &req)
+            }
         };
         let h1 = req.version() <= Version::HTTP_11;
-        let _current = CurrentSignal::enter(shared);
+        let _current = CurrentSignal::enter(shared.ptr());
         ResponseFuture::inner(
             CountedFuture::new(self.inner.call(req), guard, shared).with_lame_duck(h1),
             None,

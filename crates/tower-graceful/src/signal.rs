@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::core::state::{Shared, SharedRef};
-use crate::core::sync::Arc;
+use crate::core::handle::{Handle, SharedPtr};
+use crate::core::state::Shared;
 use crate::core::tracker::TaskTicket;
 
 /// Tells a handler that shutdown has begun.
@@ -55,7 +55,7 @@ use crate::core::tracker::TaskTicket;
 /// ```
 #[derive(Clone)]
 pub struct ShutdownSignal {
-    pub(crate) shared: SharedRef,
+    pub(crate) shared: Handle,
 }
 
 impl fmt::Debug for ShutdownSignal {
@@ -68,7 +68,7 @@ impl fmt::Debug for ShutdownSignal {
 }
 
 impl ShutdownSignal {
-    pub(crate) fn new(shared: SharedRef) -> Self {
+    pub(crate) fn new(shared: Handle) -> Self {
         Self { shared }
     }
 
@@ -157,24 +157,26 @@ impl ShutdownSignal {
     pub fn current() -> Option<ShutdownSignal> {
         CURRENT
             .with(|c| c.get())
-            .map(|s| ShutdownSignal::new(SharedRef::Static(s)))
+            .map(|s| ShutdownSignal::new(Handle::from_ptr(s)))
     }
 }
 
 thread_local! {
-    static CURRENT: std::cell::Cell<Option<&'static Shared>> = const { std::cell::Cell::new(None) };
+    // Set only while a request's state is kept alive (by its guard or a
+    // reference), and restored before that ends.
+    static CURRENT: std::cell::Cell<Option<SharedPtr>> = const { std::cell::Cell::new(None) };
 }
 
 /// Makes [`ShutdownSignal::current`] answer while a request is polled;
 /// restores the previous value on drop (also when unwinding), so nested
 /// coordinators and panics leave nothing behind.
 pub(crate) struct CurrentSignal {
-    prev: Option<&'static Shared>,
+    prev: Option<SharedPtr>,
 }
 
 impl CurrentSignal {
     #[inline]
-    pub(crate) fn enter(shared: &'static Shared) -> Self {
+    pub(crate) fn enter(shared: SharedPtr) -> Self {
         Self {
             prev: CURRENT.with(|c| c.replace(Some(shared))),
         }
@@ -201,7 +203,7 @@ impl From<ShutdownSignal> for CancellationToken {
 impl From<CancellationToken> for ShutdownSignal {
     fn from(token: CancellationToken) -> Self {
         // One shard: nobody drains this state, it only counts guards.
-        Self::new(SharedRef::Owned(Arc::new(Shared::standalone(token))))
+        Self::new(Handle::new(Shared::standalone(token), true))
     }
 }
 
@@ -274,12 +276,12 @@ impl Future for Forced {
 /// guard and every request is gone.
 #[must_use = "the guard holds the drain only while it lives: keep it for as long as the work runs"]
 pub struct TaskGuard {
-    shared: SharedRef,
+    shared: Handle,
     ticket: Option<TaskTicket>,
 }
 
 impl TaskGuard {
-    pub(crate) fn task(shared: &SharedRef, name: Cow<'static, str>) -> Self {
+    pub(crate) fn task(shared: &Handle, name: Cow<'static, str>) -> Self {
         let ticket = match shared.tracker.acquire_task(name) {
             Ok(ticket) => Some(ticket),
             Err(_refused) => {
@@ -313,7 +315,9 @@ impl TaskGuard {
     #[inline]
     fn release_now(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.shared.tracker.release_task(ticket);
+            // A reference is held (`self.shared`): nothing can be freed.
+            let free = self.shared.tracker.release_task(ticket);
+            debug_assert!(!free.0);
         }
     }
 }

@@ -70,6 +70,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower_service::Service;
 
+use crate::core::handle::Handle;
 use crate::core::state::Shared;
 use crate::Coordinator;
 
@@ -99,16 +100,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = coordinator.shared_static();
+    let shared = coordinator.shared.clone();
     shared.connections.served.store(true, Ordering::Release);
     accept_loop(listener, service, shared)
 }
 
-async fn accept_loop<S, B>(
-    listener: TcpListener,
-    service: S,
-    shared: &'static Shared,
-) -> io::Result<()>
+async fn accept_loop<S, B>(listener: TcpListener, service: S, shared: Handle) -> io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -128,12 +125,12 @@ where
                 Ok((stream, _peer)) => {
                     // Counted before the task exists, so the count at the end
                     // of the drain includes connections not yet polled.
-                    let open = Open::new(shared);
+                    let open = Open::new(shared.clone());
                     // Accepted after the trigger: the balancer has not
                     // noticed yet. A GOAWAY now would only send the client
                     // back here; it gets one when draining starts.
                     let late = shared.triggered();
-                    connections.spawn(connection(stream, service.clone(), shared, open, late));
+                    connections.spawn(connection(stream, service.clone(), open, late));
                 }
                 Err(e) if is_per_connection(&e) => {}
                 Err(e) => {
@@ -185,12 +182,12 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// the connections open, all idle, when it completed, whichever task runs
 /// first.
 struct Open {
-    shared: &'static Shared,
+    shared: Handle,
     counted: bool,
 }
 
 impl Open {
-    fn new(shared: &'static Shared) -> Self {
+    fn new(shared: Handle) -> Self {
         shared.connections.open.fetch_add(1, Ordering::AcqRel);
         Self {
             shared,
@@ -214,13 +211,8 @@ impl Drop for Open {
     }
 }
 
-async fn connection<S, B>(
-    mut stream: TcpStream,
-    service: S,
-    shared: &'static Shared,
-    mut open: Open,
-    late: bool,
-) where
+async fn connection<S, B>(mut stream: TcpStream, service: S, mut open: Open, late: bool)
+where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -229,6 +221,9 @@ async fn connection<S, B>(
     B::Error: Into<BoxError>,
 {
     let _ = stream.set_nodelay(true);
+    // A reference of the connection's own: `open` is consumed on the way.
+    let shared = open.shared.clone();
+    let shared = &*shared;
     let mut close = pin!(close_connections(shared));
     // Tell HTTP/2 (prior knowledge) from HTTP/1.x by the first bytes. A
     // connection that has sent nothing by the end of the drain is idle.
@@ -327,7 +322,7 @@ async fn connection<S, B>(
 /// reset, and a reset discards the client's unread data: the end of the
 /// last response. So: send FIN, then read and discard until the client
 /// closes its side, for at most a moment (or until the report is out).
-async fn linger_close(mut stream: TcpStream, shared: &'static Shared) {
+async fn linger_close(mut stream: TcpStream, shared: &Shared) {
     use tokio::io::AsyncWriteExt;
     let _ = stream.shutdown().await;
     let mut scratch = [0u8; 1024];
@@ -353,7 +348,7 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// Runs a connection told to shut down to its end, or until the report is
 /// out after a forced stop.
-async fn finish<F: Future>(conn: Pin<&mut F>, shared: &'static Shared) {
+async fn finish<F: Future>(conn: Pin<&mut F>, shared: &Shared) {
     tokio::select! {
         _ = conn => {}
         _ = shared.done.wait() => {}
@@ -362,7 +357,7 @@ async fn finish<F: Future>(conn: Pin<&mut F>, shared: &'static Shared) {
 
 /// When nothing is left in flight after draining began, or the drain was cut
 /// short.
-async fn close_connections(shared: &'static Shared) {
+async fn close_connections(shared: &Shared) {
     tokio::select! {
         _ = shared.tracker.drained() => {}
         _ = shared.hard.cancelled() => {}
@@ -373,7 +368,7 @@ async fn close_connections(shared: &'static Shared) {
 /// lame-duck window after the trigger, so reconnections spread out as
 /// HTTP/1.x's do; for a connection accepted after the trigger, when
 /// draining starts.
-async fn goaway_time(shared: &'static Shared, late: bool) {
+async fn goaway_time(shared: &Shared, late: bool) {
     if late {
         return shared.soft.cancelled().await;
     }

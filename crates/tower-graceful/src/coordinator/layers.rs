@@ -13,10 +13,11 @@ use crate::probe::{ProbeLayer, ReadinessService};
 impl InFlightLayer {
     /// Counts requests for `coordinator`.
     pub fn new(coordinator: &Coordinator) -> Self {
+        let config = coordinator.config();
         InFlightLayer::from_parts(
-            coordinator.shared_static(),
-            &coordinator.config().untracked,
-            &coordinator.config().reject,
+            coordinator.shared.clone(),
+            config.field(|c| &c.untracked),
+            config.field(|c| &c.reject),
         )
     }
 }
@@ -37,7 +38,10 @@ impl DrainLayer {
     /// Rejects new requests once `coordinator` is draining, with the
     /// rejection settings from its builder.
     pub fn new(coordinator: &Coordinator) -> Self {
-        DrainLayer::from_parts(coordinator.shared_static(), &coordinator.config().reject)
+        DrainLayer::from_parts(
+            coordinator.shared.clone(),
+            coordinator.config().field(|c| &c.reject),
+        )
     }
 }
 
@@ -65,7 +69,10 @@ impl ProbeLayer {
     /// ([`readiness_path`](crate::Builder::readiness_path),
     /// [`liveness_path`](crate::Builder::liveness_path)).
     pub fn new(coordinator: &Coordinator) -> Self {
-        ProbeLayer::from_parts(coordinator.shared_static(), &coordinator.config().probes)
+        ProbeLayer::from_parts(
+            coordinator.shared.clone(),
+            coordinator.config().field(|c| &c.probes),
+        )
     }
 }
 

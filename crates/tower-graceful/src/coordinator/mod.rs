@@ -29,8 +29,9 @@ pub use self::builder::{
     Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
     DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
+use crate::core::handle::{Handle, Kept};
 pub use crate::core::state::Phase;
-use crate::core::state::{Shared, SharedRef};
+use crate::core::state::Shared;
 use crate::core::sync::{lock, Arc, Mutex};
 use crate::core::tracker::Kind;
 use crate::graceful::{GracefulLayer, Stack};
@@ -56,10 +57,11 @@ struct Hook {
 }
 
 struct Inner {
-    /// Leaked like the shared state, so layers can hold `&'static` parts of it.
-    config: &'static Config,
-    /// What every `Graceful` service of `layer()` points to (leaked too).
-    stack: &'static Stack,
+    /// Kept by the shared state (its arena), so layers can point to parts
+    /// of it while they hold a reference to the state.
+    config: Kept<Config>,
+    /// What every `Graceful` service of `layer()` points to (kept too).
+    stack: Kept<Stack>,
     /// `None` once cleanup has begun: later hooks are refused.
     hooks: Mutex<Option<Vec<Hook>>>,
     cause: Mutex<Option<TriggerCause>>,
@@ -103,8 +105,24 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Coordinator {
-    pub(crate) shared: SharedRef,
+    pub(crate) shared: Handle,
     inner: Arc<Inner>,
+    /// `None` in the coordinator's own tasks (the driver, the OS-signal
+    /// listener): only the user's handles keep the coordinator wanted.
+    _user: Option<Arc<UserHandles>>,
+}
+
+/// Dropped with the last of the user's coordinator handles: an untriggered
+/// coordinator's own tasks end (nothing can trigger it any more), and
+/// references to the shared state are counted exactly from then on, so the
+/// state is freed when the last layer, service, signal and request is gone.
+struct UserHandles(Handle);
+
+impl Drop for UserHandles {
+    fn drop(&mut self) {
+        self.0.abandoned.set();
+        self.0.seal();
+    }
 }
 
 impl fmt::Debug for Coordinator {
@@ -126,18 +144,16 @@ impl Coordinator {
         config: Config,
         handle: &tokio::runtime::Handle,
     ) -> Result<Self, ConfigError> {
-        let shared = SharedRef::leak(Shared::with_policy(
-            CancellationToken::new(),
-            true,
-            config.policy,
+        let shared = Handle::new(
+            Shared::with_policy(CancellationToken::new(), true, config.policy),
+            false,
+        );
+        let stack = shared.keep(Stack::new(
+            config.reject.clone(),
+            config.probes.clone(),
+            config.untracked.clone(),
         ));
-        let config: &'static Config = Box::leak(Box::new(config));
-        let stack = Box::leak(Box::new(Stack::new(
-            shared.as_static().expect("leaked above"),
-            &config.reject,
-            &config.probes,
-            &config.untracked,
-        )));
+        let config = shared.keep(config);
         let inner = Arc::new(Inner {
             config,
             stack,
@@ -146,21 +162,30 @@ impl Coordinator {
             report: Mutex::new(None),
             driver_alive: std::sync::atomic::AtomicBool::new(true),
         });
-        let coordinator = Self { shared, inner };
+        let user = Some(Arc::new(UserHandles(shared.clone())));
+        let coordinator = Self {
+            shared,
+            inner,
+            _user: user,
+        };
         if coordinator.inner.config.handle_signals {
-            os_signal::listen(coordinator.clone(), handle)?;
+            os_signal::listen(coordinator.internal(), handle)?;
         }
         coordinator.spawn_driver(handle);
         Ok(coordinator)
     }
 
-    pub(crate) fn shared_static(&self) -> &'static Shared {
-        self.shared
-            .as_static()
-            .expect("a coordinator's state is allocated for the process")
+    /// A handle for the coordinator's own tasks, which must not keep it
+    /// wanted (see [`UserHandles`]).
+    fn internal(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            inner: self.inner.clone(),
+            _user: None,
+        }
     }
 
-    pub(crate) fn config(&self) -> &'static Config {
+    pub(crate) fn config(&self) -> Kept<Config> {
         self.inner.config
     }
 
@@ -296,7 +321,7 @@ impl Coordinator {
     /// connections only at the end.
     pub fn close_connections(&self) -> CloseConnections {
         CloseConnections {
-            drained: self.shared_static().tracker.drained(),
+            drained: crate::core::handle::OwnedWait::drained(self.shared.clone()),
             forced: self.shared.hard.clone().cancelled_owned(),
         }
     }
@@ -394,7 +419,7 @@ impl Coordinator {
     /// [`AddSignalLayer`](crate::add_signal::AddSignalLayer) inside it if you want the signal in
     /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
-        GracefulLayer::new(self.inner.stack)
+        GracefulLayer::new(self.shared.clone(), self.inner.stack)
     }
 
     /// Spawns the driver. The guard is moved into the task's future when it
@@ -412,14 +437,22 @@ impl Coordinator {
                 }
             }
         }
-        let alive = Alive(self.clone());
+        let alive = Alive(self.internal());
         handle.spawn(async move {
             let c = alive.0.clone();
             // One span per shutdown, from the trigger (not from the build:
             // a span as long as the process helps no one); `drive` records
             // each phase in it, and every event of the shutdown nests under
             // it. The cause is set before the trigger latch.
-            c.shared.triggered.wait().await;
+            tokio::select! {
+                _ = c.shared.triggered.wait() => {}
+                // Nobody can trigger it any more: end, and let it be freed.
+                _ = c.shared.abandoned.wait() => {
+                    if !c.shared.triggered.is_set() {
+                        return;
+                    }
+                }
+            }
             let cause = lock(&c.inner.cause).clone().unwrap_or(TriggerCause::Api);
             let span = tracing::info_span!(
                 target: "tower_graceful",
@@ -667,7 +700,7 @@ pin_project_lite::pin_project! {
     /// `Send`, cancel safe.
     #[must_use = "futures do nothing unless polled"]
     pub struct CloseConnections {
-        drained: crate::core::event::Wait<'static>,
+        drained: crate::core::handle::OwnedWait,
         #[pin]
         forced: WaitForCancellationFutureOwned,
     }

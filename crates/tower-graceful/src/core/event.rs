@@ -69,7 +69,7 @@ impl Event {
         }
     }
 
-    fn poll_wait(&self, slot: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_wait(&self, slot: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_set() {
             return Poll::Ready(());
         }
@@ -103,7 +103,7 @@ impl Event {
         Poll::Pending
     }
 
-    fn cancel_wait(&self, slot: usize) {
+    pub(crate) fn cancel_wait(&self, slot: usize) {
         if self.is_set() {
             return;
         }

@@ -5,6 +5,7 @@
 //! Nothing here knows HTTP, layers or the coordinator.
 
 pub(crate) mod event;
+pub(crate) mod handle;
 pub(crate) mod readiness;
 pub(crate) mod state;
 pub(crate) mod sync;

@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::core::state::{Phase, Shared, SharedRef};
+use crate::core::handle::Handle;
+use crate::core::state::{Phase, Shared};
 use crate::core::sync::lock;
 
 #[derive(Debug)]
@@ -77,7 +78,7 @@ impl std::fmt::Display for ReadinessStatus {
 /// answers that report it are in [`probe`](crate::probe).
 #[derive(Clone)]
 pub struct Readiness {
-    shared: SharedRef,
+    shared: Handle,
 }
 
 impl fmt::Debug for Readiness {
@@ -89,7 +90,7 @@ impl fmt::Debug for Readiness {
 }
 
 impl Readiness {
-    pub(crate) fn new(shared: SharedRef) -> Self {
+    pub(crate) fn new(shared: Handle) -> Self {
         Self { shared }
     }
 
@@ -123,7 +124,7 @@ impl Readiness {
 /// One app-controlled readiness condition. See [`Readiness::gate`].
 #[must_use = "dropping the gate removes it at once: keep it for as long as it should hold readiness"]
 pub struct ReadinessGate {
-    shared: SharedRef,
+    shared: Handle,
     id: u64,
 }
 

@@ -64,50 +64,6 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// How layers, futures, bodies and guards reach the shared state.
-///
-/// A coordinator's state is allocated once and intentionally never freed
-/// (`Static`): hyper and axum clone the service stack for every request, and
-/// every guard needs the state, so an `Arc` here would put two atomic
-/// reference-count updates on one shared cache line into every request, which
-/// is what makes peers slow down when several cores serve at once. A copy of
-/// a `&'static` touches nothing. The cost is a few KiB per coordinator, and
-/// there is one coordinator per process. Signals made from a bare
-/// `CancellationToken` (possibly many) use `Owned` and are freed normally.
-#[derive(Clone, Debug)]
-pub(crate) enum SharedRef {
-    Static(&'static Shared),
-    Owned(std::sync::Arc<Shared>),
-}
-
-impl SharedRef {
-    /// The process-lifetime state, for layers (always `Static` there).
-    pub(crate) fn as_static(&self) -> Option<&'static Shared> {
-        match self {
-            SharedRef::Static(s) => Some(s),
-            SharedRef::Owned(_) => None,
-        }
-    }
-
-    /// Allocates `shared` for the life of the process.
-    pub(crate) fn leak(shared: Shared) -> Self {
-        SharedRef::Static(Box::leak(Box::new(shared)))
-    }
-}
-
-impl std::ops::Deref for SharedRef {
-    type Target = Shared;
-
-    #[inline(always)]
-    fn deref(&self) -> &Shared {
-        match self {
-            SharedRef::Static(s) => s,
-            SharedRef::Owned(s) => s,
-        }
-    }
-}
-
-#[derive(Debug)]
 pub(crate) struct Shared {
     phase: AtomicU8,
     pub(crate) tracker: Tracker,
@@ -117,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) force_requested: Event,
     /// Set when the report is ready.
     pub(crate) done: Event,
+    /// Set when the last of the user's coordinator handles is gone.
+    pub(crate) abandoned: Event,
     /// The soft signal: fires when draining starts.
     pub(crate) soft: CancellationToken,
     /// The hard signal: fires at the drain deadline or on force.
@@ -139,6 +97,9 @@ pub(crate) struct Shared {
     /// Whether a coordinator drives this state (false for a signal made from
     /// a bare `CancellationToken`).
     pub(crate) driven: bool,
+    /// What the state keeps until it is freed: configured layers' settings
+    /// (see `Shared::keep`).
+    pub(crate) arena: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// Connection counts kept by the crate's own serve path (zero otherwise).
@@ -164,6 +125,15 @@ pub(crate) struct Policy {
     pub(crate) reuse_grace: std::time::Duration,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("phase", &self.phase())
+            .field("tracker", &self.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
     #[cfg(all(test, tower_graceful_loom))]
     pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
@@ -187,6 +157,7 @@ impl Shared {
             triggered: Event::new(),
             force_requested: Event::new(),
             done: Event::new(),
+            abandoned: Event::new(),
             soft,
             hard: CancellationToken::new(),
             deadline: OnceLock::new(),
@@ -196,6 +167,7 @@ impl Shared {
             gates: Mutex::new(Gates::default()),
             gates_changed: tokio::sync::watch::Sender::new(()),
             driven,
+            arena: Mutex::new(Vec::new()),
         }
     }
 
@@ -286,7 +258,8 @@ impl Shared {
         // Order matters: the phase is published first so that a request that
         // sees the soft signal also sees `rejecting() == true`; then the
         // tracker switches; then handlers are told.
-        let live = self.tracker.begin_drain().unwrap_or(0);
+        // Nothing is freed here: the caller holds a handle.
+        let live = self.tracker.begin_drain().map_or(0, |(live, _free)| live);
         self.soft.cancel();
         live
     }

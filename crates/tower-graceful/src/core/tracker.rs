@@ -64,7 +64,10 @@ use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::core::event::{Event, Wait};
-use crate::core::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
+use crate::core::handle::{Kept, SharedPtr};
+use crate::core::sync::{
+    fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicU8, AtomicUsize, Mutex,
+};
 
 /// A sealed shard counter's value stays near this, far below any real count.
 const SEALED_COUNT: isize = isize::MIN / 2;
@@ -132,6 +135,11 @@ struct Shard {
     /// Where the owner looks first for a free slot (written by the owner
     /// only: plain loads and stores).
     hint: AtomicUsize,
+    /// References to the shared state taken (+) and dropped (-) by threads
+    /// whose home this shard is: layers, services and their per-request
+    /// clones, signals, handles (see `core::handle`). Swapped for
+    /// `SEALED_COUNT` when the last coordinator handle is gone.
+    refs: AtomicIsize,
     slots: [Slot; SLOTS],
 }
 
@@ -185,12 +193,14 @@ impl fmt::Debug for RequestTicket<'_> {
 
 /// A request's count, released when dropped: what [`InFlight`] and
 /// [`Graceful`] keep in their response future, then in the response body.
+/// While it lives, the shared state does (`core::handle`): its pointer is
+/// what a counted request uses to reach the state.
 ///
 /// [`InFlight`]: crate::in_flight::InFlight
 /// [`Graceful`]: crate::Graceful
 pub(crate) struct RequestGuard {
-    tracker: &'static Tracker,
-    slot: Option<&'static Slot>,
+    shared: SharedPtr,
+    slot: Option<Kept<Slot>>,
 }
 
 impl RequestGuard {
@@ -200,24 +210,40 @@ impl RequestGuard {
     /// there is no window between "checked" and "counted".
     #[inline]
     pub(crate) fn new(
-        tracker: &'static Tracker,
+        shared: SharedPtr,
         method: &http::Method,
         path: &str,
     ) -> Result<(Self, Admission), Refused> {
-        let (RequestTicket(slot), admission) = tracker.acquire_request(method, path)?;
-        Ok((Self { tracker, slot }, admission))
+        let (RequestTicket(slot), admission) = shared.tracker.acquire_request(method, path)?;
+        let slot = slot.map(Kept::part_of_state);
+        Ok((Self { shared, slot }, admission))
+    }
+
+    /// The state, valid while the guard lives.
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> SharedPtr {
+        self.shared
     }
 }
 
 /// A request's `+1` in the exact counter, kept after its slot was freed:
 /// dropped later, it ends the request (see [`RequestGuard::release_holding`]).
+/// Like a guard, it keeps the state alive.
 pub(crate) struct Hold {
-    tracker: &'static Tracker,
+    shared: SharedPtr,
+}
+
+impl Hold {
+    /// The state, valid while the hold lives.
+    pub(crate) fn shared(&self) -> SharedPtr {
+        self.shared
+    }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.tracker.end_while_draining();
+        let shared = self.shared;
+        shared.free_if(shared.tracker.end_while_draining());
     }
 }
 
@@ -243,14 +269,17 @@ impl RequestGuard {
                 prev & SEALED != 0
             }
             None => {
-                let s = &this.tracker.shards[this.tracker.home()].0;
+                let tracker = &this.shared.tracker;
+                let s = &tracker.shards[tracker.home()].0;
                 s.unnamed.fetch_sub(1, Relaxed);
                 s.count.fetch_add(-1, AcqRel) <= SEALED_COUNT / 2
             }
         };
+        // Not sealed: a plain release before draining, which cannot end the
+        // counter (it is not exact yet), so nothing is freed here.
         // `then`, not `then_some`: an unused `Hold` would end the request.
         sealed.then(|| Hold {
-            tracker: this.tracker,
+            shared: this.shared,
         })
     }
 
@@ -259,14 +288,24 @@ impl RequestGuard {
     #[cold]
     pub(crate) fn turn_away(self) {
         let this = std::mem::ManuallyDrop::new(self);
-        this.tracker.release_turned_away(RequestTicket(this.slot));
+        let shared = this.shared;
+        shared.free_if(
+            shared
+                .tracker
+                .release_turned_away(RequestTicket(this.slot.as_deref())),
+        );
     }
 }
 
 impl Drop for RequestGuard {
     #[inline]
     fn drop(&mut self) {
-        self.tracker.release_request(RequestTicket(self.slot));
+        let shared = self.shared;
+        shared.free_if(
+            shared
+                .tracker
+                .release_request(RequestTicket(self.slot.as_deref())),
+        );
     }
 }
 
@@ -277,6 +316,12 @@ impl fmt::Debug for RequestGuard {
             .finish()
     }
 }
+
+/// Whether the caller was the last to let go of the shared state and must
+/// free it (see `core::handle`). Never ignored.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Free(pub(crate) bool);
 
 /// A background task's hold on the count.
 #[derive(Debug)]
@@ -304,7 +349,17 @@ pub(crate) struct Tracker {
     admitted_while_draining: AtomicUsize,
     tasks: Mutex<Tasks>,
     epoch: tokio::time::Instant,
+    /// The references' exact count once sealed (`BIAS` before).
+    refs_global: AtomicIsize,
+    refs_sealed: AtomicBool,
+    /// Who has let go of the state: `REFS_GONE` (no reference left) and
+    /// `COUNT_GONE` (the exact counter reached zero: no request or task
+    /// left). Whoever completes the pair frees it.
+    gone: AtomicU8,
 }
+
+const REFS_GONE: u8 = 1;
+const COUNT_GONE: u8 = 2;
 
 impl fmt::Debug for Tracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -328,6 +383,7 @@ impl Tracker {
                         rejected: AtomicUsize::new(0),
                         closes: AtomicUsize::new(0),
                         hint: AtomicUsize::new(0),
+                        refs: AtomicIsize::new(0),
                         slots: std::array::from_fn(|_| Slot::new()),
                     })
                 })
@@ -341,6 +397,9 @@ impl Tracker {
             admitted_while_draining: AtomicUsize::new(0),
             tasks: Mutex::new(Tasks::default()),
             epoch: tokio::time::Instant::now(),
+            refs_global: AtomicIsize::new(BIAS),
+            refs_sealed: AtomicBool::new(false),
+            gone: AtomicU8::new(0),
         }
     }
 
@@ -369,11 +428,86 @@ impl Tracker {
         thread_index::current() % self.shards.len()
     }
 
+    /// `global += delta`; the call that brings it to zero sets the drained
+    /// latch and returns whether the state may now be freed (see
+    /// [`Free`]). Callers touch nothing of the state after a `Free(true)`.
     #[cold]
-    fn add_global(&self, delta: isize) {
+    fn add_global(&self, delta: isize) -> Free {
         if self.global.fetch_add(delta, AcqRel) + delta == 0 {
             self.drained.set();
+            return self.let_go(COUNT_GONE);
         }
+        Free(false)
+    }
+
+    /// One of the two owners of the state lets go; `Free(true)` for the
+    /// second. The last access to the state of whoever gets `Free(false)`.
+    fn let_go(&self, who: u8) -> Free {
+        let prev = self.gone.fetch_or(who, AcqRel);
+        debug_assert!(prev & who == 0, "let go twice");
+        Free(prev | who == REFS_GONE | COUNT_GONE)
+    }
+
+    // ---- references to the shared state ----
+
+    /// `+1` reference (a clone of a handle). Relaxed, as for `Arc`: a new
+    /// reference is made from one that is alive, so the count cannot be
+    /// zero meanwhile.
+    #[inline]
+    pub(crate) fn ref_acquire(&self) {
+        let c = &self.shards[self.home()].0.refs;
+        if c.fetch_add(1, Relaxed) <= SEALED_COUNT / 2 {
+            self.refs_global.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `-1` reference. Before the seal, one uncontended read-modify-write on
+    /// the thread's own shard. Returns whether this was the last reference
+    /// (possible only after the seal): the caller then calls
+    /// [`orphaned`](Self::orphaned).
+    #[inline]
+    pub(crate) fn ref_release(&self) -> bool {
+        // Release: what this holder did happens before whoever frees.
+        let c = &self.shards[self.home()].0.refs;
+        if c.fetch_add(-1, Release) > SEALED_COUNT / 2 {
+            return false;
+        }
+        self.ref_release_sealed()
+    }
+
+    #[cold]
+    fn ref_release_sealed(&self) -> bool {
+        self.refs_global.fetch_add(-1, AcqRel) == 1
+    }
+
+    /// The last coordinator handle is gone: from now on references are
+    /// counted exactly, so the release that ends the last one knows it.
+    /// Returns whether none was left (the caller then calls `orphaned`).
+    /// Idempotent (`false` after the first call).
+    #[cold]
+    pub(crate) fn seal_refs(&self) -> bool {
+        if self.refs_sealed.swap(true, AcqRel) {
+            return false;
+        }
+        let mut sum: isize = 0;
+        for shard in self.shards.iter() {
+            sum += shard.0.refs.swap(SEALED_COUNT, AcqRel);
+        }
+        let delta = sum - BIAS;
+        self.refs_global.fetch_add(delta, AcqRel) + delta == 0
+    }
+
+    /// No reference is left, so nothing can start a request or a task any
+    /// more: switch the counter to exact counting (if draining did not) so
+    /// that the last request or task to end knows it, then let go. Returns
+    /// whether the state may be freed now.
+    #[cold]
+    pub(crate) fn orphaned(&self) -> Free {
+        // If the switch finds nothing in flight it lets go for the count,
+        // which frees nothing yet: `REFS_GONE` is not set.
+        let switched = self.begin_drain();
+        debug_assert!(!matches!(switched, Some((_, Free(true)))));
+        self.let_go(REFS_GONE)
     }
 
     /// `global += 1` unless it is zero. Zero is terminal: once the switch is
@@ -428,13 +562,12 @@ impl Tracker {
     /// `-1` through `shard`'s counter. Returns whether it was sealed (and so
     /// went through `global`).
     #[inline]
-    fn sub_one(&self, shard: usize) -> bool {
+    fn sub_one(&self, shard: usize) -> Free {
         let prev = self.shards[shard].0.count.fetch_add(-1, AcqRel);
-        let sealed = prev <= SEALED_COUNT / 2;
-        if sealed {
-            self.add_global(-1);
+        if prev <= SEALED_COUNT / 2 {
+            return self.add_global(-1);
         }
-        sealed
+        Free(false)
     }
 
     // ---- requests ----
@@ -580,7 +713,7 @@ impl Tracker {
 
     /// The request's -1.
     #[inline]
-    pub(crate) fn release_request(&self, ticket: RequestTicket<'_>) {
+    pub(crate) fn release_request(&self, ticket: RequestTicket<'_>) -> Free {
         match ticket.0 {
             Some(slot) => self.release_named(slot),
             None => self.release_unnamed(self.home()),
@@ -590,7 +723,7 @@ impl Tracker {
     /// [`release_request`](Self::release_request), with `shard` standing for
     /// the releasing thread's shard (tests and loom models).
     #[cfg(test)]
-    pub(crate) fn release_request_in(&self, shard: usize, ticket: RequestTicket<'_>) {
+    pub(crate) fn release_request_in(&self, shard: usize, ticket: RequestTicket<'_>) -> Free {
         match ticket.0 {
             Some(slot) => self.release_named(slot),
             None => self.release_unnamed(shard),
@@ -600,7 +733,7 @@ impl Tracker {
     /// Like [`release_request`](Self::release_request) for a request turned
     /// away right after it was counted (not a completion).
     #[cold]
-    fn release_turned_away(&self, ticket: RequestTicket<'_>) {
+    fn release_turned_away(&self, ticket: RequestTicket<'_>) -> Free {
         let sealed = match ticket.0 {
             Some(slot) => slot.state.fetch_sub(LIVE, AcqRel) & SEALED != 0,
             None => {
@@ -610,37 +743,40 @@ impl Tracker {
             }
         };
         if sealed {
-            self.add_global(-1);
+            return self.add_global(-1);
         }
+        Free(false)
     }
 
     #[inline]
-    fn release_named(&self, slot: &Slot) {
+    fn release_named(&self, slot: &Slot) -> Free {
         // `fetch_sub` clears the set `LIVE` bit like `fetch_and` would, but is
         // one `lock xadd` on x86 where `fetch_and` is a compare-exchange loop.
         let prev = slot.state.fetch_sub(LIVE, AcqRel);
         debug_assert!(prev & LIVE != 0, "slot released twice");
         if prev & SEALED != 0 {
-            self.end_while_draining();
+            return self.end_while_draining();
         }
+        Free(false)
     }
 
     #[cold]
-    fn end_while_draining(&self) {
+    fn end_while_draining(&self) -> Free {
         // Counted before the decrement that may reach zero: the report is
         // written as soon as the latch is set.
         self.completed_while_draining.fetch_add(1, Relaxed);
-        self.add_global(-1);
+        self.add_global(-1)
     }
 
     #[cold]
-    fn release_unnamed(&self, shard: usize) {
+    fn release_unnamed(&self, shard: usize) -> Free {
         let s = &self.shards[shard].0;
         s.unnamed.fetch_sub(1, Relaxed);
         let prev = s.count.fetch_add(-1, AcqRel);
         if prev <= SEALED_COUNT / 2 {
-            self.end_while_draining();
+            return self.end_while_draining();
         }
+        Free(false)
     }
 
     /// Counts a request admitted while draining and served.
@@ -698,13 +834,13 @@ impl Tracker {
         Ok(TaskTicket { key })
     }
 
-    pub(crate) fn release_task(&self, ticket: TaskTicket) {
+    pub(crate) fn release_task(&self, ticket: TaskTicket) -> Free {
         {
             let mut t = lock(&self.tasks);
             t.slots[ticket.key] = None;
             t.free.push(ticket.key);
         }
-        self.sub_one(self.home());
+        self.sub_one(self.home())
     }
 
     // ---- shutdown ----
@@ -739,7 +875,7 @@ impl Tracker {
     /// Switches to exact counting. Idempotent: returns the number of entries
     /// in flight at the switch for the call that did it, `None` after.
     #[cold]
-    pub(crate) fn begin_drain(&self) -> Option<usize> {
+    pub(crate) fn begin_drain(&self) -> Option<(usize, Free)> {
         if self.draining.swap(true, AcqRel) {
             return None;
         }
@@ -755,8 +891,8 @@ impl Tracker {
         }
         // Every start before a seal is in `sum`; every one after went to
         // `global`. Drop the bias: `global` is exact from here on.
-        self.add_global(sum - BIAS);
-        Some(sum.max(0) as usize)
+        let free = self.add_global(sum - BIAS);
+        Some((sum.max(0) as usize, free))
     }
 
     /// True once draining began and nothing was in flight at some moment since.
@@ -767,6 +903,11 @@ impl Tracker {
     /// Completes once draining began and the count reached zero.
     pub(crate) fn drained(&self) -> Wait<'_> {
         self.drained.wait()
+    }
+
+    /// The drained latch itself.
+    pub(crate) fn drained_event(&self) -> &Event {
+        &self.drained
     }
 
     /// Entries in flight now: exact once draining has switched, and before
@@ -997,6 +1138,9 @@ mod thread_index {
 
 #[cfg(all(test, not(tower_graceful_loom)))]
 mod tests {
+    // A bare tracker has no owner that lets go: `Free` is always `false`.
+    #![allow(unused_must_use)]
+
     use super::*;
 
     const GET: http::Method = http::Method::GET;
@@ -1007,7 +1151,7 @@ mod tests {
         let a = t.acquire_request_in(0, &GET, "/a").unwrap().0;
         let b = t.acquire_request_in(3, &GET, "/b").unwrap().0;
         assert_eq!(t.in_flight(), 2);
-        assert_eq!(t.begin_drain(), Some(2));
+        assert_eq!(t.begin_drain().map(|(n, _)| n), Some(2));
         assert_eq!(t.begin_drain(), None, "second begin_drain is a no-op");
         assert!(!t.is_drained());
         assert_eq!(t.in_flight(), 2);
@@ -1111,7 +1255,7 @@ mod tests {
         let a = t.acquire_request_in(0, &GET, "/").unwrap().0;
         t.release_request_in(1, a); // shard 0 = +1, shard 1 = -1
         assert_eq!(t.in_flight(), 0);
-        assert_eq!(t.begin_drain(), Some(0));
+        assert_eq!(t.begin_drain().map(|(n, _)| n), Some(0));
         assert!(t.is_drained());
         assert_eq!(t.completed_while_draining(), 0);
     }
@@ -1212,6 +1356,9 @@ mod tests {
 
 #[cfg(all(test, tower_graceful_loom))]
 mod loom_tests {
+    // A bare tracker has no owner that lets go: `Free` is always `false`.
+    #![allow(unused_must_use)]
+
     use super::*;
     use loom::future::block_on;
     use loom::thread;
@@ -1296,7 +1443,7 @@ mod loom_tests {
             let mine = t.begin_drain();
             let theirs = h.join().unwrap();
             assert!(mine.is_some() ^ theirs.is_some());
-            assert_eq!(mine.or(theirs), Some(1));
+            assert_eq!(mine.or(theirs).map(|(n, _)| n), Some(1));
             assert!(!t.is_drained());
             t.release_request_in(0, a);
             assert!(t.is_drained());
@@ -1345,7 +1492,7 @@ mod loom_tests {
                 t2.release_task(job);
                 t2.release_request_in(0, req);
             });
-            assert_eq!(t.begin_drain().map(|n| n <= 2), Some(true));
+            assert_eq!(t.begin_drain().map(|(n, _)| n <= 2), Some(true));
             block_on(t.drained());
             h.join().unwrap();
             assert_eq!(t.in_flight(), 0);

@@ -70,17 +70,18 @@ use tower_service::Service;
 
 use crate::answer::{Answer, RejectConfig};
 pub use crate::answer::{RejectContext, ResponseBody, ResponseFuture};
+use crate::core::handle::{Handle, Kept};
 use crate::core::state::Shared;
 
 /// Layer that applies [`Drain`].
 #[derive(Clone)]
 pub struct DrainLayer {
-    shared: &'static Shared,
-    config: &'static RejectConfig,
+    shared: Handle,
+    config: Kept<RejectConfig>,
 }
 
 impl DrainLayer {
-    pub(crate) fn from_parts(shared: &'static Shared, config: &'static RejectConfig) -> Self {
+    pub(crate) fn from_parts(shared: Handle, config: Kept<RejectConfig>) -> Self {
         Self { shared, config }
     }
 
@@ -88,11 +89,11 @@ impl DrainLayer {
     /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
     /// validates paths; this adds one without checks.
     ///
-    /// Like the coordinator, a configured layer lives for the whole process
-    /// (services hold a `&'static` to it so per-request clones are free):
-    /// configure layers at start-up, not per request.
+    /// The new settings are kept with the coordinator's state until it is
+    /// freed (services point to them, so per-request clones copy a
+    /// pointer): configure layers at start-up, not per request.
     pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        self.config = Box::leak(Box::new(self.config.with_exempt(path.into())));
+        self.config = self.shared.keep(self.config.with_exempt(path.into()));
         self
     }
 
@@ -105,7 +106,7 @@ impl DrainLayer {
     where
         F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.config = Box::leak(Box::new(self.config.with_custom(f)));
+        self.config = self.shared.keep(self.config.with_custom(f));
         self
     }
 }
@@ -124,7 +125,7 @@ impl<S> Layer<S> for DrainLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Drain {
             inner,
-            shared: self.shared,
+            shared: self.shared.clone(),
             config: self.config,
         }
     }
@@ -140,8 +141,8 @@ impl<S> Layer<S> for DrainLayer {
 #[derive(Clone)]
 pub struct Drain<S> {
     inner: S,
-    shared: &'static Shared,
-    config: &'static RejectConfig,
+    shared: Handle,
+    config: Kept<RejectConfig>,
 }
 
 impl<S> Drain<S> {
@@ -186,12 +187,14 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = self.shared;
-        if turn_away_uncounted(shared, self.config, req.uri().path()) {
+        let shared = &self.shared;
+        if turn_away_uncounted(shared, &self.config, req.uri().path()) {
             return rejected(shared, self.config, &req);
         }
+        // The future keeps a reference: the lame duck reads the phase when
+        // the response is ready, and the service may be gone by then.
         let h1 = req.version() <= Version::HTTP_11;
-        ResponseFuture::inner(self.inner.call(req), h1.then_some(shared))
+        ResponseFuture::inner(self.inner.call(req), h1.then(|| shared.clone()))
     }
 }
 
@@ -214,8 +217,8 @@ fn turn_away_while_draining(shared: &Shared) -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn rejected<B, F>(
-    shared: &Shared,
-    config: &'static RejectConfig,
+    shared: &Handle,
+    config: Kept<RejectConfig>,
     req: &Request<B>,
 ) -> ResponseFuture<F> {
     ResponseFuture::answered(rejection(shared, config, req))
@@ -225,8 +228,8 @@ pub(crate) fn rejected<B, F>(
 #[cold]
 #[inline(never)]
 pub(crate) fn rejection<B>(
-    shared: &Shared,
-    config: &'static RejectConfig,
+    shared: &Handle,
+    config: Kept<RejectConfig>,
     req: &Request<B>,
 ) -> Answer {
     shared.count_rejected();
@@ -236,5 +239,5 @@ pub(crate) fn rejection<B>(
         path = req.uri().path(),
         "rejected: draining"
     );
-    config.reject(req)
+    RejectConfig::reject(config, shared, req)
 }

@@ -25,23 +25,23 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::answer::RejectConfig;
-use crate::core::state::Shared;
+use crate::core::handle::{Handle, Kept, SharedPtr};
 use crate::core::tracker::{Admission, RequestGuard};
 use crate::signal::CurrentSignal;
 
 /// Layer that applies [`InFlight`].
 #[derive(Clone)]
 pub struct InFlightLayer {
-    shared: &'static Shared,
-    untracked: &'static [String],
-    reject: &'static RejectConfig,
+    shared: Handle,
+    untracked: Kept<Vec<String>>,
+    reject: Kept<RejectConfig>,
 }
 
 impl InFlightLayer {
     pub(crate) fn from_parts(
-        shared: &'static Shared,
-        untracked: &'static [String],
-        reject: &'static RejectConfig,
+        shared: Handle,
+        untracked: Kept<Vec<String>>,
+        reject: Kept<RejectConfig>,
     ) -> Self {
         Self {
             shared,
@@ -63,7 +63,7 @@ impl<S> Layer<S> for InFlightLayer {
     fn layer(&self, inner: S) -> Self::Service {
         InFlight {
             inner,
-            shared: self.shared,
+            shared: self.shared.clone(),
             untracked: self.untracked,
             reject: self.reject,
         }
@@ -86,9 +86,9 @@ impl<S> Layer<S> for InFlightLayer {
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,
-    shared: &'static Shared,
-    untracked: &'static [String],
-    reject: &'static RejectConfig,
+    shared: Handle,
+    untracked: Kept<Vec<String>>,
+    reject: Kept<RejectConfig>,
 }
 
 impl<S> InFlight<S> {
@@ -129,12 +129,8 @@ pub(crate) enum Counted {
 /// the counter once the drain completed, or admitted while draining but too
 /// late to finish (released again). Exempt paths are always served.
 #[inline(always)]
-pub(crate) fn count<B>(
-    shared: &'static Shared,
-    reject: &RejectConfig,
-    req: &Request<B>,
-) -> Counted {
-    match RequestGuard::new(&shared.tracker, req.method(), req.uri().path()) {
+pub(crate) fn count<B>(shared: &Handle, reject: &RejectConfig, req: &Request<B>) -> Counted {
+    match RequestGuard::new(shared.ptr(), req.method(), req.uri().path()) {
         Ok((guard, Admission::Serving)) => Counted::Serve(Some(guard)),
         other => late(shared, reject, req, other.ok().map(|(guard, _)| guard)),
     }
@@ -143,7 +139,7 @@ pub(crate) fn count<B>(
 #[cold]
 #[inline(never)]
 fn late<B>(
-    shared: &'static Shared,
+    shared: &Handle,
     reject: &RejectConfig,
     req: &Request<B>,
     guard: Option<RequestGuard>,
@@ -173,16 +169,24 @@ fn late<B>(
 /// announced.
 #[cold]
 #[inline(never)]
-fn linger(hold: crate::core::tracker::Hold, shared: &'static Shared) {
+fn linger(hold: crate::core::tracker::Hold) {
+    // The hold keeps the state alive until it is dropped, last.
+    let shared = hold.shared();
     let grace = shared.policy.reuse_grace;
-    if grace.is_zero() || shared.hard.is_cancelled() {
+    // Not draining: the counter was switched because the coordinator is
+    // gone (nothing waits for a drain), so nothing is worth holding.
+    if grace.is_zero() || shared.hard.is_cancelled() || !shared.draining() {
         return; // `hold` drops: the request ends now
     }
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        // The task owns its token: nothing in it borrows the state, which
+        // the hold may free when it drops (also if the task is dropped
+        // unfinished with its runtime).
+        let hard = shared.hard.clone();
         rt.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(grace) => {}
-                _ = shared.hard.cancelled() => {}
+                _ = hard.cancelled() => {}
             }
             drop(hold);
         });
@@ -193,7 +197,7 @@ fn linger(hold: crate::core::tracker::Hold, shared: &'static Shared) {
 /// the same rules as a request no counter admitted.
 #[inline]
 pub(crate) fn untracked_counted<B>(
-    shared: &'static Shared,
+    shared: &Handle,
     reject: &RejectConfig,
     req: &Request<B>,
 ) -> Counted {
@@ -227,17 +231,17 @@ where
         // unwinds through the guard's `Drop` and is released.
         let path = req.uri().path();
         let counted = if self.untracked.iter().any(|p| p == path) {
-            untracked_counted(self.shared, self.reject, &req)
+            untracked_counted(&self.shared, &self.reject, &req)
         } else {
-            count(self.shared, self.reject, &req)
+            count(&self.shared, &self.reject, &req)
         };
         match counted {
             Counted::Serve(guard) => {
-                let _current = CurrentSignal::enter(self.shared);
-                let fut = CountedFuture::new(self.inner.call(req), guard, self.shared);
+                let _current = CurrentSignal::enter(self.shared.ptr());
+                let fut = CountedFuture::new(self.inner.call(req), guard, &self.shared);
                 ResponseFuture::inner(fut, None)
             }
-            Counted::Reject => crate::drain::rejected(self.shared, self.reject, &req),
+            Counted::Reject => crate::drain::rejected(&self.shared, self.reject, &req),
         }
     }
 }
@@ -256,8 +260,9 @@ pin_project! {
     pub struct CountedFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<RequestGuard>,
-        shared: &'static Shared,
+        // What keeps the state alive: the request's guard, or a reference
+        // when nothing is counted (exempt and untracked paths).
+        keep: Keep,
         // The fused service's lame duck (an HTTP/1.x request): decided here,
         // where the response is rebuilt anyway, at no cost to other requests.
         lame_duck: bool,
@@ -266,11 +271,10 @@ pin_project! {
 
 impl<F> CountedFuture<F> {
     #[inline]
-    pub(crate) fn new(inner: F, guard: Option<RequestGuard>, shared: &'static Shared) -> Self {
+    pub(crate) fn new(inner: F, guard: Option<RequestGuard>, shared: &Handle) -> Self {
         Self {
             inner,
-            guard,
-            shared,
+            keep: Keep::new(guard, shared),
             lame_duck: false,
         }
     }
@@ -299,27 +303,32 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let shared = this.keep.ptr();
         let res = {
-            let _current = CurrentSignal::enter(this.shared);
+            let _current = shared.map(CurrentSignal::enter);
             ready!(this.inner.poll(cx))
         };
-        let guard = this.guard.take();
-        let shared = *this.shared;
+        let keep = std::mem::replace(this.keep, Keep::Released);
         let mut linger = *this.lame_duck;
         Poll::Ready(res.map(|res| {
             let (mut head, inner) = res.into_parts();
-            if linger && shared.triggered() {
-                linger = !crate::lame_duck::announce_close(shared, &mut head);
+            if let Some(shared) = shared {
+                if linger && shared.triggered() {
+                    linger = !crate::lame_duck::announce_close(&shared, &mut head);
+                }
             }
             // A body that is already finished releases at once: hyper may
             // drop it without polling.
-            let guard = if inner.is_end_stream() { None } else { guard };
+            let keep = if inner.is_end_stream() {
+                Keep::Released
+            } else {
+                keep
+            };
             Response::from_parts(
                 head,
                 CountedBody {
                     inner,
-                    guard,
-                    shared,
+                    keep,
                     linger,
                 },
             )
@@ -334,8 +343,7 @@ pin_project! {
     pub struct CountedBody<B> {
         #[pin]
         inner: B,
-        guard: Option<RequestGuard>,
-        shared: &'static Shared,
+        keep: Keep,
         // An HTTP/1.x response that did not announce the close: if it ends
         // while draining, its client may reuse the connection at once.
         linger: bool,
@@ -354,7 +362,7 @@ impl<B: fmt::Debug> fmt::Debug for CountedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CountedBody")
             .field("inner", &self.inner)
-            .field("counted", &self.guard.is_some())
+            .field("counted", &matches!(self.keep, Keep::Guard(_)))
             .finish()
     }
 }
@@ -373,7 +381,7 @@ impl<B: Body> Body for CountedBody<B> {
         let frame = {
             // Streams (SSE, gRPC server streaming) produced lazily in the
             // body see the signal too.
-            let _current = CurrentSignal::enter(this.shared);
+            let _current = this.keep.ptr().map(CurrentSignal::enter);
             ready!(inner.as_mut().poll_frame(cx))
         };
         let finished = match &frame {
@@ -381,13 +389,14 @@ impl<B: Body> Body for CountedBody<B> {
             Some(Ok(_)) => inner.is_end_stream(),
         };
         if finished {
-            // Drop releases; `take` makes it happen exactly once.
-            if let Some(guard) = this.guard.take() {
+            // Drop releases; the replace makes it happen exactly once, and
+            // the body touches the state no more.
+            if let Keep::Guard(guard) = std::mem::replace(this.keep, Keep::Released) {
                 if *this.linger {
                     // Only while draining is anything held (and then only
                     // for the reuse grace); before, a plain release.
                     if let Some(hold) = guard.release_holding() {
-                        linger(hold, this.shared);
+                        linger(hold);
                     }
                 }
             }
@@ -403,5 +412,42 @@ impl<B: Body> Body for CountedBody<B> {
     #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// What keeps the shared state alive for a request's future and body.
+pub(crate) enum Keep {
+    /// A counted request: its guard (released when the body ends).
+    Guard(RequestGuard),
+    /// Served uncounted (exempt after the drain, untracked paths): a
+    /// reference.
+    Ref(Handle),
+    /// Released: the future or body touches the state no more.
+    Released,
+}
+
+impl Keep {
+    #[inline(always)]
+    fn new(guard: Option<RequestGuard>, shared: &Handle) -> Self {
+        match guard {
+            Some(guard) => Keep::Guard(guard),
+            None => Keep::uncounted(shared),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn uncounted(shared: &Handle) -> Self {
+        Keep::Ref(shared.clone())
+    }
+
+    /// The state, while it is kept.
+    #[inline(always)]
+    fn ptr(&self) -> Option<SharedPtr> {
+        match self {
+            Keep::Guard(guard) => Some(guard.shared()),
+            Keep::Ref(handle) => Some(handle.ptr()),
+            Keep::Released => None,
+        }
     }
 }

@@ -109,9 +109,12 @@ pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 's
     } else {
         None
     };
-    let shared = coordinator.shared_static();
+    let shared = coordinator.shared.clone();
     let config = coordinator.config();
     async move {
+        // The task holds a reference: the state and its config live on.
+        let shared = &*shared;
+        let config = &*config;
         if !enabled {
             return;
         }
@@ -130,7 +133,7 @@ pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 's
     }
 }
 
-async fn lifecycle(shared: &'static Shared, config: &'static Config) {
+async fn lifecycle(shared: &Shared, config: &Config) {
     let mut gates = shared.gates_changed.subscribe();
     // Starting: READY=1 once every gate is open (never after the trigger).
     let mut last: Option<String> = None;
@@ -212,7 +215,7 @@ async fn lifecycle(shared: &'static Shared, config: &'static Config) {
 
 /// `WATCHDOG=1` every half period, as `sd_watchdog_enabled(3)` advises,
 /// until the report is out.
-async fn pet_watchdog(shared: &'static Shared, period: Duration) {
+async fn pet_watchdog(shared: &Shared, period: Duration) {
     let mut tick = tokio::time::interval(period / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -26,19 +26,19 @@ use tower_service::Service;
 
 use crate::answer::{liveness_response, readiness_response, Answer, ProbeMethod};
 pub use crate::answer::{FixedBody, ResponseBody, ResponseFuture};
+use crate::core::handle::{Handle, Kept};
 pub use crate::core::readiness::{Readiness, ReadinessGate, ReadinessStatus};
-use crate::core::state::{Shared, SharedRef};
 use crate::core::sync::Arc;
 
 /// A tower service answering the readiness probe (see [`Readiness`]).
 /// Works with axum's `route_service`.
 #[derive(Clone)]
 pub struct ReadinessService {
-    shared: SharedRef,
+    shared: Handle,
 }
 
 impl ReadinessService {
-    pub(crate) fn from_shared(shared: SharedRef) -> Self {
+    pub(crate) fn from_shared(shared: Handle) -> Self {
         Self { shared }
     }
 }
@@ -102,12 +102,12 @@ pub(crate) struct ProbePaths {
 /// probes keep answering while everything else is rejected.
 #[derive(Clone)]
 pub struct ProbeLayer {
-    shared: &'static Shared,
-    paths: &'static ProbePaths,
+    shared: Handle,
+    paths: Kept<ProbePaths>,
 }
 
 impl ProbeLayer {
-    pub(crate) fn from_parts(shared: &'static Shared, paths: &'static ProbePaths) -> Self {
+    pub(crate) fn from_parts(shared: Handle, paths: Kept<ProbePaths>) -> Self {
         Self { shared, paths }
     }
 }
@@ -126,7 +126,7 @@ impl<S> Layer<S> for ProbeLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Probe {
             inner,
-            shared: self.shared,
+            shared: self.shared.clone(),
             paths: self.paths,
         }
     }
@@ -136,8 +136,8 @@ impl<S> Layer<S> for ProbeLayer {
 #[derive(Clone)]
 pub struct Probe<S> {
     inner: S,
-    shared: &'static Shared,
-    paths: &'static ProbePaths,
+    shared: Handle,
+    paths: Kept<ProbePaths>,
 }
 
 impl<S> Probe<S> {
@@ -185,7 +185,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self
             .paths
-            .answer(self.shared, req.uri().path(), req.method())
+            .answer(&self.shared, req.uri().path(), req.method())
         {
             Some(answer) => ResponseFuture::answered(answer),
             None => ResponseFuture::inner(self.inner.call(req), None),
@@ -196,15 +196,10 @@ where
 impl ProbePaths {
     /// The probe answer for `req`, if its path is a probe path.
     #[inline]
-    pub(crate) fn answer(
-        &self,
-        shared: &'static Shared,
-        path: &str,
-        method: &Method,
-    ) -> Option<Answer> {
+    pub(crate) fn answer(&self, shared: &Handle, path: &str, method: &Method) -> Option<Answer> {
         if self.ready.as_deref() == Some(path) {
             return Some(Answer::Ready {
-                shared,
+                shared: shared.clone(),
                 method: ProbeMethod::of(method),
             });
         }
