@@ -1,8 +1,7 @@
-//! Shared helpers for the end-to-end tests in `tests/tests/http_*.rs` and
-//! `tests/tests/signals.rs`: a test app whose slow handlers the test releases
-//! explicitly (no timing guesses), real axum servers on `127.0.0.1:0`, real
-//! hyper clients (HTTP/1.1 and HTTP/2 with prior knowledge), and waits that
-//! are always bounded.
+//! Shared helpers for the end-to-end tests in `tests/tests/`: a test app
+//! whose slow handlers the test releases explicitly (no timing guesses), real
+//! axum servers on `127.0.0.1:0`, real hyper clients (HTTP/1.1 and HTTP/2
+//! with prior knowledge), and waits that are always bounded.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -319,11 +318,17 @@ impl Server {
     }
 }
 
+/// A listener on a free loopback port (`127.0.0.1:0`) and its address.
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
 /// Serves `router` on `127.0.0.1:0` with
 /// `axum::serve(..).with_graceful_shutdown(shutdown)` (HTTP/1.1 and h2c).
 pub async fn serve(router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+    let (listener, addr) = listener().await;
     let task = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
@@ -354,8 +359,7 @@ pub async fn serve_until_done(router: Router, coordinator: &Coordinator) -> Serv
 /// listener closes when draining starts, open connections keep being
 /// served, idle ones close once nothing is left in flight.
 pub async fn serve_owned(router: Router, coordinator: &Coordinator) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+    let (listener, addr) = listener().await;
     let task = tokio::spawn(tower_graceful::serve(listener, router, coordinator));
     Server { addr, task }
 }

@@ -4,9 +4,9 @@
 //! `tonic::client::Grpc`, both with `tonic_prost::ProstCodec`.
 //!
 //! Shared by the `tonic` and `multi` examples and by the end-to-end tests
-//! (`#[path = ...] mod demo;`), so the tests exercise exactly the service the
-//! examples run. The equivalent `.proto` is in `demo.proto` beside this file
-//! (documentation only; nothing compiles it).
+//! (as `tower_graceful_examples::demo`), so the tests exercise exactly the
+//! service the examples run. The equivalent `.proto` is
+//! `examples/proto/demo.proto` (documentation only; nothing compiles it).
 //!
 //! * `Hello` (unary): `HelloRequest { name }` → `HelloReply { message }`.
 //! * `Count` (server streaming): `CountRequest { count, interval_ms,
@@ -17,7 +17,7 @@
 //!   where to resume. Without it, an accepted stream runs to its end even
 //!   while the server drains (until the drain deadline).
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(missing_docs)]
 
 use std::convert::Infallible;
 use std::pin::Pin;
