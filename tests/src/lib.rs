@@ -1,7 +1,8 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`: a test app
 //! whose slow handlers the test releases explicitly (no timing guesses), real
 //! axum servers on `127.0.0.1:0`, real hyper clients (HTTP/1.1 and HTTP/2
-//! with prior knowledge), and waits that are always bounded.
+//! with prior knowledge), waits that are always bounded, and the examples as
+//! child processes ([`example`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -26,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower_graceful::{Coordinator, ShutdownSignal};
+
+pub mod example;
 
 /// The bound on every single wait in these tests. Generous, because a loaded
 /// CI machine is slow; a correct run takes milliseconds per step.

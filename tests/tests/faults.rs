@@ -22,13 +22,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tower_graceful::{
     Coordinator, DrainOutcome, HookOutcome, Phase, ShutdownSignal, StragglerKind, TriggerCause,
 };
+use tower_graceful_tests::example::Example;
 use tower_graceful_tests::{coordinator_with_deadline, serve_draining, within, H1};
 
 // ================================================== 1. a storm of signals ==
-
-#[path = "support/example.rs"]
-mod example;
-use example::Example;
 
 /// `TERM`, `INT`, `TERM`, … for `n` signals.
 fn mixed(n: usize) -> Vec<&'static str> {
