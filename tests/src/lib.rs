@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
-use http::{header, Request};
+use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -418,6 +418,19 @@ impl H1 {
         within("the connection to be ready", self.sender.ready()).await?;
         let what = format!("{} {}", req.method(), req.uri());
         within(&what, self.sender.send_request(req)).await
+    }
+
+    /// Sends `GET /` and asserts a `200` without a `Connection` header (the
+    /// connection is kept alive), then reads the body.
+    pub async fn assert_kept_alive(&mut self) {
+        let res = self.get("/").await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            header_str(&res, header::CONNECTION),
+            "",
+            "keep-alive while serving"
+        );
+        body_text(res).await.unwrap();
     }
 
     /// Waits (bounded) for the server to close this connection.

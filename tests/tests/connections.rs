@@ -37,14 +37,7 @@ async fn connection_close_on_http1_from_the_trigger_goaway_on_http2() {
     let server = serve_owned(app.router, &graceful).await;
 
     let mut h1 = H1::connect(server.addr).await;
-    let res = h1.get("/").await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        header_str(&res, header::CONNECTION),
-        "",
-        "keep-alive while serving"
-    );
-    body_text(res).await.unwrap();
+    h1.assert_kept_alive().await;
 
     let h2 = H2::connect(server.addr).await;
     let res = within("h2 GET /", h2.get("/")).await.unwrap();

@@ -195,14 +195,7 @@ async fn idle_connections_close_and_listener_stops_when_draining_starts() {
     let server = serve_draining(app.router, &graceful).await;
     let addr = server.addr;
     let mut idle = H1::connect(addr).await;
-    let res = idle.get("/").await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        header_str(&res, header::CONNECTION),
-        "",
-        "keep-alive while serving"
-    );
-    body_text(res).await.unwrap();
+    idle.assert_kept_alive().await;
 
     graceful.trigger();
     idle.closed_by_server().await;

@@ -27,14 +27,7 @@ async fn keep_alive_connection_reused_while_draining_gets_connection_close() {
     let server = serve(app.router, graceful.close_connections()).await;
 
     let mut conn = H1::connect(server.addr).await;
-    let res = conn.get("/").await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        header_str(&res, header::CONNECTION),
-        "",
-        "keep-alive while serving"
-    );
-    body_text(res).await.unwrap();
+    conn.assert_kept_alive().await;
 
     let mut slow_conn = H1::connect(server.addr).await;
     let slow = tokio::spawn(slow_conn.sender.send_request(slow_conn.request("/slow")));
