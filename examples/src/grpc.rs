@@ -1,6 +1,6 @@
 //! The `tonic` example's server, shared with the `multi` example and the
 //! end-to-end tests (`tests/tests/grpc.rs`), so the tests run exactly its
-//! wiring: tonic's `Routes` (the [`demo`](crate::demo) service and
+//! wiring: tonic's `Routes` (the [`demo`] service and
 //! `grpc.health.v1.Health`) behind `graceful.layer()`, served by
 //! `tower_graceful::serve`.
 

@@ -21,8 +21,8 @@
 //! * [`grpc`]: the `tonic` example's server (`demo` and health behind
 //!   `graceful.layer()`), also the `multi` example's gRPC server.
 //! * [`multi`]: the `multi` example's public, gRPC and admin servers.
-//! * [`env`]: the `tonic` and `multi` examples' configuration from the
-//!   environment.
+//! * [`env`](mod@env): the `tonic` and `multi` examples' configuration from
+//!   the environment.
 
 use std::fmt;
 use std::time::Duration;
