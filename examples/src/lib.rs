@@ -12,20 +12,25 @@
 //! * `--bin multi`: public HTTP, gRPC and an admin port (probes, Prometheus
 //!   metrics) draining as one.
 //!
-//! [`demo`] is the hand-written `demo.v1.Demo` gRPC service (server and
-//! client) that the `tonic` and `multi` examples serve, exported here so that
-//! other packages (the rolling-restart load client in `tests/`) use the very
-//! same client and messages.
+//! What the examples share lives here, so that the binaries stay short and
+//! the end-to-end tests in `tests/` run exactly the examples' wiring:
+//!
+//! * [`demo`]: the hand-written `demo.v1.Demo` gRPC service (server and
+//!   client) that the `tonic` and `multi` examples serve; the tests and the
+//!   rolling-restart load client use the very same client and messages.
+//! * [`grpc`]: the `tonic` example's server (`demo` and health behind
+//!   `graceful.layer()`), also the `multi` example's gRPC server.
+//! * [`multi`]: the `multi` example's public, gRPC and admin servers.
+//! * [`env`](mod@env): the `tonic` and `multi` examples' configuration from
+//!   the environment.
 
 use std::fmt;
 use std::time::Duration;
 
-// The `demo.v1.Demo` service: messages, server and client. The `tonic`
-// example includes the same file. (Its documentation is the file's own: an
-// outer doc comment here would make rustdoc resolve the file's links from
-// this crate's root.)
-#[path = "../proto/demo.rs"]
 pub mod demo;
+pub mod env;
+pub mod grpc;
+pub mod multi;
 
 /// Why [`parse_duration`] refused its input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
-//! Shared helpers for the end-to-end tests in `tests/tests/http_*.rs` and
-//! `tests/tests/signals.rs`: a test app whose slow handlers the test releases
-//! explicitly (no timing guesses), real axum servers on `127.0.0.1:0`, real
-//! hyper clients (HTTP/1.1 and HTTP/2 with prior knowledge), and waits that
-//! are always bounded.
+//! Shared helpers for the end-to-end tests in `tests/tests/`: a test app
+//! whose slow handlers the test releases explicitly (no timing guesses), real
+//! axum servers on `127.0.0.1:0`, real hyper clients (HTTP/1.1 and HTTP/2
+//! with prior knowledge), waits that are always bounded, and the examples as
+//! child processes ([`example`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
-use http::{header, Request};
+use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower_graceful::{Coordinator, ShutdownSignal};
+
+pub mod example;
 
 /// The bound on every single wait in these tests. Generous, because a loaded
 /// CI machine is slow; a correct run takes milliseconds per step.
@@ -240,7 +242,7 @@ async fn sse(signal: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Inf
             let hello = Event::default().event("hello").data("first");
             return Some((Ok(hello), Some((1, signal))));
         }
-        signal.cancelled().await;
+        signal.draining().await;
         let bye = Event::default()
             .event("bye")
             .data("server restarting")
@@ -277,7 +279,7 @@ async fn ws_session(mut socket: WebSocket, signal: &ShutdownSignal) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            _ = signal.cancelled() => break,
+            _ = signal.draining() => break,
         }
     }
     let close = CloseFrame {
@@ -319,11 +321,17 @@ impl Server {
     }
 }
 
+/// A listener on a free loopback port (`127.0.0.1:0`) and its address.
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
 /// Serves `router` on `127.0.0.1:0` with
 /// `axum::serve(..).with_graceful_shutdown(shutdown)` (HTTP/1.1 and h2c).
 pub async fn serve(router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+    let (listener, addr) = listener().await;
     let task = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
@@ -354,8 +362,7 @@ pub async fn serve_until_done(router: Router, coordinator: &Coordinator) -> Serv
 /// listener closes when draining starts, open connections keep being
 /// served, idle ones close once nothing is left in flight.
 pub async fn serve_owned(router: Router, coordinator: &Coordinator) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+    let (listener, addr) = listener().await;
     let task = tokio::spawn(tower_graceful::serve(listener, router, coordinator));
     Server { addr, task }
 }
@@ -411,6 +418,19 @@ impl H1 {
         within("the connection to be ready", self.sender.ready()).await?;
         let what = format!("{} {}", req.method(), req.uri());
         within(&what, self.sender.send_request(req)).await
+    }
+
+    /// Sends `GET /` and asserts a `200` without a `Connection` header (the
+    /// connection is kept alive), then reads the body.
+    pub async fn assert_kept_alive(&mut self) {
+        let res = self.get("/").await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            header_str(&res, header::CONNECTION),
+            "",
+            "keep-alive while serving"
+        );
+        body_text(res).await.unwrap();
     }
 
     /// Waits (bounded) for the server to close this connection.

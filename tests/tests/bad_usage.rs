@@ -23,7 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
-use tower_graceful::{Coordinator, DrainOutcome, HookOutcome, Phase, ShutdownSignal, TriggerCause};
+use tower_graceful::{
+    report::DrainOutcome, report::HookOutcome, report::TriggerCause, Coordinator, Phase,
+    ShutdownSignal,
+};
 use tower_graceful_tests::{
     body_text, coordinator, serve, serve_draining, within, within_for, H1, REJECTION_BODY,
     RETRY_AFTER, WAIT,
@@ -73,7 +76,7 @@ async fn wait_from_many_tasks_and_twice_gives_the_same_report() {
     assert!(graceful.report().is_none());
 
     assert!(graceful.trigger());
-    within("draining to begin", graceful.signal().cancelled()).await;
+    within("draining to begin", graceful.signal().draining()).await;
     drop(job);
 
     let first = within("the first wait()", graceful.wait()).await;
@@ -275,7 +278,7 @@ fn coordinator_built_on_one_runtime_works_from_another() {
                 get(move |signal: ShutdownSignal| {
                     let _ = tx.send(());
                     async move {
-                        signal.cancelled().await;
+                        signal.draining().await;
                         "bye\n"
                     }
                 }),
@@ -288,9 +291,9 @@ fn coordinator_built_on_one_runtime_works_from_another() {
         assert_eq!(graceful.in_flight(), 1);
 
         let signal = graceful.signal();
-        assert!(!signal.is_shutting_down());
+        assert!(!signal.is_draining());
         assert!(graceful.trigger());
-        within("the signal (driven by runtime A)", signal.cancelled()).await;
+        within("the signal (driven by runtime A)", signal.draining()).await;
         let res = within("the long-poll's answer", poll)
             .await
             .unwrap()
@@ -349,15 +352,12 @@ fn coordinator_whose_runtime_is_gone_does_not_hang_wait() {
 async fn dropping_every_coordinator_handle_keeps_serving() {
     let graceful = coordinator(Duration::ZERO);
     let signal = graceful.signal();
-    let router =
-        Router::new()
-            .route(
-                "/",
-                get(|s: ShutdownSignal| async move {
-                    format!("shutting down: {}\n", s.is_shutting_down())
-                }),
-            )
-            .layer(graceful.layer());
+    let router = Router::new()
+        .route(
+            "/",
+            get(|s: ShutdownSignal| async move { format!("shutting down: {}\n", s.is_draining()) }),
+        )
+        .layer(graceful.layer());
     let server = serve_draining(router, &graceful).await;
     drop(graceful);
 
@@ -376,8 +376,8 @@ async fn dropping_every_coordinator_handle_keeps_serving() {
     let probe = H1::connect(server.addr).await.get("/ready").await.unwrap();
     assert_eq!(probe.status(), StatusCode::OK);
     assert_eq!(body_text(probe).await.unwrap(), "ready\n");
-    assert!(!signal.is_shutting_down());
-    assert!(!signal.clone().is_shutting_down());
+    assert!(!signal.is_draining());
+    assert!(!signal.clone().is_draining());
     assert!(!signal.is_forced());
     assert!(signal.deadline().is_none());
     assert!(!server.task.is_finished(), "the server stopped by itself");
@@ -406,15 +406,15 @@ async fn with_every_handle_dropped_the_os_signal_still_shuts_down() {
 
     let res = H1::connect(server.addr).await.get("/").await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(!signal.is_shutting_down());
+    assert!(!signal.is_draining());
 
     let status = std::process::Command::new("kill")
         .args(["-TERM", &std::process::id().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
-    within("SIGTERM to start the drain", signal.cancelled()).await;
-    assert!(signal.is_shutting_down());
+    within("SIGTERM to start the drain", signal.draining()).await;
+    assert!(signal.is_draining());
     server.stopped().await;
 }
 

@@ -37,14 +37,7 @@ async fn connection_close_on_http1_from_the_trigger_goaway_on_http2() {
     let server = serve_owned(app.router, &graceful).await;
 
     let mut h1 = H1::connect(server.addr).await;
-    let res = h1.get("/").await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        header_str(&res, header::CONNECTION),
-        "",
-        "keep-alive while serving"
-    );
-    body_text(res).await.unwrap();
+    h1.assert_kept_alive().await;
 
     let h2 = H2::connect(server.addr).await;
     let res = within("h2 GET /", h2.get("/")).await.unwrap();
@@ -116,7 +109,7 @@ async fn open_connections_are_served_while_draining_and_closed_only_when_idle_at
     app.events.expect("slow started").await;
 
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     // The pinned connection is served, told to close, and closed.
     let res = pinned.get("/").await.expect("served on an open connection");
@@ -200,7 +193,7 @@ async fn a_request_after_the_drain_completed_is_rejected() {
     assert_eq!(header_str(&res, header::CONNECTION), "close");
     assert_eq!(header_str(&res, header::RETRY_AFTER), RETRY_AFTER);
     assert_eq!(body_text(res).await.unwrap(), REJECTION_BODY);
-    // Probes still answer.
+    // Probe still answer.
     let mut probe = H1::connect(server.addr).await;
     let res = probe.get("/live").await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -256,7 +249,7 @@ async fn the_layer_around_the_finished_router_is_served_as_it_is() {
     assert_eq!(body_text(res).await.unwrap(), "hello\n");
     let job = graceful.track("holds the drain open");
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
     let res = conn.get("/").await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header_str(&res, header::CONNECTION), "close");

@@ -20,15 +20,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tower_graceful::{
-    Coordinator, DrainOutcome, HookOutcome, Phase, ShutdownSignal, StragglerKind, TriggerCause,
+    report::DrainOutcome, report::HookOutcome, report::StragglerKind, report::TriggerCause,
+    Coordinator, Phase, ShutdownSignal,
 };
+use tower_graceful_tests::example::Example;
 use tower_graceful_tests::{coordinator_with_deadline, serve_draining, within, H1};
 
 // ================================================== 1. a storm of signals ==
-
-#[path = "support/example.rs"]
-mod example;
-use example::Example;
 
 /// `TERM`, `INT`, `TERM`, … for `n` signals.
 fn mixed(n: usize) -> Vec<&'static str> {
@@ -306,7 +304,7 @@ impl Fixture {
     async fn drain_with_one_in_flight(&self) {
         assert_eq!(self.graceful.in_flight(), 1, "the work is counted");
         assert!(self.graceful.trigger());
-        within("draining to begin", self.graceful.signal().cancelled()).await;
+        within("draining to begin", self.graceful.signal().draining()).await;
         assert_eq!(self.graceful.phase(), Phase::Draining);
         assert_eq!(self.graceful.in_flight(), 1, "draining waits for it");
         assert!(self.graceful.report().is_none());

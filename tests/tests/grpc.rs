@@ -1,35 +1,22 @@
-//! gRPC end to end: the `tonic` example's server (`examples/src/bin/tonic.rs`,
-//! included as a module so these tests run exactly its wiring) and a real
-//! tonic client over loopback.
+//! gRPC end to end: the `tonic` example's server
+//! (`tower_graceful_examples::grpc::serve_grpc`, so these tests run exactly
+//! its wiring) and a real tonic client over loopback.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use tower_graceful::{Coordinator, DrainOutcome};
-
-#[path = "../../examples/src/bin/tonic.rs"]
-#[allow(dead_code)]
-mod example;
-
-use example::demo::{CountRequest, DemoClient, DemoServer, HelloRequest, Tick, SERVICE_NAME};
-
-/// Every wait in these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(10);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
+use tower_graceful::{report::DrainOutcome, Coordinator};
+use tower_graceful_examples::demo::{
+    CountRequest, DemoClient, DemoServer, HelloRequest, Tick, SERVICE_NAME,
+};
+use tower_graceful_examples::grpc::serve_grpc;
+use tower_graceful_tests::{listener, within, WAIT};
 
 fn coordinator(pre_drain: Duration) -> Coordinator {
     Coordinator::builder()
@@ -41,26 +28,18 @@ fn coordinator(pre_drain: Duration) -> Coordinator {
         .expect("valid configuration")
 }
 
-async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = l.local_addr().expect("local addr");
-    (l, addr)
-}
-
 /// The example's server (tonic's `Routes` behind `graceful.layer()`, served
 /// by `tower_graceful::serve`) on a free loopback port.
 async fn start(
     graceful: &Coordinator,
 ) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let (l, addr) = listener().await;
-    let task = example::serve_grpc(graceful, l).await;
+    let task = serve_grpc(graceful, l).await;
     (addr, task)
 }
 
 async fn client(addr: SocketAddr) -> DemoClient {
-    within("connect", DemoClient::connect(addr, STEP))
+    within("connect", DemoClient::connect(addr, WAIT))
         .await
         .expect("connect to the demo server")
 }
@@ -114,7 +93,7 @@ async fn in_flight_stream_completes_with_every_message_after_trigger() {
     assert_eq!(graceful.in_flight(), 1);
     assert!(graceful.trigger());
     // Draining begins at once (no pre-drain delay): the stream keeps going.
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     let mut seen = vec![first.seq];
     while let Some(tick) = next_tick(&mut stream).await {
@@ -208,7 +187,7 @@ async fn new_call_while_draining_fails_with_unavailable() {
     next_tick(&mut stream).await.expect("first tick");
 
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     // On the channel that is already connected: its connection got a GOAWAY
     // and still carries the open stream. Depending on whether the client has
@@ -239,7 +218,7 @@ async fn new_call_while_draining_fails_with_unavailable() {
     // On a new connection (the listener is closed): UNAVAILABLE.
     let fresh = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
-        .connect_timeout(STEP)
+        .connect_timeout(WAIT)
         .connect_lazy();
     let err = within(
         "hello on a new channel",
@@ -305,7 +284,7 @@ async fn draining_responder_answers_unavailable_trailers_only() {
     next_tick(&mut stream).await.expect("first tick");
 
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
     // A call on the open connection while draining is served: a pooled
     // client behind an L4 balancer could not have sent it elsewhere.
     within("hello while draining", c.hello(HelloRequest::default()))

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use http::{header, Request, StatusCode};
-use tower_graceful::{DrainOutcome, Phase, TriggerCause};
+use tower_graceful::{report::DrainOutcome, report::TriggerCause, Phase};
 use tower_graceful_tests::*;
 
 /// A slow request and a chunked stream, both accepted before draining, are
@@ -38,7 +38,7 @@ async fn in_flight_request_and_stream_complete_across_shutdown() {
 
     assert!(graceful.trigger(), "first trigger starts the shutdown");
     assert!(!graceful.trigger(), "trigger is idempotent");
-    within("draining to begin", graceful.signal().cancelled()).await;
+    within("draining to begin", graceful.signal().draining()).await;
     assert_eq!(graceful.phase(), Phase::Draining);
     assert_eq!(
         graceful.in_flight(),
@@ -81,7 +81,7 @@ async fn in_flight_request_and_stream_complete_across_shutdown() {
 /// A request that arrives while draining (here: on a server whose listener
 /// stays open through the drain, as axum's does with
 /// `close_connections()`) is served, with `Connection: close`, and counted:
-/// its client could not have sent it elsewhere. Probes keep answering.
+/// its client could not have sent it elsewhere. Probe keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_while_draining_is_served_with_connection_close() {
     let graceful = coordinator(Duration::ZERO);
@@ -94,7 +94,7 @@ async fn request_while_draining_is_served_with_connection_close() {
     app.events.expect("slow started").await;
 
     graceful.trigger();
-    within("draining to begin", graceful.signal().cancelled()).await;
+    within("draining to begin", graceful.signal().draining()).await;
 
     let mut late = H1::connect(server.addr).await;
     let res = late.get("/").await.expect("a response, not a reset");
@@ -104,7 +104,7 @@ async fn request_while_draining_is_served_with_connection_close() {
     late.closed_by_server().await;
     assert_eq!(graceful.rejected(), 0);
 
-    // Probes answer while draining.
+    // Probe answer while draining.
     let mut probe = H1::connect(server.addr).await;
     let live = probe.get("/live").await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
@@ -175,7 +175,7 @@ async fn readiness_flips_at_trigger_while_liveness_stays_up() {
         Phase::Triggered,
         "all of the above happened inside the pre-drain delay"
     );
-    assert!(!graceful.signal().is_shutting_down());
+    assert!(!graceful.signal().is_draining());
 
     let report = within("the report", graceful.wait()).await;
     assert!(report.pre_drain >= PRE_DRAIN, "{report}");
@@ -195,14 +195,7 @@ async fn idle_connections_close_and_listener_stops_when_draining_starts() {
     let server = serve_draining(app.router, &graceful).await;
     let addr = server.addr;
     let mut idle = H1::connect(addr).await;
-    let res = idle.get("/").await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        header_str(&res, header::CONNECTION),
-        "",
-        "keep-alive while serving"
-    );
-    body_text(res).await.unwrap();
+    idle.assert_kept_alive().await;
 
     graceful.trigger();
     idle.closed_by_server().await;

@@ -10,7 +10,7 @@ use http::{header, StatusCode};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tower_graceful::{Coordinator, DrainOutcome, Phase, StragglerKind};
+use tower_graceful::{report::DrainOutcome, report::StragglerKind, Coordinator, Phase};
 use tower_graceful_tests::*;
 
 // ------------------------------------------------------- HTTP/1.1 keep-alive --
@@ -27,20 +27,13 @@ async fn keep_alive_connection_reused_while_draining_gets_connection_close() {
     let server = serve(app.router, graceful.close_connections()).await;
 
     let mut conn = H1::connect(server.addr).await;
-    let res = conn.get("/").await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        header_str(&res, header::CONNECTION),
-        "",
-        "keep-alive while serving"
-    );
-    body_text(res).await.unwrap();
+    conn.assert_kept_alive().await;
 
     let mut slow_conn = H1::connect(server.addr).await;
     let slow = tokio::spawn(slow_conn.sender.send_request(slow_conn.request("/slow")));
     app.events.expect("slow started").await;
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     // Same connection, new request.
     let res = conn
@@ -75,7 +68,7 @@ async fn busy_keep_alive_connection_finishes_then_closes() {
     let slow = tokio::spawn(conn.sender.send_request(conn.request("/slow")));
     app.events.expect("slow started").await;
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     app.gate.open();
     let slow = within("slow", slow).await.unwrap().unwrap();
@@ -127,7 +120,7 @@ async fn http2_in_flight_stream_completes_while_goaway_refuses_new_streams() {
     app.events.expect("slow started").await;
     graceful.trigger();
 
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     // The GOAWAY reaches the client asynchronously (the server's connection
     // task writes it, the client's h2 connection task reads it), and hyper's

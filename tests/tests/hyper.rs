@@ -3,14 +3,9 @@
 //! `graceful.layer()`) as a real process, stopped with SIGTERM and, if a test
 //! fails, killed by its PID.
 
-use std::time::Duration;
-
 use http::{header, StatusCode};
+use tower_graceful_tests::example::{assert_clean_sigterm_report, Example};
 use tower_graceful_tests::{body_text, within, H1, H2};
-
-#[path = "support/example.rs"]
-mod example;
-use example::Example;
 
 /// SIGTERM while a slow request (HTTP/1.1) and a long-poll (HTTP/2) are in
 /// flight: the slow request completes with its whole body and the
@@ -75,18 +70,12 @@ async fn requests_in_flight_across_sigterm_complete_and_the_report_comes_out() {
         .unwrap()
         .expect("HTTP/2 connection closed cleanly");
 
-    let status = example.exited(Duration::from_secs(20)).await;
-    assert!(status.success(), "exit status {status}");
-    example.stdout.wait_for("total").await;
-    let out = example.stdout.text();
-    assert!(out.contains("shutdown report (cause: SIGTERM)"), "{out}");
-    assert!(
-        out.contains(
-            "Drained: 2 in flight at start (requests and tasks), 2 requests completed, 0 rejected"
-        ),
-        "{out}"
+    example.exited_zero().await;
+    let out = example.report().await;
+    assert_clean_sigterm_report(
+        &out,
+        "Drained: 2 in flight at start (requests and tasks), 2 requests completed, 0 rejected",
     );
-    assert!(!out.contains("straggler"), "{out}");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed"

@@ -1,8 +1,7 @@
 //! Several servers, one coordinator: the `multi` example's servers
-//! (`examples/src/bin/multi.rs`, included as a module so these tests run
-//! exactly its wiring) with real HTTP and gRPC clients over loopback.
+//! (`tower_graceful_examples::multi`, so these tests run exactly its wiring)
+//! with real HTTP and gRPC clients over loopback.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,23 +12,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::net::TcpListener;
-use tower_graceful::{Coordinator, DrainOutcome};
-
-#[path = "../../examples/src/bin/multi.rs"]
-#[allow(dead_code)]
-mod multi;
-
-use multi::grpc::demo::{CountRequest, DemoClient};
-
-const STEP: Duration = Duration::from_secs(10);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
+use tower_graceful::{report::DrainOutcome, Coordinator};
+use tower_graceful_examples::demo::{CountRequest, DemoClient};
+use tower_graceful_examples::multi;
+use tower_graceful_tests::{listener, within, WAIT};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -63,12 +49,7 @@ async fn metric(c: &HttpClient, admin: SocketAddr, name: &str) -> String {
 }
 
 async fn start(graceful: &Coordinator) -> multi::Servers {
-    let bind = || TcpListener::bind("127.0.0.1:0");
-    let (h, g, a) = (
-        bind().await.unwrap(),
-        bind().await.unwrap(),
-        bind().await.unwrap(),
-    );
+    let ((h, _), (g, _), (a, _)) = (listener().await, listener().await, listener().await);
     multi::start(graceful, h, g, a)
         .await
         .expect("servers start")
@@ -102,7 +83,7 @@ async fn drain_waits_for_both(chunks: u32, ticks: u32) {
     assert_eq!(first.into_data().unwrap(), Bytes::from("chunk 1\n"));
 
     // gRPC stream: the first tick after 100 ms.
-    let mut grpc = within("grpc connect", DemoClient::connect(servers.grpc, STEP))
+    let mut grpc = within("grpc connect", DemoClient::connect(servers.grpc, WAIT))
         .await
         .unwrap();
     let mut stream = within(
@@ -126,7 +107,7 @@ async fn drain_waits_for_both(chunks: u32, ticks: u32) {
     assert_eq!(metric(&c, admin, "http_server_active_requests").await, "2");
 
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
 
     // The admin port keeps answering through the drain: readiness down,
     // liveness up, the gauge still shows the work being waited for.
@@ -195,7 +176,7 @@ async fn drain_waits_for_both(chunks: u32, ticks: u32) {
     );
 
     // Every server stops: public and gRPC at draining, admin after the report.
-    for (name, outcome) in servers.join(STEP).await {
+    for (name, outcome) in servers.join(WAIT).await {
         assert_eq!(outcome, Ok(()), "{name} server");
     }
     assert!(
@@ -230,7 +211,7 @@ async fn idle_servers_shut_down_at_once() {
     let report = within("shutdown report", graceful.wait()).await;
     assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
     assert!(report.drain < Duration::from_millis(500), "{report}");
-    for (name, outcome) in servers.join(STEP).await {
+    for (name, outcome) in servers.join(WAIT).await {
         assert_eq!(outcome, Ok(()), "{name} server");
     }
 }
@@ -277,7 +258,7 @@ async fn metrics_follow_the_drain() {
 
     // During the drain: not ready, draining, the download still counted.
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
     assert_eq!(m("tower_graceful_ready").await, "0");
     assert_eq!(m("tower_graceful_phase{phase=\"serving\"}").await, "0");
     assert_eq!(m("tower_graceful_phase{phase=\"draining\"}").await, "1");
@@ -335,7 +316,7 @@ async fn metrics_follow_the_drain() {
         "1"
     );
 
-    for (name, outcome) in servers.join(STEP).await {
+    for (name, outcome) in servers.join(WAIT).await {
         assert_eq!(outcome, Ok(()), "{name} server");
     }
     assert!(

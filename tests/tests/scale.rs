@@ -14,7 +14,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
-use tower_graceful::{Coordinator, DrainOutcome};
+use tower_graceful::{report::DrainOutcome, Coordinator};
 
 const N: usize = 10_000;
 

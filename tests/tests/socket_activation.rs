@@ -19,11 +19,8 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::net::{TcpListener, UnixDatagram};
 use tokio::process::Command;
+use tower_graceful_tests::example::{axum_binary, Example};
 use tower_graceful_tests::{body_text, within, H1};
-
-#[path = "support/example.rs"]
-mod example;
-use example::{axum_binary, Example};
 
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
 
@@ -138,9 +135,8 @@ async fn systemd_socket_activate_passes_the_socket_and_requests_are_served() {
         body_text(res).await.unwrap(),
         "slow response after 1000 ms\n"
     );
-    let status = example.exited(Duration::from_secs(20)).await;
-    assert!(status.success(), "exit status {status}");
-    example.stdout.wait_for("total").await;
+    example.exited_zero().await;
+    example.report().await;
     drop(occupied);
     let _ = std::fs::remove_dir_all(&dir);
 }

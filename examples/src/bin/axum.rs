@@ -285,7 +285,7 @@ async fn stream_chunks(signal: ShutdownSignal, Query(params): Query<StreamParams
             } else {
                 tokio::select! {
                     _ = tick => {}
-                    _ = s.signal.cancelled() => {
+                    _ = s.signal.draining() => {
                         s.done = true;
                         return Some((Ok::<_, Infallible>("end: server shutting down\n".to_owned()), s));
                     }
@@ -314,7 +314,7 @@ async fn sse(signal: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Inf
                 let event = Event::default().event("tick").id(n.to_string()).data(format!("tick {n}"));
                 Some((Ok(event), (n + 1, Some(signal))))
             }
-            _ = signal.cancelled() => {
+            _ = signal.draining() => {
                 let event = Event::default()
                     .event("shutdown")
                     .data("server is restarting; reconnect")
@@ -354,7 +354,7 @@ async fn ws_session(mut socket: WebSocket, signal: &ShutdownSignal) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return, // client left
                 Some(Ok(_)) => {} // binary, ping, pong: nothing to do
             },
-            _ = signal.cancelled() => break,
+            _ = signal.draining() => break,
         }
     }
     let close = CloseFrame {

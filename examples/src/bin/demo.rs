@@ -55,7 +55,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
-use tower_graceful::{Coordinator, DrainOutcome, Phase, ShutdownSignal};
+use tower_graceful::{report::DrainOutcome, Coordinator, Phase, ShutdownSignal};
 
 const PRE_DRAIN: Duration = Duration::from_millis(300);
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -179,7 +179,7 @@ async fn sse(signal: ShutdownSignal) -> Sse<impl Stream<Item = Result<Event, Inf
         };
         tokio::select! {
             biased;
-            _ = signal.cancelled() => {
+            _ = signal.draining() => {
                 let bye = Event::default().event("shutdown").data("server restarting; reconnect");
                 Some((Ok(bye.retry(Duration::from_secs(1))), (n, None)))
             }
@@ -219,7 +219,7 @@ async fn ws_session(mut socket: WebSocket, signal: &ShutdownSignal, timeline: &T
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            _ = signal.cancelled() => break,
+            _ = signal.draining() => break,
         }
     }
     let close = CloseFrame {
@@ -576,7 +576,7 @@ async fn pinned_requests(ctx: Arc<Ctx>, graceful: Coordinator) -> Result<usize, 
     };
     let mut early = connect().await?;
     let mut late = connect().await?;
-    graceful.signal().cancelled().await;
+    graceful.signal().draining().await;
     let send = |sender: &mut http1::SendRequest<Empty<Bytes>>| {
         let req = http::Request::get("/")
             .header(header::HOST, ctx.addr.to_string())
@@ -644,7 +644,7 @@ fn background_job(graceful: &Coordinator, timeline: Timeline) -> tokio::task::Jo
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await; // one batch of work
             batches += 1;
-            if signal.is_shutting_down() {
+            if signal.is_draining() {
                 break;
             }
         }
@@ -793,7 +793,7 @@ async fn run() -> Result<(), Vec<String>> {
     let draining = tokio::spawn(async move {
         watch.triggered().await;
         t.note("readiness down; pre-drain: still serving while balancers notice");
-        watch.signal().cancelled().await;
+        watch.signal().draining().await;
         t.note(format!(
             "draining: ShutdownSignal fired, {} in flight; listener closed, open \
              connections still served",

@@ -75,7 +75,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             let signal = ShutdownSignal::current().expect("served inside graceful.layer()");
             tracing::info!("long-poll started");
             tokio::select! {
-                _ = signal.cancelled() => "shutting down: poll again\n".to_owned(),
+                _ = signal.draining() => "shutting down: poll again\n".to_owned(),
                 _ = tokio::time::sleep(Duration::from_secs(30)) => "no news\n".to_owned(),
             }
         }

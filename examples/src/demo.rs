@@ -4,9 +4,9 @@
 //! `tonic::client::Grpc`, both with `tonic_prost::ProstCodec`.
 //!
 //! Shared by the `tonic` and `multi` examples and by the end-to-end tests
-//! (`#[path = ...] mod demo;`), so the tests exercise exactly the service the
-//! examples run. The equivalent `.proto` is in `demo.proto` beside this file
-//! (documentation only; nothing compiles it).
+//! (as `tower_graceful_examples::demo`), so the tests exercise exactly the
+//! service the examples run. The equivalent `.proto` is
+//! `examples/proto/demo.proto` (documentation only; nothing compiles it).
 //!
 //! * `Hello` (unary): `HelloRequest { name }` → `HelloReply { message }`.
 //! * `Count` (server streaming): `CountRequest { count, interval_ms,
@@ -17,7 +17,7 @@
 //!   where to resume. Without it, an accepted stream runs to its end even
 //!   while the server drains (until the drain deadline).
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(missing_docs)]
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -141,7 +141,7 @@ pub type TickStream = Pin<Box<dyn Stream<Item = Result<Tick, Status>> + Send + '
 async fn count(req: Request<CountRequest>) -> Result<Response<TickStream>, Status> {
     // `Coordinator::layer()` puts the signal into the request's extensions;
     // tonic carries them over from the HTTP request.
-    // From the extensions if a `SignalLayer` put it there, else from the
+    // From the extensions if a `AddSignalLayer` put it there, else from the
     // `InFlight` layer that is polling this call (`coordinator.layer()`).
     let signal = req
         .extensions()
@@ -198,7 +198,7 @@ fn ticks(
             // when the sleep wins.
             Some(signal) => tokio::select! {
                 biased;
-                _ = signal.cancelled() => true,
+                _ = signal.draining() => true,
                 _ = tokio::time::sleep(st.interval) => false,
             },
             None => {

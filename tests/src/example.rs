@@ -1,10 +1,8 @@
 //! An example (`axum` unless named) as a child process, for tests that
-//! signal it: built once per test binary (cargo's own `compiler-artifact` message names the
-//! file, so `CARGO_TARGET_DIR` is respected), its output read line by line,
-//! and killed by its PID when dropped unless it exited. Shared by
-//! `signals.rs`, `faults.rs` and `hyper.rs` through `#[path]`.
-
-#![allow(dead_code)] // each test file uses a different part
+//! signal it: built once per test binary (cargo's own `compiler-artifact`
+//! message names the file, so `CARGO_TARGET_DIR` is respected), its output
+//! read line by line, and killed by its PID when dropped unless it exited.
+//! Used by `signals.rs`, `faults.rs`, `hyper.rs` and `socket_activation.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,12 +15,12 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 /// The `axum` example binary, built once per test process.
-pub(crate) fn axum_binary() -> PathBuf {
+pub fn axum_binary() -> PathBuf {
     binary("axum")
 }
 
 /// The example binary `name`, built once per test process.
-pub(crate) fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     static BINS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut bins = BINS.get_or_init(Default::default).lock().unwrap();
     if let Some(path) = bins.get(name) {
@@ -58,13 +56,14 @@ pub(crate) fn binary(name: &str) -> PathBuf {
 }
 
 /// Lines of one output stream: a feed to wait on, and everything so far.
-pub(crate) struct Lines {
+pub struct Lines {
     rx: mpsc::UnboundedReceiver<String>,
     all: Arc<Mutex<String>>,
 }
 
 impl Lines {
-    pub(crate) fn read(stream: impl AsyncRead + Unpin + Send + 'static) -> Self {
+    /// Reads `stream` line by line in a task of its own.
+    pub fn read(stream: impl AsyncRead + Unpin + Send + 'static) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let all = Arc::new(Mutex::new(String::new()));
         let keep = all.clone();
@@ -82,30 +81,25 @@ impl Lines {
     }
 
     /// Waits (bounded) for a line containing `needle` and returns it.
-    pub(crate) async fn wait_for(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = self.rx.recv().await {
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!(
-                "no line containing {needle:?} within 20 s; output so far:\n{}",
-                self.text()
-            ),
-        }
+    pub async fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_line(&format!("{needle:?}"), |line| line.contains(needle))
+            .await
     }
 
     /// Waits (bounded) for a line containing any of `needles`.
-    pub(crate) async fn wait_for_any(&mut self, needles: &[&str]) -> String {
+    pub async fn wait_for_any(&mut self, needles: &[&str]) -> String {
+        self.wait_for_line(&format!("any of {needles:?}"), |line| {
+            needles.iter().any(|n| line.contains(n))
+        })
+        .await
+    }
+
+    /// Waits (bounded) for a line that `matches`; `what` names it in the
+    /// panic message.
+    async fn wait_for_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
         let found = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = self.rx.recv().await {
-                if needles.iter().any(|n| line.contains(n)) {
+                if matches(&line) {
                     return Some(line);
                 }
             }
@@ -115,14 +109,14 @@ impl Lines {
         match found {
             Ok(Some(line)) => line,
             _ => panic!(
-                "no line containing any of {needles:?} within 20 s; output so far:\n{}",
+                "no line containing {what} within 20 s; output so far:\n{}",
                 self.text()
             ),
         }
     }
 
     /// Waits (bounded) for the end of the stream and returns all of it.
-    pub(crate) async fn until_eof(&mut self) -> String {
+    pub async fn until_eof(&mut self) -> String {
         let eof = tokio::time::timeout(Duration::from_secs(10), async {
             while self.rx.recv().await.is_some() {}
         })
@@ -131,18 +125,22 @@ impl Lines {
         self.text()
     }
 
-    pub(crate) fn text(&self) -> String {
+    /// Everything read so far.
+    pub fn text(&self) -> String {
         self.all.lock().unwrap().clone()
     }
 }
 
 /// A running `axum` example; killed by its PID (SIGKILL) when dropped
 /// unless it exited.
-pub(crate) struct Example {
+pub struct Example {
     child: Child,
-    pub(crate) pid: u32,
-    pub(crate) stdout: Lines,
-    pub(crate) stderr: Lines,
+    /// The child's PID.
+    pub pid: u32,
+    /// Its standard output.
+    pub stdout: Lines,
+    /// Its standard error (the logs).
+    pub stderr: Lines,
 }
 
 impl Drop for Example {
@@ -153,13 +151,13 @@ impl Drop for Example {
 
 impl Example {
     /// Starts the `axum` example on a free port and waits for `listening on`.
-    pub(crate) async fn start(env: &[(&str, &str)]) -> (Self, std::net::SocketAddr) {
+    pub async fn start(env: &[(&str, &str)]) -> (Self, std::net::SocketAddr) {
         Self::start_bin("axum", env).await
     }
 
     /// Starts the example `name` on a free port (`PORT=0`) and waits for it
     /// to print `listening on ADDR`.
-    pub(crate) async fn start_bin(
+    pub async fn start_bin(
         name: &'static str,
         env: &[(&str, &str)],
     ) -> (Self, std::net::SocketAddr) {
@@ -180,7 +178,7 @@ impl Example {
     /// Spawns `cmd` (logs at `info` unless `cmd` sets `RUST_LOG`, no
     /// colours, no stdin, output read line by line) without waiting for
     /// anything.
-    pub(crate) fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(mut cmd: Command) -> Self {
         if !cmd.as_std().get_envs().any(|(k, _)| k == "RUST_LOG") {
             cmd.env("RUST_LOG", "info");
         }
@@ -207,7 +205,7 @@ impl Example {
     /// child is never reaped before [`exited`](Self::exited), so its PID
     /// cannot have been reused: `kill` must succeed even after it exited
     /// (a zombie still takes signals).
-    pub(crate) fn kill(&self, signal: &str) {
+    pub fn kill(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .args(["-s", signal, &self.pid.to_string()])
             .status()
@@ -216,13 +214,13 @@ impl Example {
     }
 
     /// Sends SIGTERM to the child's PID.
-    pub(crate) fn sigterm(&self) {
+    pub fn sigterm(&self) {
         self.kill("TERM");
     }
 
     /// Sends `signals` back to back from one shell (builtin `kill`, no
     /// process start between them): microseconds apart.
-    pub(crate) fn burst(&self, signals: &[&str]) {
+    pub fn burst(&self, signals: &[&str]) {
         let script: String = signals
             .iter()
             .map(|s| format!("kill -s {s} {} || exit 1\n", self.pid))
@@ -235,7 +233,7 @@ impl Example {
     }
 
     /// Waits (bounded by `limit`) for the process to exit and reaps it.
-    pub(crate) async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
         match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(status) => status.expect("wait for the child"),
             Err(_) => panic!(
@@ -245,4 +243,29 @@ impl Example {
             ),
         }
     }
+
+    /// Waits (up to 20 s) for the process to exit and asserts that it
+    /// exited 0.
+    pub async fn exited_zero(&mut self) {
+        let status = self.exited(Duration::from_secs(20)).await;
+        assert!(status.success(), "exit status {status}");
+    }
+
+    /// Waits (bounded) for the last line of the shutdown report on stdout
+    /// (`total`: the report is the last thing printed) and returns all that
+    /// was printed there.
+    pub async fn report(&mut self) -> String {
+        self.stdout.wait_for("total").await;
+        self.stdout.text()
+    }
+}
+
+/// Asserts that `out` holds the report of a clean shutdown caused by
+/// SIGTERM: its heading, the `drained` line (`Drained: N in flight at start
+/// ...`) and no straggler.
+#[track_caller]
+pub fn assert_clean_sigterm_report(out: &str, drained: &str) {
+    assert!(out.contains("shutdown report (cause: SIGTERM)"), "{out}");
+    assert!(out.contains(drained), "{out}");
+    assert!(!out.contains("straggler"), "{out}");
 }
