@@ -33,6 +33,28 @@ const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=ut
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
+/// `s`, kept for the process: once per distinct text (see [`intern_bytes`]).
+fn intern(s: &str) -> &'static str {
+    std::str::from_utf8(intern_bytes(s.as_bytes())).expect("interned from a str")
+}
+
+/// `b`, kept for the process once per distinct value: the rejection's few
+/// texts (`Retry-After` seconds, body, gRPC message, length), so that
+/// building coordinators again and again with the same settings (a test
+/// suite) allocates nothing that stays.
+fn intern_bytes(b: &[u8]) -> &'static [u8] {
+    static TEXTS: std::sync::Mutex<Vec<&'static [u8]>> = std::sync::Mutex::new(Vec::new());
+    let mut texts = TEXTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(t) = texts.iter().find(|t| **t == b) {
+        return t;
+    }
+    let t: &'static [u8] = Box::leak(b.to_vec().into_boxed_slice());
+    texts.push(t);
+    t
+}
+
 /// What a custom rejection function sees of the rejected request: enough to
 /// pick a format, nothing to echo.
 #[derive(Debug)]
@@ -101,23 +123,18 @@ impl RejectConfig {
         grpc_message: HeaderValue,
         exempt: Vec<String>,
     ) -> Self {
-        // Built once per coordinator and kept for the process, as `'static`
-        // values: cloning a static `HeaderValue` or `Bytes` copies a pointer,
-        // where a shared one would bump a reference count on a cache line
-        // that every core's rejections touch.
+        // As `'static` values: cloning a static `HeaderValue` or `Bytes`
+        // copies a pointer, where a shared one would bump a reference count
+        // on a cache line that every core's rejections touch. Interned, so
+        // a process keeps each distinct text once, however many
+        // coordinators it builds.
         let retry_after: Arc<[HeaderValue]> = (retry_after_secs..=retry_after_secs + jitter_secs)
-            .map(|s| HeaderValue::from_static(Box::leak(s.to_string().into_boxed_str())))
+            .map(|s| HeaderValue::from_static(intern(&s.to_string())))
             .collect();
-        let body = Bytes::from_static(Box::leak(body.to_vec().into_boxed_slice()));
-        let grpc_message = HeaderValue::from_static(Box::leak(
-            grpc_message
-                .to_str()
-                .unwrap_or("unavailable")
-                .to_owned()
-                .into_boxed_str(),
-        ));
-        let content_length =
-            HeaderValue::from_static(Box::leak(body.len().to_string().into_boxed_str()));
+        let body = Bytes::from_static(intern_bytes(&body));
+        let grpc_message =
+            HeaderValue::from_static(intern(grpc_message.to_str().unwrap_or("unavailable")));
+        let content_length = HeaderValue::from_static(intern(&body.len().to_string()));
         let templates = Arc::new(Self::templates(
             &retry_after[0],
             &content_length,

@@ -19,6 +19,9 @@ pub(super) fn listen(c: Coordinator, handle: &tokio::runtime::Handle) -> Result<
                 Some(()) = term.recv() => "SIGTERM",
                 Some(()) = int.recv() => "SIGINT",
                 _ = c.shared.done.wait() => return,
+                // Nobody can be told of a shutdown any more: end, and let
+                // the coordinator be freed.
+                _ = c.shared.abandoned.wait(), if !c.shared.triggered.is_set() => return,
                 else => return,
             };
             seen += 1;
@@ -42,6 +45,7 @@ pub(super) fn listen(c: Coordinator, handle: &tokio::runtime::Handle) -> Result<
             tokio::select! {
                 r = tokio::signal::ctrl_c() => if r.is_err() { return },
                 _ = c.shared.done.wait() => return,
+                _ = c.shared.abandoned.wait(), if !c.shared.triggered.is_set() => return,
             }
             seen += 1;
             if seen == 1 {
