@@ -19,14 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer, ServiceExt};
 
-use crate::add_signal::*;
 use crate::coordinator::*;
 use crate::drain::*;
 use crate::in_flight::*;
 use crate::probe::*;
 use crate::report::*;
 use crate::signal::*;
-use crate::*;
 
 #[derive(Clone, Debug)]
 enum Op {

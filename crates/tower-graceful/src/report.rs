@@ -112,6 +112,13 @@ pub enum HookOutcome {
     TimedOut,
     /// It never ran: the cleanup time was used up by the hooks before it.
     Skipped,
+    /// It was cut off by its runtime: the runtime that ran the shutdown was
+    /// shut down while the hook ran, which cancelled the hook, and the
+    /// shutdown was finished by a driver restarted on another runtime (by
+    /// [`Coordinator::wait`](crate::Coordinator::wait), `trigger` or
+    /// `force`). It is not run again: it may have done part of its work,
+    /// and a hook runs at most once.
+    Abandoned,
 }
 
 impl HookOutcome {
