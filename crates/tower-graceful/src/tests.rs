@@ -1200,7 +1200,42 @@ fn build_outside_a_runtime_says_so() {
         .build()
         .unwrap_err();
     assert_eq!(e.field(), "runtime");
-    assert!(e.to_string().contains("within a Tokio runtime"));
+    assert_eq!(e.kind(), ConfigErrorKind::NoRuntime);
+    assert!(e.is_no_runtime(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("call build() inside a Tokio runtime"),
+        "{e}"
+    );
+    // Not a configuration mistake: the message does not say so.
+    assert!(!e.to_string().contains("invalid"), "{e}");
+    assert!(std::error::Error::source(&e).is_none());
+}
+
+#[test]
+fn an_invalid_setting_is_its_own_kind_with_no_source() {
+    let e = err(Coordinator::builder().cleanup_timeout(Duration::ZERO));
+    assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+    assert!(!e.is_no_runtime());
+    assert!(std::error::Error::source(&e).is_none());
+}
+
+#[test]
+fn a_signal_handler_error_keeps_the_os_error_as_its_source() {
+    let os = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no signals here");
+    let e = ConfigError::signal(os);
+    assert_eq!(e.kind(), ConfigErrorKind::Signals);
+    assert_eq!(e.field(), "handle_signals");
+    assert!(e.to_string().contains("handle_signals(false)"), "{e}");
+    let source = std::error::Error::source(&e).expect("the io::Error is the source");
+    assert_eq!(source.to_string(), "no signals here");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+    // The source's message is not repeated in the error's own (the
+    // `std::error::Error` convention: a reporter prints the chain).
+    assert!(!e.to_string().contains("no signals here"), "{e}");
 }
 
 // ---------- auto traits ----------

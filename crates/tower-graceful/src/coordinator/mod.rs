@@ -36,8 +36,8 @@ use tracing::Instrument;
 
 pub(crate) use self::builder::Config;
 pub use self::builder::{
-    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
-    DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
+    Builder, ConfigError, ConfigErrorKind, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
+    DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
 pub use crate::core::state::Phase;
 use crate::core::state::{Shared, SharedRef};
