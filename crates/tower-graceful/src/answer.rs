@@ -358,6 +358,7 @@ impl ProbeMethod {
 
 pin_project! {
     /// Response future of [`Drain`].
+    #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,

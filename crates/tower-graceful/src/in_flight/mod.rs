@@ -253,6 +253,7 @@ pub type ResponseBody<B> = crate::drain::ResponseBody<CountedBody<B>>;
 pin_project! {
     /// The inner service's future with the request's guard: holds the guard
     /// until the response is ready, then hands it to the [`CountedBody`].
+    #[must_use = "futures do nothing unless polled"]
     pub struct CountedFuture<F> {
         #[pin]
         inner: F,

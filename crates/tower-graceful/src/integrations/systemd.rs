@@ -263,6 +263,7 @@ fn send(states: &[NotifyState<'_>]) {
 /// or by its name (`FileDescriptorName=` in the `.socket` unit, passed in
 /// `LISTEN_FDNAMES`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Socket<'a> {
     /// The `n`-th passed socket, from 0.
     Index(usize),
