@@ -18,9 +18,41 @@
 //! caller's runtime, and it resumes where the first one stopped: the
 //! pre-drain delay counts from the trigger, the in-flight count at the start
 //! of draining and the drain's outcome are kept, and a hook that was running
-//! when its runtime went away is reported as
-//! [`HookOutcome::Abandoned`](crate::report::HookOutcome::Abandoned) (it was
-//! cancelled with that runtime, and is not run twice); the hooks after it run.
+//! when its runtime went away is reported as [`HookOutcome::Abandoned`] (it
+//! was cancelled with that runtime, and is not run twice); the hooks after it
+//! run.
+//!
+//! # Example
+//!
+//! The phases on tokio's paused clock: a pre-drain delay, a tracked job
+//! that outlives the drain deadline, a cleanup hook.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_graceful::report::{DrainOutcome, HookOutcome};
+//! use tower_graceful::{Coordinator, Phase};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let graceful = Coordinator::builder()
+//!     .handle_signals(false) // a real server leaves SIGTERM/SIGINT on
+//!     .pre_drain_delay(Duration::from_secs(5))
+//!     .drain_deadline(Duration::from_secs(10))
+//!     .build()?;
+//! graceful.on_shutdown("close pool", || async { Ok::<_, std::io::Error>(()) })?;
+//! let _job = graceful.track("nightly export"); // never finishes
+//!
+//! graceful.trigger();
+//! assert_eq!(graceful.phase(), Phase::Triggered);
+//! let report = graceful.wait().await;
+//! assert_eq!(report.pre_drain, Duration::from_secs(5));
+//! assert_eq!(report.drain_outcome, DrainOutcome::DeadlineExceeded);
+//! assert_eq!(report.stragglers.len(), 1); // the job, by name
+//! assert_eq!(report.hooks[0].outcome, HookOutcome::Completed);
+//! assert_eq!(graceful.phase(), Phase::Done);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;
@@ -268,9 +300,15 @@ impl Coordinator {
         self.shared.force();
     }
 
-    /// Completes when shutdown is triggered (readiness goes down then). For
-    /// wiring other health systems; servers should use
-    /// [`draining`](Self::draining). Cancel safe.
+    /// Completes when shutdown is triggered (readiness goes down then), at
+    /// once if it already was. For wiring other health systems; servers
+    /// should use [`draining`](Self::draining).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes. Dropping it (in a `tokio::select!`
+    /// branch that lost, say) loses nothing; a later call sees the same
+    /// state.
     pub async fn triggered(&self) {
         self.shared.triggered.wait().await
     }
@@ -278,7 +316,13 @@ impl Coordinator {
     /// Completes when draining has begun and nothing is in flight (requests
     /// until their bodies end, tracked tasks): woken directly by the last
     /// guard to go, before the hooks run. Never completes if shutdown is not
-    /// triggered. Cancel safe.
+    /// triggered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes. Dropping it (in a `tokio::select!`
+    /// branch that lost, say) loses nothing; a later call sees the same
+    /// state.
     pub async fn drained(&self) {
         self.shared.tracker.drained().await
     }
@@ -331,7 +375,12 @@ impl Coordinator {
     /// `serve_with_shutdown(..)` or hyper-util's `GracefulShutdown`, so the
     /// listener closes and HTTP/2 connections get GOAWAY. It completes after
     /// the pre-drain delay, not at the trigger: during the delay the server
-    /// keeps accepting while load balancers take the instance out.
+    /// keeps accepting while load balancers take the instance out. The
+    /// future owns a handle (`'static`, `Send`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes; a new call sees the same state.
     pub fn draining(&self) -> Draining {
         Draining::new(&self.shared)
     }
@@ -349,6 +398,10 @@ impl Coordinator {
     /// (new connections are served the same way). [`serve`](crate::serve)
     /// does better: it closes the listener when draining begins and the idle
     /// connections only at the end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes; a new call sees the same state.
     pub fn close_connections(&self) -> CloseConnections {
         CloseConnections {
             drained: self.shared_static().tracker.drained(),
@@ -417,9 +470,14 @@ impl Coordinator {
     /// returns the report. Does not trigger anything by itself. May be called
     /// any number of times, from any task; every call gets the same report.
     ///
+    /// If the runtime that built the coordinator has shut down, `wait`
+    /// restarts the driver on the caller's runtime, and it resumes where the
+    /// first one stopped (see the [module docs](self)).
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only observes.
+    /// Cancel safe: it only observes (a driver it restarted is a task of
+    /// its own and runs on). A later call gets the same report.
     pub async fn wait(&self) -> ShutdownReport {
         self.ensure_driver();
         self.shared.done.wait().await;
@@ -774,7 +832,8 @@ impl std::error::Error for HookRegistrationError {}
 
 pin_project_lite::pin_project! {
     /// Future returned by [`Coordinator::close_connections`]. `'static`,
-    /// `Send`, cancel safe.
+    /// `Send`, cancel safe; once complete, it stays complete (polling it again
+    /// returns `Ready` again).
     #[must_use = "futures do nothing unless polled"]
     pub struct CloseConnections {
         drained: crate::core::event::Wait<'static>,

@@ -276,6 +276,10 @@ impl Emitter {
     }
 
     /// `tokio::spawn(self.run())`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, like `tokio::spawn`.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.run())
     }
