@@ -964,6 +964,44 @@ fn a_driver_restarted_during_the_pre_drain_sleeps_only_the_rest_of_it() {
     });
 }
 
+/// Hole 5, the drain: runtime A is dropped while the drain waits for a
+/// tracked job; the job ends later, seen by a driver restarted on runtime B,
+/// which reports the count taken when draining began on A.
+#[test]
+fn a_driver_restarted_during_the_drain_reports_what_was_in_flight_at_its_start() {
+    let a = runtime(true);
+    let (c, job) = a.block_on(async {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .pre_drain_delay(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let job = c.track("job");
+        assert!(c.trigger());
+        timeout(Duration::from_secs(60), c.signal().draining())
+            .await
+            .expect("draining begins on A");
+        assert_eq!(c.phase(), Phase::Draining);
+        (c, job)
+    });
+    drop(a);
+    runtime(true).block_on(async {
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.wait().await }
+        });
+        tokio::task::yield_now().await;
+        drop(job);
+        let report = timeout(Duration::from_secs(60), waiter)
+            .await
+            .expect("the restarted driver finishes")
+            .unwrap();
+        assert_eq!(report.in_flight_at_drain, 1, "{report}");
+        assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+        assert_eq!(report.pre_drain, Duration::from_secs(2), "{report}");
+    });
+}
+
 /// Hole 5, second half: runtime A is dropped while a cleanup hook runs (the
 /// drain is over), and `wait` restarts the driver on runtime B. The new
 /// driver does not sleep the pre-drain again, reports what was in flight
