@@ -1,6 +1,29 @@
 //! Puts a [`ShutdownSignal`] into every request's extensions, where the axum
 //! extractor, tonic handlers (`request.extensions()`) and plain tower services
 //! find it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_graceful::{add_signal::AddSignalLayer, Coordinator, ShutdownSignal};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(AddSignalLayer::new(&graceful))
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         let signal = req.extensions().get::<ShutdownSignal>().expect("added by the layer");
+//!         Ok::<_, Infallible>(Response::new(format!("draining: {}", signal.is_draining())))
+//!     }));
+//!
+//! let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! assert_eq!(response.into_body(), "draining: false");
+//! # }
+//! ```
 
 use std::fmt;
 use std::task::{Context, Poll};

@@ -380,6 +380,13 @@ impl ProbeMethod {
 
 pin_project! {
     /// Response future of [`Drain`].
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it completed with an answer of the crate's own
+    /// (a rejection or a probe's): like most futures, it must not be polled
+    /// after it returned `Ready`.
+    #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,

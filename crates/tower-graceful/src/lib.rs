@@ -177,6 +177,66 @@ pub use crate::integrations::systemd;
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+/// The API's shape as a user's crate sees it, checked as doctests.
+///
+/// Report and status enums are `#[non_exhaustive]`, so a variant can be added
+/// without a breaking release: a match needs a wildcard arm.
+///
+/// ```compile_fail
+/// use tower_graceful::probe::ReadinessStatus;
+/// fn code(s: &ReadinessStatus) -> u8 {
+///     match s {
+///         ReadinessStatus::Ready => 0,
+///         ReadinessStatus::NotReady(_) => 1,
+///         ReadinessStatus::ShuttingDown => 2,
+///     }
+/// }
+/// ```
+///
+/// ```
+/// use tower_graceful::probe::ReadinessStatus;
+/// fn code(s: &ReadinessStatus) -> u8 {
+///     match s {
+///         ReadinessStatus::Ready => 0,
+///         ReadinessStatus::NotReady(_) => 1,
+///         ReadinessStatus::ShuttingDown => 2,
+///         _ => 3,
+///     }
+/// }
+/// ```
+///
+/// The layers' response futures are `#[must_use]` (like tower-http's): a
+/// future dropped unpolled does nothing, and the compiler says so. (A
+/// `Service::call` is `#[must_use]` by itself; these catch futures passed
+/// around by other means.)
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
+/// fn make() -> tower_graceful::drain::ResponseFuture<Inner> { unimplemented!() }
+/// fn drop_it() { make(); }
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
+/// fn make() -> tower_graceful::in_flight::CountedFuture<Inner> { unimplemented!() }
+/// fn drop_it() { make(); }
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
+/// fn make() -> tower_graceful::drain::ResponseFuture<Inner> { unimplemented!() }
+/// fn make_counted() -> tower_graceful::in_flight::CountedFuture<Inner> { unimplemented!() }
+/// fn drop_them() {
+///     let _ = make();
+///     let _ = make_counted();
+/// }
+/// ```
+#[cfg(doctest)]
+struct ApiShapeDoctests;
+
 #[cfg(all(test, not(tower_graceful_loom)))]
 mod model_tests;
 #[cfg(all(test, not(tower_graceful_loom)))]

@@ -1,4 +1,31 @@
 //! The [`ShutdownReport`]: what happened, phase by phase.
+//!
+//! [`Coordinator::wait`](crate::Coordinator::wait) returns it, and the
+//! coordinator logs it (its `Display`) when the shutdown completes. Its
+//! structs and enums are `#[non_exhaustive]`: fields and variants may be
+//! added, so match with a wildcard arm.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_graceful::report::{DrainOutcome, TriggerCause};
+//! use tower_graceful::Coordinator;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
+//! graceful.trigger();
+//! let report = graceful.wait().await;
+//! assert_eq!(report.cause, TriggerCause::Api);
+//! assert!(report.is_clean());
+//! let exit_code = match report.drain_outcome {
+//!     DrainOutcome::Drained => 0,
+//!     _ => 1, // cut short: something was abandoned
+//! };
+//! assert_eq!(exit_code, 0);
+//! println!("{report}");
+//! # }
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;
@@ -112,6 +139,13 @@ pub enum HookOutcome {
     TimedOut,
     /// It never ran: the cleanup time was used up by the hooks before it.
     Skipped,
+    /// It was cut off by its runtime: the runtime that ran the shutdown was
+    /// shut down while the hook ran, which cancelled the hook, and the
+    /// shutdown was finished by a driver restarted on another runtime (by
+    /// [`Coordinator::wait`](crate::Coordinator::wait), `trigger` or
+    /// `force`). It is not run again: it may have done part of its work,
+    /// and a hook runs at most once.
+    Abandoned,
 }
 
 impl HookOutcome {

@@ -1,5 +1,32 @@
 //! [`ShutdownSignal`]: what a long-running handler watches, and
 //! [`TaskGuard`]: what keeps the drain waiting for work a handler spawns.
+//!
+//! # Example
+//!
+//! Background work that finishes its batch when draining begins, and holds
+//! the drain until then:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_graceful::Coordinator;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
+//! let signal = graceful.signal();
+//! let guard = signal.track("flush queue");
+//! tokio::spawn(async move {
+//!     signal.draining().await;
+//!     tokio::time::sleep(Duration::from_millis(300)).await; // the last batch
+//!     drop(guard); // now the drain may complete
+//! });
+//!
+//! graceful.trigger();
+//! let report = graceful.wait().await;
+//! assert_eq!(report.in_flight_at_drain, 1);
+//! assert!(report.stragglers.is_empty());
+//! # }
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,7 +53,7 @@ use crate::core::tracker::TaskTicket;
 /// inside a handler from [`ShutdownSignal::current`] (while
 /// [`Coordinator::layer`](crate::Coordinator::layer) polls it), as an axum
 /// extractor (feature `axum`), or from request extensions if you add a
-/// [`SignalLayer`](crate::add_signal::AddSignalLayer) (it is *not* part of
+/// [`AddSignalLayer`](crate::add_signal::AddSignalLayer) (it is *not* part of
 /// `Coordinator::layer`: one allocation per request). Cloning is cheap (one
 /// `Arc`).
 ///
@@ -98,7 +125,8 @@ impl ShutdownSignal {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe, like [`draining`](Self::draining).
+    /// Cancel safe: dropping the future loses nothing; a new call observes
+    /// the same state.
     pub fn forced(&self) -> Forced {
         Forced {
             inner: self.shared.hard.clone().cancelled_owned(),
@@ -210,7 +238,8 @@ impl From<CancellationToken> for ShutdownSignal {
 pin_project! {
     /// Future returned by [`ShutdownSignal::draining`] and
     /// [`Coordinator::draining`](crate::Coordinator::draining): completes when
-    /// draining begins. `'static`, `Send`, cancel safe.
+    /// draining begins. `'static`, `Send`, cancel safe; once complete, it
+    /// stays complete (polling it again returns `Ready` again).
     #[must_use = "futures do nothing unless polled"]
     pub struct Draining {
         #[pin]
@@ -243,7 +272,8 @@ impl Future for Draining {
 
 pin_project! {
     /// Future returned by [`ShutdownSignal::forced`]: completes when the
-    /// forced stop begins. `'static`, `Send`, cancel safe.
+    /// forced stop begins. `'static`, `Send`, cancel safe; once complete, it
+    /// stays complete.
     #[must_use = "futures do nothing unless polled"]
     pub struct Forced {
         #[pin]

@@ -159,6 +159,11 @@ const MARGIN: Duration = Duration::from_secs(1);
 /// # Panics
 ///
 /// If the report does not come within the budget.
+///
+/// # Cancel safety
+///
+/// Cancel safe: the trigger happens on the first poll and is idempotent;
+/// dropping the future stops only the wait.
 pub async fn terminate(coordinator: &Coordinator) -> ShutdownReport {
     let cfg = coordinator.config();
     let budget = cfg.pre_drain + cfg.drain_deadline + cfg.cleanup_timeout + MARGIN;

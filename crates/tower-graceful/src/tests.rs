@@ -6,7 +6,12 @@
 
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use tokio::time::{timeout, Instant};
+
 use crate::coordinator::*;
+use crate::report::*;
 
 fn err(b: Builder) -> ConfigError {
     b.handle_signals(false).validate().unwrap_err()
@@ -166,4 +171,186 @@ fn total_budget_derives_the_drain_deadline() {
     assert_eq!(cfg.drain_deadline, Duration::from_secs(20));
     let cfg = Coordinator::builder().validate().unwrap();
     assert_eq!(cfg.drain_deadline, DEFAULT_DRAIN_DEADLINE);
+}
+
+// ---------- a driver restarted on another runtime ----------
+
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+/// Hole 5, first half: the runtime that ran the driver is dropped during the
+/// pre-drain delay, and `wait` restarts the driver on runtime B. The new
+/// driver sleeps only what is left of the delay (it counts from the
+/// trigger), not the whole delay again.
+#[test]
+fn a_driver_restarted_during_the_pre_drain_sleeps_only_the_rest_of_it() {
+    let pre_drain = Duration::from_secs(10);
+    let a = runtime(false);
+    let c = a.block_on(async {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .pre_drain_delay(pre_drain)
+            .build()
+            .unwrap();
+        assert!(c.trigger());
+        // Let the driver wake up and start sleeping the delay.
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(c.phase(), Phase::Triggered);
+        c
+    });
+    drop(a);
+    runtime(true).block_on(async {
+        // 6 s of the delay pass before anyone on runtime B waits.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let before = Instant::now();
+        let report = timeout(Duration::from_secs(60), c.wait())
+            .await
+            .expect("the restarted driver finishes");
+        let waited = before.elapsed();
+        assert!(
+            waited <= Duration::from_secs(4),
+            "waited {waited:?} on runtime B: the restarted driver slept the pre-drain \
+             delay again instead of what was left of it\n{report}"
+        );
+        assert!(report.pre_drain >= Duration::from_secs(9), "{report}");
+        assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+    });
+}
+
+/// Hole 5, the drain: runtime A is dropped while the drain waits for a
+/// tracked job; the job ends later, seen by a driver restarted on runtime B,
+/// which reports the count taken when draining began on A.
+#[test]
+fn a_driver_restarted_during_the_drain_reports_what_was_in_flight_at_its_start() {
+    let a = runtime(true);
+    let (c, job) = a.block_on(async {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .pre_drain_delay(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let job = c.track("job");
+        assert!(c.trigger());
+        timeout(Duration::from_secs(60), c.signal().draining())
+            .await
+            .expect("draining begins on A");
+        assert_eq!(c.phase(), Phase::Draining);
+        (c, job)
+    });
+    drop(a);
+    runtime(true).block_on(async {
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.wait().await }
+        });
+        tokio::task::yield_now().await;
+        drop(job);
+        let report = timeout(Duration::from_secs(60), waiter)
+            .await
+            .expect("the restarted driver finishes")
+            .unwrap();
+        assert_eq!(report.in_flight_at_drain, 1, "{report}");
+        assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+        assert_eq!(report.pre_drain, Duration::from_secs(2), "{report}");
+    });
+}
+
+/// Hole 5, second half: runtime A is dropped while a cleanup hook runs (the
+/// drain is over), and `wait` restarts the driver on runtime B. The new
+/// driver does not sleep the pre-drain again, reports what was in flight
+/// when draining began on A, reports the hook A's driver had taken as
+/// abandoned (it is not run twice) and runs the hooks after it.
+#[test]
+fn a_driver_restarted_during_a_hook_accounts_for_every_hook() {
+    let pre_drain = Duration::from_secs(10);
+    let a = runtime(true);
+    let c = a.block_on(async {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .pre_drain_delay(pre_drain)
+            .build()
+            .unwrap();
+        let job = c.track("job");
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        c.on_shutdown("interrupted", move || async move {
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        c.on_shutdown("after", || async { Ok::<(), Infallible>(()) })
+            .unwrap();
+        assert!(c.trigger());
+        timeout(Duration::from_secs(60), c.signal().draining())
+            .await
+            .expect("draining begins on A");
+        drop(job);
+        timeout(Duration::from_secs(1), started_rx)
+            .await
+            .expect("the first hook starts on A")
+            .unwrap();
+        assert_eq!(c.phase(), Phase::CleaningUp);
+        c
+    });
+    drop(a); // cancels the driver and the hook it runs
+    runtime(true).block_on(async {
+        let before = Instant::now();
+        let report = timeout(Duration::from_secs(60), c.wait())
+            .await
+            .expect("the restarted driver finishes");
+        assert!(
+            before.elapsed() < pre_drain,
+            "the restarted driver slept the pre-drain delay again\n{report}"
+        );
+        assert_eq!(report.in_flight_at_drain, 1, "{report}");
+        assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+        assert_eq!(report.pre_drain, pre_drain, "{report}");
+        let hooks: Vec<_> = report
+            .hooks
+            .iter()
+            .map(|h| (h.name.as_ref(), h.outcome.clone()))
+            .collect();
+        assert_eq!(
+            hooks,
+            vec![
+                ("interrupted", HookOutcome::Abandoned),
+                ("after", HookOutcome::Completed)
+            ],
+            "{report}"
+        );
+        assert!(!report.is_clean(), "{report}");
+    });
+}
+
+#[test]
+fn an_invalid_setting_is_its_own_kind_with_no_source() {
+    let e = err(Coordinator::builder().cleanup_timeout(Duration::ZERO));
+    assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+    assert!(!e.is_no_runtime());
+    assert!(std::error::Error::source(&e).is_none());
+}
+
+#[test]
+fn a_signal_handler_error_keeps_the_os_error_as_its_source() {
+    let os = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no signals here");
+    let e = ConfigError::signal(os);
+    assert_eq!(e.kind(), ConfigErrorKind::Signals);
+    assert_eq!(e.field(), "handle_signals");
+    assert!(e.to_string().contains("handle_signals(false)"), "{e}");
+    let source = std::error::Error::source(&e).expect("the io::Error is the source");
+    assert_eq!(source.to_string(), "no signals here");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+    // The source's message is not repeated in the error's own (the
+    // `std::error::Error` convention: a reporter prints the chain).
+    assert!(!e.to_string().contains("no signals here"), "{e}");
 }

@@ -250,5 +250,14 @@ fn build_outside_a_runtime_says_so() {
         .build()
         .unwrap_err();
     assert_eq!(e.field(), "runtime");
-    assert!(e.to_string().contains("within a Tokio runtime"));
+    assert_eq!(e.kind(), ConfigErrorKind::NoRuntime);
+    assert!(e.is_no_runtime(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("call build() inside a Tokio runtime"),
+        "{e}"
+    );
+    // Not a configuration mistake: the message does not say so.
+    assert!(!e.to_string().contains("invalid"), "{e}");
+    assert!(std::error::Error::source(&e).is_none());
 }

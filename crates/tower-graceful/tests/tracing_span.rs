@@ -74,3 +74,50 @@ async fn shutdown_events_nest_in_one_span_with_cause_and_phase() {
     let done = line("shutdown complete");
     assert!(done.contains("shutdown{cause=api"), "{done}");
 }
+
+/// The axum extractor's rejection (a missing layer) is logged like axum's
+/// own rejections: at `TRACE`, target `tower_graceful::rejection`, so that a
+/// misrouted path does not write a log line per request at the usual levels.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn a_missing_shutdown_signal_is_logged_at_trace_like_axum_rejections() {
+    use axum::{routing::get, Router};
+    use tower::ServiceExt;
+    use tower_graceful::ShutdownSignal;
+
+    async fn rejected(level: tracing::Level) -> String {
+        let buf = LogBuf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        // No layer: the extractor finds no signal.
+        let app: Router = Router::new().route("/", get(|_: ShutdownSignal| async { "" }));
+        let req = http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    let debug = rejected(tracing::Level::DEBUG).await;
+    assert!(
+        !debug.contains("ShutdownSignal"),
+        "the rejection is logged at DEBUG or above:\n{debug}"
+    );
+    let trace = rejected(tracing::Level::TRACE).await;
+    let line = trace
+        .lines()
+        .find(|l| l.contains("tower_graceful::rejection"))
+        .unwrap_or_else(|| panic!("no rejection event at TRACE:\n{trace}"));
+    assert!(line.contains("TRACE"), "{line}");
+    assert!(line.contains("rejecting request"), "{line}");
+    assert!(line.contains("status=500"), "{line}");
+    assert!(line.contains("MissingShutdownSignal"), "{line}");
+}

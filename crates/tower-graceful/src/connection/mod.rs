@@ -87,6 +87,13 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// listener is closed and every connection has ended; accept errors (for
 /// example too many open files) are logged and retried after a short pause,
 /// never returned.
+///
+/// # Cancel safety
+///
+/// Not cancel safe, by design: the future owns the listener and every
+/// connection (tasks of a `JoinSet`). Dropping it closes the listener and
+/// aborts the connections at once, requests in flight included; to stop
+/// gracefully, trigger the coordinator and let the future end by itself.
 pub fn serve<S, B>(
     listener: TcpListener,
     service: S,

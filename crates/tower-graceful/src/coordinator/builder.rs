@@ -32,35 +32,119 @@ const MAX_RETRY_AFTER: u64 = 86_400;
 const MAX_JITTER: u64 = 3_600;
 const MAX_BODY: usize = 1_024;
 
-/// An invalid configuration, rejected by [`Builder::build`]. The message
-/// names the setting and says what to change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why [`Builder::build`] failed: an invalid configuration (the message
+/// names the setting and says what to change), no Tokio runtime to start
+/// on, or OS-signal handlers that could not be installed. [`kind`](Self::kind)
+/// tells which.
+#[derive(Clone, Debug)]
 pub struct ConfigError {
+    kind: ConfigErrorKind,
     field: &'static str,
     message: String,
+    /// The OS error behind a [`ConfigErrorKind::Signals`] (an `Arc` keeps the
+    /// error `Clone`).
+    source: Option<Arc<std::io::Error>>,
+}
+
+/// The kind of a [`ConfigError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// A setting, or a combination of settings, cannot work;
+    /// [`ConfigError::field`] names the setting.
+    Invalid,
+    /// [`Builder::build`] was called outside a Tokio runtime: call it inside
+    /// one (from `#[tokio::main]`, `Runtime::block_on` or after
+    /// `Runtime::enter`). Not a configuration mistake.
+    NoRuntime,
+    /// The SIGTERM/SIGINT handlers could not be installed; the OS error is
+    /// the [`source`](std::error::Error::source). Turn
+    /// [`handle_signals`](Builder::handle_signals) off and trigger the
+    /// shutdown yourself.
+    Signals,
 }
 
 impl ConfigError {
     fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
+            kind: ConfigErrorKind::Invalid,
             field,
             message: message.into(),
+            source: None,
         }
     }
 
-    /// The builder setting at fault (for example `"drain_deadline"`).
+    fn no_runtime() -> Self {
+        Self {
+            kind: ConfigErrorKind::NoRuntime,
+            field: "runtime",
+            message: "no Tokio runtime: call build() inside a Tokio runtime (from \
+                      #[tokio::main], Runtime::block_on or after Runtime::enter); the \
+                      coordinator spawns its driver task on it"
+                .to_owned(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn signal(e: std::io::Error) -> Self {
+        Self {
+            kind: ConfigErrorKind::Signals,
+            field: "handle_signals",
+            message: "could not install the SIGTERM/SIGINT handlers: set \
+                      handle_signals(false) and trigger the shutdown yourself"
+                .to_owned(),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// What went wrong: an invalid setting, no runtime, or the signal
+    /// handlers.
+    pub fn kind(&self) -> ConfigErrorKind {
+        self.kind
+    }
+
+    /// Whether [`Builder::build`] was called outside a Tokio runtime
+    /// ([`ConfigErrorKind::NoRuntime`]).
+    pub fn is_no_runtime(&self) -> bool {
+        self.kind == ConfigErrorKind::NoRuntime
+    }
+
+    /// The builder setting at fault (for example `"drain_deadline"`);
+    /// `"runtime"` for [`ConfigErrorKind::NoRuntime`], `"handle_signals"` for
+    /// [`ConfigErrorKind::Signals`].
     pub fn field(&self) -> &'static str {
         self.field
     }
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid tower-graceful configuration: {}", self.message)
+impl PartialEq for ConfigError {
+    /// Compares the kind, the field and the message (an OS error has no
+    /// equality of its own).
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.field == other.field && self.message == other.message
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl Eq for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ConfigErrorKind::Invalid => {
+                write!(f, "invalid tower-graceful configuration: {}", self.message)
+            }
+            _ => write!(f, "tower-graceful: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -283,16 +367,12 @@ impl Builder {
     ///
     /// Must be called within a Tokio runtime: the coordinator spawns one small
     /// driver task (and, with [`handle_signals`](Self::handle_signals), one
-    /// signal listener).
+    /// signal listener). Outside one it fails with
+    /// [`ConfigErrorKind::NoRuntime`].
     pub fn build(self) -> Result<Coordinator, ConfigError> {
         let config = self.validate()?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            ConfigError::new(
-                "runtime",
-                "build() must be called within a Tokio runtime (the coordinator spawns \
-                 its driver task): call it from #[tokio::main] or Runtime::block_on",
-            )
-        })?;
+        let handle =
+            tokio::runtime::Handle::try_current().map_err(|_| ConfigError::no_runtime())?;
         Coordinator::start(config, &handle)
     }
 
@@ -571,16 +651,4 @@ impl Builder {
 
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-impl ConfigError {
-    pub(crate) fn signal(e: std::io::Error) -> Self {
-        ConfigError::new(
-            "handle_signals",
-            format!(
-                "could not install the SIGTERM/SIGINT handlers ({e}): disable \
-                 handle_signals and trigger shutdown yourself"
-            ),
-        )
-    }
 }

@@ -11,12 +11,54 @@
 //! ```
 //!
 //! Every transition is event-driven; nothing polls with sleeps. The driver is
-//! one task spawned by [`Builder::build`](crate::Builder::build).
+//! one task spawned by [`Builder::build`](crate::Builder::build) on the
+//! runtime that builds the coordinator. If that runtime shuts down before the
+//! shutdown is done, the next call to [`Coordinator::trigger`],
+//! [`Coordinator::force`] or [`Coordinator::wait`] restarts the driver on the
+//! caller's runtime, and it resumes where the first one stopped: the
+//! pre-drain delay counts from the trigger, the in-flight count at the start
+//! of draining and the drain's outcome are kept, and a hook that was running
+//! when its runtime went away is reported as [`HookOutcome::Abandoned`] (it
+//! was cancelled with that runtime, and is not run twice); the hooks after it
+//! run.
+//!
+//! # Example
+//!
+//! The phases on tokio's paused clock: a pre-drain delay, a tracked job
+//! that outlives the drain deadline, a cleanup hook.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_graceful::report::{DrainOutcome, HookOutcome};
+//! use tower_graceful::{Coordinator, Phase};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let graceful = Coordinator::builder()
+//!     .handle_signals(false) // a real server leaves SIGTERM/SIGINT on
+//!     .pre_drain_delay(Duration::from_secs(5))
+//!     .drain_deadline(Duration::from_secs(10))
+//!     .build()?;
+//! graceful.on_shutdown("close pool", || async { Ok::<_, std::io::Error>(()) })?;
+//! let _job = graceful.track("nightly export"); // never finishes
+//!
+//! graceful.trigger();
+//! assert_eq!(graceful.phase(), Phase::Triggered);
+//! let report = graceful.wait().await;
+//! assert_eq!(report.pre_drain, Duration::from_secs(5));
+//! assert_eq!(report.drain_outcome, DrainOutcome::DeadlineExceeded);
+//! assert_eq!(report.stragglers.len(), 1); // the job, by name
+//! assert_eq!(report.hooks[0].outcome, HookOutcome::Completed);
+//! assert_eq!(graceful.phase(), Phase::Done);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,8 +68,8 @@ use tracing::Instrument;
 
 pub(crate) use self::builder::Config;
 pub use self::builder::{
-    Builder, ConfigError, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE, DEFAULT_PRE_DRAIN_DELAY,
-    DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
+    Builder, ConfigError, ConfigErrorKind, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
+    DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
 use crate::core::handle::{Handle, Kept};
 pub use crate::core::state::Phase;
@@ -56,20 +98,64 @@ struct Hook {
     run: HookFn,
 }
 
+/// The cleanup hooks: registered, queued, taken one at a time by the driver,
+/// reported.
+#[derive(Default)]
+struct Hooks {
+    /// Set when cleanup begins: later registrations are refused.
+    closed: bool,
+    /// Not run yet, in registration order.
+    queue: std::collections::VecDeque<Hook>,
+    /// The hook a driver has taken and not yet reported: its name, when it
+    /// started and its timeout. A driver that finds one here took over from
+    /// a driver that died while the hook ran (see `Inner::driver_alive`):
+    /// the hook's task was spawned on the dead driver's runtime and was
+    /// cancelled with it, so it is reported as [`HookOutcome::Abandoned`]
+    /// and not run again (its closure is spent, and it may have done part
+    /// of its work).
+    running: Option<(Cow<'static, str>, Instant, Duration)>,
+    /// What became of each hook taken so far, in the order they were taken.
+    done: Vec<HookReport>,
+}
+
+/// How the drain ended, recorded once (see [`Progress`]).
+struct DrainEnd {
+    outcome: DrainOutcome,
+    stragglers: Vec<Straggler>,
+    elapsed: Duration,
+}
+
+/// The driver's progress, kept in the shared state rather than in the
+/// driver's task, so that a driver restarted on another runtime (see
+/// `Inner::driver_alive`) resumes where the dead one stopped: it sleeps only
+/// what is left of the pre-drain delay (counted from
+/// [`Shared::triggered_at`](crate::core::state::Shared)), reports the
+/// in-flight count taken when draining began, keeps the drain's outcome and
+/// the cleanup budget, and accounts for every hook (see [`Hooks`]).
+#[derive(Default)]
+struct Progress {
+    /// When draining began, and what was in flight then.
+    drain_start: OnceLock<(Instant, usize)>,
+    drain_end: OnceLock<DrainEnd>,
+    /// When cleanup began: the hooks' budget counts from it.
+    cleanup_start: OnceLock<Instant>,
+}
+
 struct Inner {
     /// Kept by the shared state (its arena), so layers can point to parts
     /// of it while they hold a reference to the state.
     config: Kept<Config>,
     /// What every `Graceful` service of `layer()` points to (kept too).
     stack: Kept<Stack>,
-    /// `None` once cleanup has begun: later hooks are refused.
-    hooks: Mutex<Option<Vec<Hook>>>,
+    hooks: Mutex<Hooks>,
+    progress: Progress,
     cause: Mutex<Option<TriggerCause>>,
     report: Mutex<Option<ShutdownReport>>,
     /// Whether a driver task is alive. It lives on the runtime that built
     /// the coordinator; if that runtime shuts down first, the next call to
     /// `trigger`, `force` or `wait` starts a new driver on the caller's
     /// runtime instead of leaving everyone waiting on a task that is gone.
+    /// The new driver resumes from [`Progress`].
     driver_alive: std::sync::atomic::AtomicBool,
 }
 
@@ -157,7 +243,8 @@ impl Coordinator {
         let inner = Arc::new(Inner {
             config,
             stack,
-            hooks: Mutex::new(Some(Vec::new())),
+            hooks: Mutex::new(Hooks::default()),
+            progress: Progress::default(),
             cause: Mutex::new(None),
             report: Mutex::new(None),
             driver_alive: std::sync::atomic::AtomicBool::new(true),
@@ -238,9 +325,15 @@ impl Coordinator {
         self.shared.force();
     }
 
-    /// Completes when shutdown is triggered (readiness goes down then). For
-    /// wiring other health systems; servers should use
-    /// [`draining`](Self::draining). Cancel safe.
+    /// Completes when shutdown is triggered (readiness goes down then), at
+    /// once if it already was. For wiring other health systems; servers
+    /// should use [`draining`](Self::draining).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes. Dropping it (in a `tokio::select!`
+    /// branch that lost, say) loses nothing; a later call sees the same
+    /// state.
     pub async fn triggered(&self) {
         self.shared.triggered.wait().await
     }
@@ -248,7 +341,13 @@ impl Coordinator {
     /// Completes when draining has begun and nothing is in flight (requests
     /// until their bodies end, tracked tasks): woken directly by the last
     /// guard to go, before the hooks run. Never completes if shutdown is not
-    /// triggered. Cancel safe.
+    /// triggered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes. Dropping it (in a `tokio::select!`
+    /// branch that lost, say) loses nothing; a later call sees the same
+    /// state.
     pub async fn drained(&self) {
         self.shared.tracker.drained().await
     }
@@ -301,7 +400,12 @@ impl Coordinator {
     /// `serve_with_shutdown(..)` or hyper-util's `GracefulShutdown`, so the
     /// listener closes and HTTP/2 connections get GOAWAY. It completes after
     /// the pre-drain delay, not at the trigger: during the delay the server
-    /// keeps accepting while load balancers take the instance out.
+    /// keeps accepting while load balancers take the instance out. The
+    /// future owns a handle (`'static`, `Send`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes; a new call sees the same state.
     pub fn draining(&self) -> Draining {
         Draining::new(&self.shared)
     }
@@ -319,6 +423,10 @@ impl Coordinator {
     /// (new connections are served the same way). [`serve`](crate::serve)
     /// does better: it closes the listener when draining begins and the idle
     /// connections only at the end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes; a new call sees the same state.
     pub fn close_connections(&self) -> CloseConnections {
         CloseConnections {
             drained: crate::core::handle::OwnedWait::drained(self.shared.clone()),
@@ -372,28 +480,29 @@ impl Coordinator {
         E: Into<BoxError>,
     {
         let mut hooks = lock(&self.inner.hooks);
-        match hooks.as_mut() {
-            Some(list) => {
-                list.push(Hook {
-                    name,
-                    timeout,
-                    run: Box::new(move || {
-                        Box::pin(async move { hook().await.map_err(Into::into) })
-                    }),
-                });
-                Ok(())
-            }
-            None => Err(HookRegistrationError { name }),
+        if hooks.closed {
+            return Err(HookRegistrationError { name });
         }
+        hooks.queue.push_back(Hook {
+            name,
+            timeout,
+            run: Box::new(move || Box::pin(async move { hook().await.map_err(Into::into) })),
+        });
+        Ok(())
     }
 
     /// Waits for the whole shutdown (trigger, pre-drain, drain, hooks) and
     /// returns the report. Does not trigger anything by itself. May be called
     /// any number of times, from any task; every call gets the same report.
     ///
+    /// If the runtime that built the coordinator has shut down, `wait`
+    /// restarts the driver on the caller's runtime, and it resumes where the
+    /// first one stopped (see the [module docs](self)).
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only observes.
+    /// Cancel safe: it only observes (a driver it restarted is a task of
+    /// its own and runs on). A later call gets the same report.
     pub async fn wait(&self) -> ShutdownReport {
         self.ensure_driver();
         self.shared.done.wait().await;
@@ -458,7 +567,8 @@ impl Coordinator {
                 target: "tower_graceful",
                 "shutdown",
                 %cause,
-                phase = %Phase::Triggered,
+                // `Triggered`, or further on for a restarted driver.
+                phase = %c.shared.phase(),
             );
             c.drive().instrument(span).await;
             drop(alive);
@@ -468,43 +578,117 @@ impl Coordinator {
     async fn drive(self) {
         let shared = &self.shared;
         let cfg = self.inner.config;
+        let progress = &self.inner.progress;
         shared.triggered.wait().await;
-        let t0 = Instant::now();
+        // Everything counts from the trigger (stamped before the latch), not
+        // from when this driver woke: a driver restarted on another runtime
+        // wakes late and must not sleep the whole pre-drain delay again.
+        let t0 = shared
+            .triggered_at
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now);
         let cause = lock(&self.inner.cause).clone().unwrap_or(TriggerCause::Api);
         let span = tracing::Span::current();
-        tracing::info!(
-            target: "tower_graceful",
-            %cause,
-            in_flight = shared.tracker.in_flight(),
-            pre_drain = ?cfg.pre_drain,
-            drain_deadline = ?cfg.drain_deadline,
-            cleanup_timeout = ?cfg.cleanup_timeout,
-            total_budget = ?cfg.total_budget,
-            "shutdown triggered: readiness down"
-        );
-
-        // Pre-drain: keep serving while balancers notice; a force skips it.
-        if !cfg.pre_drain.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.pre_drain) => {}
-                _ = shared.force_requested.wait() => {
-                    tracing::warn!(target: "tower_graceful", "forced: pre-drain delay cut short");
+        if progress.drain_start.get().is_none() {
+            tracing::info!(
+                target: "tower_graceful",
+                %cause,
+                in_flight = shared.tracker.in_flight(),
+                pre_drain = ?cfg.pre_drain,
+                drain_deadline = ?cfg.drain_deadline,
+                cleanup_timeout = ?cfg.cleanup_timeout,
+                total_budget = ?cfg.total_budget,
+                "shutdown triggered: readiness down"
+            );
+            // Pre-drain: keep serving while balancers notice; a force skips it.
+            if !cfg.pre_drain.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t0 + cfg.pre_drain) => {}
+                    _ = shared.force_requested.wait() => {
+                        tracing::warn!(target: "tower_graceful", "forced: pre-drain delay cut short");
+                    }
                 }
             }
         }
-        let t_drain = Instant::now();
-        let deadline = t_drain + cfg.drain_deadline;
-        // Counted by the switch itself, before the signal fires and work
-        // starts to finish.
-        let in_flight_at_drain = shared.begin_draining(deadline);
-        span.record("phase", tracing::field::display(Phase::Draining));
-        tracing::info!(
-            target: "tower_graceful",
-            in_flight = in_flight_at_drain,
-            deadline = ?cfg.drain_deadline,
-            "draining: shutdown signal fired, new requests rejected"
-        );
+        let &(t_drain, in_flight_at_drain) = progress.drain_start.get_or_init(|| {
+            let t_drain = Instant::now();
+            // Counted by the switch itself, before the signal fires and work
+            // starts to finish.
+            let in_flight = shared.begin_draining(t_drain + cfg.drain_deadline);
+            span.record("phase", tracing::field::display(Phase::Draining));
+            tracing::info!(
+                target: "tower_graceful",
+                in_flight,
+                deadline = ?cfg.drain_deadline,
+                "draining: shutdown signal fired, new requests rejected"
+            );
+            (t_drain, in_flight)
+        });
+        let drain = match progress.drain_end.get() {
+            Some(end) => end,
+            None => {
+                let end = self.drain(t_drain).await;
+                progress.drain_end.get_or_init(|| end)
+            }
+        };
+        let outcome = drain.outcome;
 
+        shared.advance(Phase::CleaningUp);
+        span.record("phase", tracing::field::display(Phase::CleaningUp));
+        let t_clean = *progress.cleanup_start.get_or_init(Instant::now);
+        let hooks = self.inner.run_hooks(t_clean + cfg.cleanup_timeout).await;
+        let cleanup = t_clean.elapsed();
+        // Connections `serve` closed at the end of the drain stay in `open`
+        // (see `connection::Open`): read now, it counts them exactly.
+        let connections_closed_idle = {
+            use std::sync::atomic::Ordering::Acquire;
+            let c = &shared.connections;
+            (c.served.load(Acquire) && outcome == DrainOutcome::Drained)
+                .then(|| c.open.load(Acquire))
+        };
+
+        let report = ShutdownReport {
+            cause,
+            pre_drain: t_drain.saturating_duration_since(t0),
+            drain: drain.elapsed,
+            drain_outcome: outcome,
+            cleanup,
+            total: t0.elapsed(),
+            in_flight_at_drain,
+            completed_while_draining: shared.tracker.completed_while_draining(),
+            rejected: self.rejected(),
+            served_while_draining: shared.tracker.admitted_while_draining(),
+            connections_told_to_close: shared.tracker.closes()
+                + shared
+                    .connections
+                    .goaway
+                    .load(std::sync::atomic::Ordering::Acquire),
+            connections_closed_idle,
+            stragglers: drain.stragglers.clone(),
+            hooks,
+        };
+        if report.is_clean() {
+            tracing::info!(target: "tower_graceful", total = ?report.total, "shutdown complete\n{report}");
+        } else {
+            tracing::warn!(target: "tower_graceful", total = ?report.total, "shutdown complete with problems\n{report}");
+        }
+        *lock(&self.inner.report) = Some(report);
+        shared.advance(Phase::Done);
+        span.record("phase", tracing::field::display(Phase::Done));
+        shared.done.set();
+    }
+
+    /// Waits for the drain to end (everything done, the deadline, a forced
+    /// stop) and, unless it drained, fires the hard signal and names the
+    /// stragglers.
+    async fn drain(&self, t_drain: Instant) -> DrainEnd {
+        let shared = &self.shared;
+        let deadline = shared
+            .deadline
+            .get()
+            .copied()
+            .unwrap_or(t_drain + self.inner.config.drain_deadline);
         let outcome = if shared.force_requested.is_set() {
             DrainOutcome::Forced
         } else {
@@ -535,7 +719,7 @@ impl Coordinator {
                 })
                 .collect();
         }
-        let drain = t_drain.elapsed();
+        let elapsed = t_drain.elapsed();
         // A deadline that passed just as the last work ended is a drain; a
         // forced stop stays one even with nothing left (the hard signal
         // fires, as `force` promises).
@@ -545,10 +729,10 @@ impl Coordinator {
             outcome
         };
         if outcome == DrainOutcome::Drained {
-            tracing::info!(target: "tower_graceful", elapsed = ?drain, "drained: nothing in flight");
+            tracing::info!(target: "tower_graceful", ?elapsed, "drained: nothing in flight");
         } else {
             shared.advance(Phase::Forced);
-            span.record("phase", tracing::field::display(Phase::Forced));
+            tracing::Span::current().record("phase", tracing::field::display(Phase::Forced));
             shared.hard.cancel();
             tracing::warn!(
                 target: "tower_graceful",
@@ -560,110 +744,94 @@ impl Coordinator {
                 tracing::warn!(target: "tower_graceful", straggler = %s, "still in flight at forced stop");
             }
         }
-
-        shared.advance(Phase::CleaningUp);
-        span.record("phase", tracing::field::display(Phase::CleaningUp));
-        let t_clean = Instant::now();
-        let hooks = lock(&self.inner.hooks).take().unwrap_or_default();
-        let hooks = run_hooks(hooks, cfg.hook_timeout, cfg.cleanup_timeout).await;
-        let cleanup = t_clean.elapsed();
-        // Connections `serve` closed at the end of the drain stay in `open`
-        // (see `connection::Open`): read now, it counts them exactly.
-        let connections_closed_idle = {
-            use std::sync::atomic::Ordering::Acquire;
-            let c = &shared.connections;
-            (c.served.load(Acquire) && outcome == DrainOutcome::Drained)
-                .then(|| c.open.load(Acquire))
-        };
-
-        let report = ShutdownReport {
-            cause,
-            pre_drain: t_drain.saturating_duration_since(t0),
-            drain,
-            drain_outcome: outcome,
-            cleanup,
-            total: t0.elapsed(),
-            in_flight_at_drain,
-            completed_while_draining: shared.tracker.completed_while_draining(),
-            rejected: self.rejected(),
-            served_while_draining: shared.tracker.admitted_while_draining(),
-            connections_told_to_close: shared.tracker.closes()
-                + shared
-                    .connections
-                    .goaway
-                    .load(std::sync::atomic::Ordering::Acquire),
-            connections_closed_idle,
+        DrainEnd {
+            outcome,
             stragglers,
-            hooks,
-        };
-        if report.is_clean() {
-            tracing::info!(target: "tower_graceful", total = ?report.total, "shutdown complete\n{report}");
-        } else {
-            tracing::warn!(target: "tower_graceful", total = ?report.total, "shutdown complete with problems\n{report}");
+            elapsed,
         }
-        *lock(&self.inner.report) = Some(report);
-        shared.advance(Phase::Done);
-        span.record("phase", tracing::field::display(Phase::Done));
-        shared.done.set();
     }
 }
 
-async fn run_hooks(
-    hooks: Vec<Hook>,
-    default_timeout: Duration,
-    budget: Duration,
-) -> Vec<HookReport> {
-    let end = Instant::now() + budget;
-    let mut out = Vec::with_capacity(hooks.len());
-    for hook in hooks {
-        let left = end.saturating_duration_since(Instant::now());
-        let timeout = hook.timeout.unwrap_or(default_timeout).min(left);
-        if timeout.is_zero() {
-            tracing::warn!(target: "tower_graceful", hook = %hook.name, "hook skipped: cleanup time used up");
-            out.push(HookReport {
+impl Inner {
+    /// Runs the hooks still queued, one at a time, each within its timeout
+    /// and all before `end`, and returns the report of every hook taken so
+    /// far (by this driver or a dead one).
+    async fn run_hooks(&self, end: Instant) -> Vec<HookReport> {
+        loop {
+            let (hook, timeout, started) = {
+                let mut hooks = lock(&self.hooks);
+                hooks.closed = true;
+                if let Some((name, started, timeout)) = hooks.running.take() {
+                    tracing::warn!(
+                        target: "tower_graceful",
+                        hook = %name,
+                        "hook abandoned: the runtime that ran it shut down, and with it the hook; not run again"
+                    );
+                    hooks.done.push(HookReport {
+                        name,
+                        outcome: HookOutcome::Abandoned,
+                        elapsed: Instant::now().saturating_duration_since(started),
+                        timeout,
+                    });
+                }
+                let Some(hook) = hooks.queue.pop_front() else {
+                    return hooks.done.clone();
+                };
+                let left = end.saturating_duration_since(Instant::now());
+                let timeout = hook.timeout.unwrap_or(self.config.hook_timeout).min(left);
+                if timeout.is_zero() {
+                    tracing::warn!(target: "tower_graceful", hook = %hook.name, "hook skipped: cleanup time used up");
+                    hooks.done.push(HookReport {
+                        name: hook.name,
+                        outcome: HookOutcome::Skipped,
+                        elapsed: Duration::ZERO,
+                        timeout,
+                    });
+                    continue;
+                }
+                // Taken and marked running in one step: a driver that dies
+                // from here on leaves the hook for the next one to report.
+                let started = Instant::now();
+                hooks.running = Some((hook.name.clone(), started, timeout));
+                (hook, timeout, started)
+            };
+            let outcome = run_hook(hook.run, timeout).await;
+            let elapsed = started.elapsed();
+            match &outcome {
+                HookOutcome::Completed => {
+                    tracing::info!(target: "tower_graceful", hook = %hook.name, ?elapsed, "hook completed")
+                }
+                other => {
+                    tracing::warn!(target: "tower_graceful", hook = %hook.name, ?elapsed, outcome = ?other, "hook did not complete")
+                }
+            }
+            let mut hooks = lock(&self.hooks);
+            hooks.running = None;
+            hooks.done.push(HookReport {
                 name: hook.name,
-                outcome: HookOutcome::Skipped,
-                elapsed: Duration::ZERO,
+                outcome,
+                elapsed,
                 timeout,
             });
-            continue;
         }
-        let started = Instant::now();
-        let run = hook.run;
-        // Spawned, so a panic (even one raised before the first await) is
-        // caught by the task and reported, and a hang can be aborted.
-        // In the shutdown's span, so the hook's own events nest under it.
-        let mut task =
-            tokio::spawn(async move { run().await }.instrument(tracing::Span::current()));
-        let outcome = match tokio::time::timeout(timeout, &mut task).await {
-            Ok(Ok(Ok(()))) => HookOutcome::Completed,
-            Ok(Ok(Err(e))) => HookOutcome::Failed(e.to_string()),
-            Ok(Err(join)) if join.is_panic() => {
-                HookOutcome::Panicked(panic_message(join.into_panic()))
-            }
-            Ok(Err(_)) => HookOutcome::Failed("hook task was cancelled".to_owned()),
-            Err(_) => {
-                task.abort();
-                HookOutcome::TimedOut
-            }
-        };
-        let elapsed = started.elapsed();
-        match &outcome {
-            HookOutcome::Completed => {
-                tracing::info!(target: "tower_graceful", hook = %hook.name, ?elapsed, "hook completed")
-            }
-            other => {
-                tracing::warn!(target: "tower_graceful", hook = %hook.name, ?elapsed, outcome = ?other, "hook did not complete")
-            }
-        }
-        out.push(HookReport {
-            name: hook.name,
-            outcome,
-            elapsed,
-            timeout,
-        });
     }
-    out
+}
+
+async fn run_hook(run: HookFn, timeout: Duration) -> HookOutcome {
+    // Spawned, so a panic (even one raised before the first await) is
+    // caught by the task and reported, and a hang can be aborted.
+    // In the shutdown's span, so the hook's own events nest under it.
+    let mut task = tokio::spawn(async move { run().await }.instrument(tracing::Span::current()));
+    match tokio::time::timeout(timeout, &mut task).await {
+        Ok(Ok(Ok(()))) => HookOutcome::Completed,
+        Ok(Ok(Err(e))) => HookOutcome::Failed(e.to_string()),
+        Ok(Err(join)) if join.is_panic() => HookOutcome::Panicked(panic_message(join.into_panic())),
+        Ok(Err(_)) => HookOutcome::Failed("hook task was cancelled".to_owned()),
+        Err(_) => {
+            task.abort();
+            HookOutcome::TimedOut
+        }
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -697,7 +865,8 @@ impl std::error::Error for HookRegistrationError {}
 
 pin_project_lite::pin_project! {
     /// Future returned by [`Coordinator::close_connections`]. `'static`,
-    /// `Send`, cancel safe.
+    /// `Send`, cancel safe; once complete, it stays complete (polling it again
+    /// returns `Ready` again).
     #[must_use = "futures do nothing unless polled"]
     pub struct CloseConnections {
         drained: crate::core::handle::OwnedWait,

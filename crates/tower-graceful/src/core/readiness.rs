@@ -47,6 +47,7 @@ impl Shared {
 
 /// What the readiness probe says, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadinessStatus {
     /// Every gate is ready and shutdown has not been triggered.
     Ready,

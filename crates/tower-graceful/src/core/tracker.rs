@@ -33,7 +33,8 @@
 //! the "last request ends as draining starts" race has no losing
 //! interleaving (loom models below).
 //!
-//! Requests that find no free slot in a few probes (more than `SLOTS` live
+//! A claim tries `PROBES` (4) slots from the shard's hint, then scans the
+//! rest. Requests that find no free slot at all (more than `SLOTS` = 64 live
 //! on one thread), requests on threads without a shard of their own, and
 //! background tasks use the shard's `count` instead: a `fetch_add` whose
 //! previous value says whether the shard was sealed (sealing swaps in the

@@ -58,7 +58,35 @@
 //! A request that was already accepted is never touched; only the deadline
 //! cancels work. The service never returns an error for a rejection: it is a
 //! response. Nothing in the rejection depends on the request's size or
-//! content (no echo, no allocation proportional to what the client sent).use std::fmt;
+//! content (no echo, no allocation proportional to what the client sent).
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_graceful::{drain::DrainLayer, in_flight::InFlightLayer, Coordinator};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(DrainLayer::new(&graceful)) // outside the counter
+//!     .layer(InFlightLayer::new(&graceful))
+//!     .service(service_fn(|_: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//!
+//! graceful.trigger();
+//! graceful.drained().await; // nothing was in flight: drained at once
+//! let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(response.headers()["retry-after"], "1");
+//! assert_eq!(response.headers()["connection"], "close");
+//! # }
+//! ```
+
 use std::fmt;
 use std::task::{Context, Poll};
 

@@ -11,6 +11,31 @@
 //!
 //! Unlike a concurrency limit, which stops counting when the response future
 //! resolves (tower-http #447), the count here ends with the body.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_graceful::{in_flight::InFlightLayer, Coordinator};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(InFlightLayer::new(&graceful))
+//!     .service(service_fn(|_: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//!
+//! let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! // The response is ready, its body not sent yet: still in flight.
+//! assert_eq!(graceful.in_flight(), 1);
+//! drop(response); // the body sent, or the client gone
+//! assert_eq!(graceful.in_flight(), 0);
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -70,12 +95,8 @@ impl<S> Layer<S> for InFlightLayer {
     }
 }
 
-/// Middleware that counts each request until its response body ends.
-///
-/// The guard taken in `call` moves from the response future into the
-/// response body; every way out releases it exactly once: the body
-/// finishing, erroring or being dropped, the future being dropped, the inner
-/// service failing, a handler panicking.
+/// Middleware that counts each request until its response body ends (every
+/// way out releases it exactly once: see the [module docs](self)).
 ///
 /// Once the drain has completed (draining began and nothing was left in
 /// flight), the counter refuses new requests in the same atomic step that
@@ -257,6 +278,7 @@ pub type ResponseBody<B> = crate::drain::ResponseBody<CountedBody<B>>;
 pin_project! {
     /// The inner service's future with the request's guard: holds the guard
     /// until the response is ready, then hands it to the [`CountedBody`].
+    #[must_use = "futures do nothing unless polled"]
     pub struct CountedFuture<F> {
         #[pin]
         inner: F,

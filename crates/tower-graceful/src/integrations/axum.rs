@@ -10,7 +10,7 @@ use http::StatusCode;
 use crate::ShutdownSignal;
 
 /// Extracts the [`ShutdownSignal`] of the request: from the request
-/// extensions if a [`SignalLayer`](crate::add_signal::AddSignalLayer) put one there,
+/// extensions if an [`AddSignalLayer`](crate::add_signal::AddSignalLayer) put one there,
 /// otherwise from the [`InFlight`](crate::in_flight::InFlight) layer polling the handler
 /// ([`ShutdownSignal::current`], no allocation). Use
 /// `Option<ShutdownSignal>` to make it optional.
@@ -69,7 +69,8 @@ where
 }
 
 /// Rejection when a handler asks for [`ShutdownSignal`] but no layer put one
-/// in the request: a wiring mistake, answered with `500`.
+/// in the request: a wiring mistake, answered with `500`. Logged like axum's
+/// own rejections: at `TRACE`, target `tower_graceful::rejection`.
 #[derive(Debug)]
 pub struct MissingShutdownSignal {
     _priv: (),
@@ -100,9 +101,18 @@ impl std::error::Error for MissingShutdownSignal {}
 
 impl IntoResponse for MissingShutdownSignal {
     fn into_response(self) -> Response {
-        // Like axum's own rejections: a misconfiguration, reported to the
-        // client; not an error log line on every request.
-        tracing::debug!(target: "tower_graceful", "{self}");
+        // Like axum's own rejections (axum-core's `__log_rejection`): a
+        // misconfiguration, reported to the client; at TRACE on a target of
+        // its own (`tower_graceful::rejection=trace` shows it), not a log
+        // line on every request at the usual levels.
+        tracing::event!(
+            target: "tower_graceful::rejection",
+            tracing::Level::TRACE,
+            status = self.status().as_u16(),
+            body = %self,
+            rejection_type = std::any::type_name::<Self>(),
+            "rejecting request",
+        );
         (self.status(), self.body_text()).into_response()
     }
 }

@@ -37,7 +37,7 @@
 //! | [`CONNECTIONS_CLOSED_IDLE`] `tower_graceful_connections_closed_idle_total` | counter | connections | | idle connections `serve` closed at the end of the drain (only with `serve`) |
 //! | [`ABANDONED`] `tower_graceful_abandoned_total` | counter | requests or tasks | `kind` = `request`, `task` | still in flight at the forced stop |
 //! | [`SHUTDOWNS`] `tower_graceful_shutdowns_total` | counter | shutdowns | `cause`, `outcome` | one per finished shutdown |
-//! | [`HOOKS`] `tower_graceful_hooks_total` | counter | hooks | `hook`, `outcome` | one per cleanup hook that ran or was skipped |
+//! | [`HOOKS`] `tower_graceful_hooks_total` | counter | hooks | `hook`, `outcome` | one per cleanup hook that ran, was skipped or abandoned |
 //! | [`PHASE_DURATION`] `tower_graceful_phase_duration_seconds` | histogram | seconds | `phase` = `triggered`, `draining`, `cleaning-up` | time spent in each phase of the shutdown |
 //! | [`SHUTDOWN_DURATION`] `tower_graceful_shutdown_duration_seconds` | histogram | seconds | | trigger to done |
 //! | [`HOOK_DURATION`] `tower_graceful_hook_duration_seconds` | histogram | seconds | `hook` | how long each hook ran |
@@ -45,7 +45,7 @@
 //! `cause` is the [`TriggerCause`](crate::report::TriggerCause) as logged (`SIGTERM`, `SIGINT`, `ctrl-c`,
 //! `api`); `outcome` of a shutdown is `drained`, `deadline_exceeded` or
 //! `forced`; `outcome` of a hook is `completed`, `failed`, `panicked`,
-//! `timed_out` or `skipped`. The counters derived from the report move once,
+//! `timed_out`, `skipped` or `abandoned`. The counters derived from the report move once,
 //! when the report is out: scrape (or push) before the process exits.
 //!
 //! # Example
@@ -276,6 +276,10 @@ impl Emitter {
     }
 
     /// `tokio::spawn(self.run())`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, like `tokio::spawn`.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.run())
     }
@@ -461,6 +465,7 @@ fn hook_outcome(o: &HookOutcome) -> &'static str {
         HookOutcome::Panicked(_) => "panicked",
         HookOutcome::TimedOut => "timed_out",
         HookOutcome::Skipped => "skipped",
+        HookOutcome::Abandoned => "abandoned",
     }
 }
 

@@ -100,6 +100,12 @@ pub const EXTEND_MARGIN: Duration = Duration::from_secs(2);
 /// shutdown report is out, or at once (sending nothing) when
 /// `NOTIFY_SOCKET` is not set. A failed send is logged once and never
 /// stops the service.
+///
+/// # Cancel safety
+///
+/// Dropping the future stops the notifications (and the watchdog pings, so
+/// systemd will restart a unit with `WatchdogSec=`); what was sent stays
+/// sent. Spawn it and let it run to the end.
 pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 'static {
     // Read now, in the caller's context: the environment is the process's,
     // and an application may clear it later.
@@ -266,6 +272,7 @@ fn send(states: &[NotifyState<'_>]) {
 /// or by its name (`FileDescriptorName=` in the `.socket` unit, passed in
 /// `LISTEN_FDNAMES`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Socket<'a> {
     /// The `n`-th passed socket, from 0.
     Index(usize),
@@ -341,6 +348,12 @@ pub fn take_tcp_listener(socket: Socket<'_>) -> io::Result<Option<std::net::TcpL
 ///
 /// Works with any server that takes a tokio listener: [`serve`](crate::serve),
 /// `axum::serve`, tonic's `TcpIncoming::from(listener)`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: a passed socket is taken and returned within the first poll
+/// (nothing is awaited on that path); only binding `fallback` awaits, and
+/// dropping the future then binds nothing.
 pub async fn tcp_listener(
     socket: Socket<'_>,
     fallback: impl tokio::net::ToSocketAddrs,

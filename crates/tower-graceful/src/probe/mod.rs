@@ -12,6 +12,44 @@
 //! Bodies say only the state; no configuration, versions or request data.
 //! Use [`ReadinessService`] / [`LivenessService`] as route services, or
 //! [`ProbeLayer`] to answer fixed paths in front of any service.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_graceful::{probe::ProbeLayer, Coordinator};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let graceful = Coordinator::builder()
+//!     .handle_signals(false)
+//!     .readiness_path("/ready")
+//!     .liveness_path("/live")
+//!     .build()
+//!     .unwrap();
+//! let app = ServiceBuilder::new()
+//!     .layer(ProbeLayer::new(&graceful))
+//!     .service(service_fn(|_: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//! let probe = |path: &str| {
+//!     let req = Request::get(path).body(String::new()).unwrap();
+//!     let app = app.clone();
+//!     async move { app.oneshot(req).await.unwrap().status() }
+//! };
+//!
+//! let warm_up = graceful.readiness().gate("cache warm-up");
+//! assert_eq!(probe("/ready").await, StatusCode::SERVICE_UNAVAILABLE);
+//! warm_up.set_ready(true);
+//! assert_eq!(probe("/ready").await, StatusCode::OK);
+//!
+//! graceful.trigger(); // readiness drops at once; liveness stays up
+//! assert_eq!(probe("/ready").await, StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(probe("/live").await, StatusCode::OK);
+//! # }
+//! ```
 
 use std::convert::Infallible;
 use std::fmt;
