@@ -358,6 +358,11 @@ impl Coordinator {
     /// returns the report. Does not trigger anything by itself. May be called
     /// any number of times, from any task; every call gets the same report.
     ///
+    /// After a clean drain it also waits (within the cleanup timeout,
+    /// alongside the hooks) until the connections of [`serve`](crate::serve)
+    /// have written the end of their last responses and closed, so `main`
+    /// may return or exit as soon as this does.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only observes.
@@ -524,7 +529,19 @@ impl Coordinator {
         span.record("phase", tracing::field::display(Phase::CleaningUp));
         let t_clean = Instant::now();
         let hooks = lock(&self.inner.hooks).take().unwrap_or_default();
-        let hooks = run_hooks(hooks, cfg.hook_timeout, cfg.cleanup_timeout).await;
+        let hooks = run_hooks(hooks, cfg.hook_timeout, cfg.cleanup_timeout);
+        // After a clean drain, the connections `serve` owns still have the
+        // end of the last responses to write (a body is done when hyper has
+        // *taken* its last frame, not when that frame is on the wire), then
+        // a lingering close. The report, and so `wait` and the process exit,
+        // waits for them alongside the hooks, within the cleanup time. After
+        // a forced stop they are closed once the report is out, as before.
+        let hooks = if outcome == DrainOutcome::Drained {
+            let closing = connections_closed(shared, t_clean + cfg.cleanup_timeout);
+            tokio::join!(hooks, closing).0
+        } else {
+            hooks.await
+        };
         let cleanup = t_clean.elapsed();
         // Connections `serve` closed at the end of the drain stay in `open`
         // (see `connection::Open`): read now, it counts them exactly.
@@ -564,6 +581,24 @@ impl Coordinator {
         shared.advance(Phase::Done);
         span.record("phase", tracing::field::display(Phase::Done));
         shared.done.set();
+    }
+}
+
+/// Waits until every connection task of [`serve`](crate::serve) has ended
+/// (its socket flushed and closed; at once when `serve` is not used), until
+/// `until`, or until a forced stop is requested. The ones still open then
+/// are cut when the report is out.
+async fn connections_closed(shared: &Shared, until: Instant) {
+    tokio::select! {
+        biased;
+        _ = shared.connections.all_closed() => {}
+        _ = shared.force_requested.wait() => {}
+        _ = tokio::time::sleep_until(until) => {
+            tracing::warn!(
+                target: "tower_graceful",
+                "connections still closing at the end of the cleanup time: cut when the report is out"
+            );
+        }
     }
 }
 
