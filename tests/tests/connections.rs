@@ -261,3 +261,77 @@ async fn the_layer_around_the_finished_router_is_served_as_it_is() {
     assert_eq!(report.served_while_draining, 1, "{report}");
     within("the serve future", server).await.unwrap().unwrap();
 }
+
+/// The end of the last response reaches the client before the shutdown is
+/// over. A response is done, and with it the drain, once hyper has *taken*
+/// the body's last frame, not once HTTP/2 has written it: here the client's
+/// flow-control window (1 KiB) holds almost all of `/slow`'s 256 KiB body
+/// back in the server until the drain has completed. `serve` must still
+/// deliver every byte, with a clean end of stream, and `Coordinator::wait`
+/// (after which a process exits) must not return before it has. Without
+/// that, the report came out at once and the connection was cut with the
+/// body in hyper's send queue: the rolling gRPC scenario's streams ended
+/// after their 4th of 5 ticks ("stream closed because of a broken pipe").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_the_last_response_is_written_before_the_shutdown_is_over() {
+    const WINDOW: u32 = 1024;
+    let graceful = lame_duck_now(Duration::ZERO);
+    let mut app = app(&graceful);
+    let server = serve_owned(app.router, &graceful).await;
+
+    // A raw HTTP/2 client: the window is given back only when the test says.
+    let tcp = within("connect", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let (client, conn) = within(
+        "the HTTP/2 handshake",
+        h2::client::Builder::new()
+            .initial_window_size(WINDOW)
+            .handshake::<_, bytes::Bytes>(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = within("the client to be ready", client.ready())
+        .await
+        .unwrap();
+    let req = http::Request::get(format!("http://{}/slow", server.addr))
+        .body(())
+        .unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    app.events.expect("slow started").await;
+
+    graceful.trigger();
+    within("draining", graceful.signal().cancelled()).await;
+    app.gate.open();
+    let res = within("the response head", res).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The body has been handed over whole: nothing is in flight any more,
+    // while at most one window of it can have left the server.
+    within("drained", graceful.drained()).await;
+
+    let mut body = res.into_body();
+    let mut got = Vec::with_capacity(SLOW_BODY_LEN);
+    while let Some(chunk) = within("the next DATA frame", body.data()).await {
+        let chunk = chunk.unwrap_or_else(|e| {
+            panic!(
+                "the response was cut after {} of {SLOW_BODY_LEN} bytes: {e}",
+                got.len()
+            )
+        });
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), SLOW_BODY_LEN, "a clean end of stream, early");
+    assert!(got == slow_body(), "the body's bytes differ");
+
+    let report = within("the report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    // By now the server has closed the connection (GOAWAY, then its FIN).
+    drop(client);
+    within("the client connection to end", conn)
+        .await
+        .unwrap()
+        .expect("a clean HTTP/2 close");
+    server.stopped().await;
+}

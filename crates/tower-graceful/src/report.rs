@@ -193,7 +193,8 @@ pub struct ShutdownReport {
     pub drain: Duration,
     /// How the drain ended.
     pub drain_outcome: DrainOutcome,
-    /// Time spent in cleanup hooks.
+    /// Time spent in cleanup: the hooks and, alongside them after a clean
+    /// drain, the connections of `serve` finishing their writes and closing.
     pub cleanup: Duration,
     /// Trigger to done.
     pub total: Duration,

@@ -39,7 +39,12 @@
 //! counts per outcome (`ok`, each gRPC code with its message, transport
 //! errors with their cause), per operation (calls, ok, failed, worst and p99
 //! latency) and totals. Progress goes to stderr; the line
-//! `grpc_load: N connections established` says when the load is running.
+//! `grpc_load: N connections established` says when the load is running,
+//! and every failed call gets a line there too, with its connection and
+//! when it started and failed (wall clock, seconds since the Unix epoch), to
+//! match against the servers' logs. With `RUST_LOG` set (e.g.
+//! `RUST_LOG=h2=trace`), the client's own tracing (tonic, hyper, h2) goes to
+//! stderr as well.
 //!
 //! Exit status: 0 when the load ran (whatever the outcomes: the harness
 //! judges them), 2 for bad arguments or when no connection could be made.
@@ -424,9 +429,22 @@ fn stream_call(mut client: Client, args: Arc<Args>) -> CallFuture {
     })
 }
 
-/// Runs `op` until `stop` says so; each call bounded by `timeout`.
+/// Wall-clock time as seconds since the Unix epoch, to the microsecond: the
+/// same clock as the servers' log timestamps, so a failure can be matched
+/// with what the server did at that moment.
+fn wall_clock() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:06}", t.as_secs(), t.subsec_micros())
+}
+
+/// Runs `op` until `stop` says so; each call bounded by `timeout`. Every
+/// failed call is also logged on stderr, with when it started and ended
+/// (wall clock) and on which connection.
 async fn call_loop<F, Fut>(
     name: &'static str,
+    conn: usize,
     mut op: F,
     pause: Duration,
     timeout: Duration,
@@ -438,10 +456,18 @@ async fn call_loop<F, Fut>(
 {
     while !*stop.borrow() {
         let started = Instant::now();
+        let started_at = wall_clock();
         let outcome = match tokio::time::timeout(timeout, op()).await {
             Ok(r) => r,
             Err(_) => Err(format!("client timeout after {timeout:?}")),
         };
+        if let Err(kind) = &outcome {
+            eprintln!(
+                "grpc_load: failed {name} on connection {conn}: started {started_at}, failed {} ({} ms): {kind}",
+                wall_clock(),
+                started.elapsed().as_millis()
+            );
+        }
         {
             let mut s = stats.lock().unwrap();
             let op_stats = if name == "unary" {
@@ -471,6 +497,15 @@ async fn stop_signal() -> &'static str {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Diagnostics only when asked for (RUST_LOG=h2=trace, say), on stderr:
+    // stdout carries the JSON result.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = match parse_args() {
         Ok(a) => Arc::new(a),
         Err(e) => {
@@ -514,6 +549,7 @@ async fn main() -> ExitCode {
             tokio::time::sleep(offset).await;
             call_loop(
                 "unary",
+                i,
                 move || {
                     let c = c.clone();
                     async move { unary_call(c).await }
@@ -532,6 +568,7 @@ async fn main() -> ExitCode {
         tasks.spawn(async move {
             call_loop(
                 "stream",
+                i,
                 move || {
                     let c = c.clone();
                     let a = a.clone();

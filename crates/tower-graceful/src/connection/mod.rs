@@ -23,6 +23,17 @@
 //! coordinator's report is out): there is no fixed linger, the process can
 //! exit as soon as the last response has ended.
 //!
+//! A response has ended for the drain when hyper has *taken* its body's last
+//! frame, which is not yet when that frame is on the wire (HTTP/2 may still
+//! hold it in its send queue, behind the client's flow-control window). So
+//! after a clean drain the coordinator's report, and with it
+//! [`Coordinator::wait`], also waits until every connection of `serve` has
+//! written everything, sent its FIN and finished its lingering close
+//! (alongside the cleanup hooks, within the
+//! [cleanup timeout](crate::Builder::cleanup_timeout)): a process that exits
+//! when `wait` returns cuts no response short. Connections still open when
+//! that time is up are closed once the report is out.
+//!
 //! Serve a service that has [`Coordinator::layer`] applied (the announcement
 //! of the close and the counting are the layer's work; [`serve`] does the
 //! connections). Any tower service of `http` requests does: an axum
@@ -137,7 +148,7 @@ where
                     // noticed yet. A GOAWAY now would only send the client
                     // back here; it gets one when draining starts.
                     let late = shared.triggered();
-                    connections.spawn(connection(stream, service.clone(), open, late));
+                    connections.spawn(connection(open, stream, service.clone(), late));
                 }
                 Err(e) if is_per_connection(&e) => {}
                 Err(e) => {
@@ -163,8 +174,9 @@ where
         tokio::select! {
             joined = connections.join_next() => if joined.is_none() { break },
             _ = &mut done => {
-                // The report is out (after a forced stop, or while a closed
-                // connection still lingers): the process is closing.
+                // The report is out: after a forced stop, or after a clean
+                // drain once the cleanup time is up (until then the report
+                // waits for these tasks to end). The process is closing.
                 connections.abort_all();
                 while connections.join_next().await.is_some() {}
                 break;
@@ -196,6 +208,7 @@ struct Open {
 impl Open {
     fn new(shared: Handle) -> Self {
         shared.connections.open.fetch_add(1, Ordering::AcqRel);
+        shared.connections.task_started();
         Self {
             shared,
             counted: true,
@@ -215,10 +228,15 @@ impl Drop for Open {
         if self.counted {
             self.shared.connections.open.fetch_sub(1, Ordering::AcqRel);
         }
+        // Dropped with the connection task, after its socket (the task's
+        // other locals go first): what the driver's cleanup waits for.
+        self.shared.connections.task_ended();
     }
 }
 
-async fn connection<S, B>(mut stream: TcpStream, service: S, mut open: Open, late: bool)
+// `open` first: parameters are dropped in reverse order, so it goes last,
+// after the stream (see `Open`'s `Drop`).
+async fn connection<S, B>(mut open: Open, mut stream: TcpStream, service: S, late: bool)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,

@@ -499,6 +499,11 @@ impl Coordinator {
     /// restarts the driver on the caller's runtime, and it resumes where the
     /// first one stopped (see the [module docs](self)).
     ///
+    /// After a clean drain it also waits (within the cleanup timeout,
+    /// alongside the hooks) until the connections of [`serve`](crate::serve)
+    /// have written the end of their last responses and closed, so `main`
+    /// may return or exit as soon as this does.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only observes (a driver it restarted is a task of
@@ -637,7 +642,19 @@ impl Coordinator {
         shared.advance(Phase::CleaningUp);
         span.record("phase", tracing::field::display(Phase::CleaningUp));
         let t_clean = *progress.cleanup_start.get_or_init(Instant::now);
-        let hooks = self.inner.run_hooks(t_clean + cfg.cleanup_timeout).await;
+        let hooks = self.inner.run_hooks(t_clean + cfg.cleanup_timeout);
+        // After a clean drain, the connections `serve` owns still have the
+        // end of the last responses to write (a body is done when hyper has
+        // *taken* its last frame, not when that frame is on the wire), then
+        // a lingering close. The report, and so `wait` and the process exit,
+        // waits for them alongside the hooks, within the cleanup time. After
+        // a forced stop they are closed once the report is out, as before.
+        let hooks = if outcome == DrainOutcome::Drained {
+            let closing = connections_closed(shared, t_clean + cfg.cleanup_timeout);
+            tokio::join!(hooks, closing).0
+        } else {
+            hooks.await
+        };
         let cleanup = t_clean.elapsed();
         // Connections `serve` closed at the end of the drain stay in `open`
         // (see `connection::Open`): read now, it counts them exactly.
@@ -748,6 +765,24 @@ impl Coordinator {
             outcome,
             stragglers,
             elapsed,
+        }
+    }
+}
+
+/// Waits until every connection task of [`serve`](crate::serve) has ended
+/// (its socket flushed and closed; at once when `serve` is not used), until
+/// `until`, or until a forced stop is requested. The ones still open then
+/// are cut when the report is out.
+async fn connections_closed(shared: &Shared, until: Instant) {
+    tokio::select! {
+        biased;
+        _ = shared.connections.all_closed() => {}
+        _ = shared.force_requested.wait() => {}
+        _ = tokio::time::sleep_until(until) => {
+            tracing::warn!(
+                target: "tower_graceful",
+                "connections still closing at the end of the cleanup time: cut when the report is out"
+            );
         }
     }
 }

@@ -103,11 +103,56 @@ pub(crate) struct Shared {
 }
 
 /// Connection counts kept by the crate's own serve path (zero otherwise).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ConnectionCounts {
     pub(crate) open: std::sync::atomic::AtomicUsize,
     pub(crate) goaway: std::sync::atomic::AtomicUsize,
     pub(crate) served: std::sync::atomic::AtomicBool,
+    /// Connection tasks of `serve` not yet ended: a task ends only once its
+    /// socket is closed, after hyper has written everything it had queued
+    /// (the end of the last response). A `watch`, so the driver's wait for
+    /// zero ([`Self::all_closed`]) cannot miss the last one going (it keeps
+    /// a version; the value is read under its lock).
+    live: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for ConnectionCounts {
+    fn default() -> Self {
+        Self {
+            open: Default::default(),
+            goaway: Default::default(),
+            served: Default::default(),
+            live: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl ConnectionCounts {
+    /// A connection task is about to be spawned.
+    pub(crate) fn task_started(&self) {
+        // No wake-up: only the way down to zero is awaited.
+        self.live.send_if_modified(|n| {
+            *n += 1;
+            false
+        });
+    }
+
+    /// A connection task ended (its socket is closed); wakes
+    /// [`Self::all_closed`] when it was the last.
+    pub(crate) fn task_ended(&self) {
+        self.live.send_if_modified(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    /// Completes when no connection task of `serve` is left (at once when
+    /// `serve` is not used). Cancel safe.
+    pub(crate) async fn all_closed(&self) {
+        let mut rx = self.live.subscribe();
+        // Err only if the sender is gone, which it cannot be while `self` is.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
 }
 
 /// The connection and admission policy the layers apply (from the builder).
