@@ -302,7 +302,7 @@ async fn the_end_of_the_last_response_is_written_before_the_shutdown_is_over() {
     app.events.expect("slow started").await;
 
     graceful.trigger();
-    within("draining", graceful.signal().cancelled()).await;
+    within("draining", graceful.signal().draining()).await;
     app.gate.open();
     let res = within("the response head", res).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
