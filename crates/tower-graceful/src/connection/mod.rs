@@ -118,7 +118,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = coordinator.shared.clone();
+    let shared = coordinator.shared.handle();
     shared.connections.served.store(true, Ordering::Release);
     accept_loop(listener, service, shared)
 }

@@ -15,7 +15,7 @@ impl InFlightLayer {
     pub fn new(coordinator: &Coordinator) -> Self {
         let config = coordinator.config();
         InFlightLayer::from_parts(
-            coordinator.shared.clone(),
+            coordinator.shared.handle(),
             config.field(|c| &c.untracked),
             config.field(|c| &c.reject),
         )
@@ -39,7 +39,7 @@ impl DrainLayer {
     /// rejection settings from its builder.
     pub fn new(coordinator: &Coordinator) -> Self {
         DrainLayer::from_parts(
-            coordinator.shared.clone(),
+            coordinator.shared.handle(),
             coordinator.config().field(|c| &c.reject),
         )
     }
@@ -60,7 +60,7 @@ impl<S> Drain<S> {
 impl ReadinessService {
     /// The readiness probe of `coordinator`.
     pub fn new(coordinator: &Coordinator) -> Self {
-        ReadinessService::from_shared(coordinator.shared.clone())
+        ReadinessService::from_shared(coordinator.shared.handle())
     }
 }
 
@@ -70,7 +70,7 @@ impl ProbeLayer {
     /// [`liveness_path`](crate::Builder::liveness_path)).
     pub fn new(coordinator: &Coordinator) -> Self {
         ProbeLayer::from_parts(
-            coordinator.shared.clone(),
+            coordinator.shared.handle(),
             coordinator.config().field(|c| &c.probes),
         )
     }

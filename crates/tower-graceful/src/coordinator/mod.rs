@@ -71,7 +71,7 @@ pub use self::builder::{
     Builder, ConfigError, ConfigErrorKind, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
     DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
-use crate::core::handle::{Handle, Kept};
+use crate::core::handle::{Handle, Internal, Kept};
 pub use crate::core::state::Phase;
 use crate::core::state::Shared;
 use crate::core::sync::{lock, Arc, Mutex};
@@ -191,23 +191,57 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Coordinator {
-    pub(crate) shared: Handle,
+    pub(crate) shared: Owner,
     inner: Arc<Inner>,
     /// `None` in the coordinator's own tasks (the driver, the OS-signal
     /// listener): only the user's handles keep the coordinator wanted.
     _user: Option<Arc<UserHandles>>,
 }
 
-/// Dropped with the last of the user's coordinator handles: an untriggered
-/// coordinator's own tasks end (nothing can trigger it any more), and
-/// references to the shared state are counted exactly from then on, so the
-/// state is freed when the last layer, service, signal and request is gone.
+/// Dropped with the last of the user's coordinator handles: references to
+/// the shared state are counted exactly from then on, so the drop that ends
+/// the last one (of layers, services, signals, gates) knows it; then the
+/// coordinator's own tasks end unless a shutdown is under way, and the state
+/// is freed once they and the last request are gone. Until that drop,
+/// clones and drops of references touch only their thread's shard; after
+/// it, one shared counter (keep a handle while serving: `wait` needs one
+/// anyway).
 struct UserHandles(Handle);
 
 impl Drop for UserHandles {
     fn drop(&mut self) {
-        self.0.abandoned.set();
         self.0.seal();
+    }
+}
+
+/// How a coordinator handle holds the state: a reference (the user's
+/// handles), or, in the coordinator's own tasks, an [`Internal`] hold that
+/// does not keep it wanted.
+#[derive(Clone)]
+pub(crate) enum Owner {
+    User(Handle),
+    Internal(Internal),
+}
+
+impl Owner {
+    /// A counted reference, for signals, layers and services.
+    pub(crate) fn handle(&self) -> Handle {
+        match self {
+            Owner::User(h) => h.clone(),
+            Owner::Internal(i) => i.handle(),
+        }
+    }
+}
+
+impl std::ops::Deref for Owner {
+    type Target = Shared;
+
+    #[inline]
+    fn deref(&self) -> &Shared {
+        match self {
+            Owner::User(h) => h,
+            Owner::Internal(i) => i,
+        }
     }
 }
 
@@ -251,7 +285,7 @@ impl Coordinator {
         });
         let user = Some(Arc::new(UserHandles(shared.clone())));
         let coordinator = Self {
-            shared,
+            shared: Owner::User(shared),
             inner,
             _user: user,
         };
@@ -266,7 +300,10 @@ impl Coordinator {
     /// wanted (see [`UserHandles`]).
     fn internal(&self) -> Self {
         Self {
-            shared: self.shared.clone(),
+            shared: Owner::Internal(match &self.shared {
+                Owner::User(h) => Internal::new(h),
+                Owner::Internal(i) => i.clone(),
+            }),
             inner: self.inner.clone(),
             _user: None,
         }
@@ -370,19 +407,19 @@ impl Coordinator {
 
     /// The signal handlers watch. See [`ShutdownSignal`].
     pub fn signal(&self) -> ShutdownSignal {
-        ShutdownSignal::new(self.shared.clone())
+        ShutdownSignal::new(self.shared.handle())
     }
 
     /// Keeps the drain waiting until the guard is dropped (background jobs,
     /// WebSocket sessions). `name` appears in the report if it is still alive
     /// at the deadline.
     pub fn track(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        TaskGuard::task(&self.shared, name.into())
+        TaskGuard::task(&self.shared.handle(), name.into())
     }
 
     /// App-controlled readiness gates and the current status.
     pub fn readiness(&self) -> Readiness {
-        Readiness::new(self.shared.clone())
+        Readiness::new(self.shared.handle())
     }
 
     /// The readiness probe as a tower service (for axum's `route_service`).
@@ -429,7 +466,7 @@ impl Coordinator {
     /// Cancel safe: it only observes; a new call sees the same state.
     pub fn close_connections(&self) -> CloseConnections {
         CloseConnections {
-            drained: crate::core::handle::OwnedWait::drained(self.shared.clone()),
+            drained: crate::core::handle::OwnedWait::drained(self.shared.handle()),
             forced: self.shared.hard.clone().cancelled_owned(),
         }
     }
@@ -533,7 +570,7 @@ impl Coordinator {
     /// [`AddSignalLayer`](crate::add_signal::AddSignalLayer) inside it if you want the signal in
     /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
-        GracefulLayer::new(self.shared.clone(), self.inner.stack)
+        GracefulLayer::new(self.shared.handle(), self.inner.stack)
     }
 
     /// Spawns the driver. The guard is moved into the task's future when it

@@ -148,8 +148,54 @@ impl Drop for Handle {
 #[cold]
 #[inline(never)]
 fn orphaned(ptr: SharedPtr) {
+    // Nothing can trigger or watch this coordinator any more: its own
+    // tasks end (the last of them, or this, frees the state).
+    ptr.abandoned.set();
     let free = ptr.tracker.orphaned();
     ptr.free_if(free);
+}
+
+/// How the coordinator's own tasks (the driver, the OS-signal listener) hold
+/// the state: not a reference, so they do not keep the coordinator wanted
+/// (they end once no reference is left, see `Shared::abandoned`), but the
+/// state is not freed before the last of them is dropped.
+pub(crate) struct Internal(SharedPtr);
+
+impl Internal {
+    /// From a reference (which keeps the state alive meanwhile).
+    pub(crate) fn new(handle: &Handle) -> Self {
+        handle.tracker.internal_started();
+        Self(handle.ptr())
+    }
+
+    /// A counted reference, for what the task hands out (signals, layers).
+    pub(crate) fn handle(&self) -> Handle {
+        Handle::from_ptr(self.0)
+    }
+}
+
+impl Clone for Internal {
+    fn clone(&self) -> Self {
+        // This one keeps the state alive meanwhile.
+        self.0.tracker.internal_started();
+        Self(self.0)
+    }
+}
+
+impl Drop for Internal {
+    fn drop(&mut self) {
+        let ptr = self.0;
+        ptr.free_if(ptr.tracker.internal_ended());
+    }
+}
+
+impl std::ops::Deref for Internal {
+    type Target = Shared;
+
+    #[inline(always)]
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl std::ops::Deref for Handle {
@@ -484,6 +530,21 @@ mod loom_tests {
                 drop(again);
             });
             handle.seal();
+            drop(handle);
+            t.join().unwrap();
+            assert_eq!(freed.load(SeqCst), 1);
+        });
+    }
+
+    /// One of the coordinator's own tasks ends as the last reference goes
+    /// (the task holds no reference, but the state must outlive it).
+    #[test]
+    fn internal_task_ends_as_the_last_reference_goes() {
+        loom::model(|| {
+            let (handle, freed) = state();
+            let internal = Internal::new(&handle);
+            handle.seal();
+            let t = thread::spawn(move || drop(internal));
             drop(handle);
             t.join().unwrap();
             assert_eq!(freed.load(SeqCst), 1);

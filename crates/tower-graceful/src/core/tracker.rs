@@ -66,9 +66,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::core::event::{Event, Wait};
 use crate::core::handle::{Kept, SharedPtr};
-use crate::core::sync::{
-    fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicU8, AtomicUsize, Mutex,
-};
+use crate::core::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
 
 /// A sealed shard counter's value stays near this, far below any real count.
 const SEALED_COUNT: isize = isize::MIN / 2;
@@ -353,14 +351,18 @@ pub(crate) struct Tracker {
     /// The references' exact count once sealed (`BIAS` before).
     refs_global: AtomicIsize,
     refs_sealed: AtomicBool,
-    /// Who has let go of the state: `REFS_GONE` (no reference left) and
-    /// `COUNT_GONE` (the exact counter reached zero: no request or task
+    /// Who still holds the state: the `REFS_GONE` bit (no reference left),
+    /// the `COUNT_GONE` bit (the exact counter reached zero: no request or task
     /// left). Whoever completes the pair frees it.
-    gone: AtomicU8,
+    gone: AtomicUsize,
 }
 
-const REFS_GONE: u8 = 1;
-const COUNT_GONE: u8 = 2;
+const REFS_GONE: usize = 1;
+const COUNT_GONE: usize = 2;
+/// One of the coordinator's own tasks (driver, OS-signal listener), in the
+/// rest of `gone`: they use the state without a reference, so that they do
+/// not keep it wanted, and the state is freed only after the last one ends.
+const INTERNAL: usize = 4;
 
 impl fmt::Debug for Tracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -400,7 +402,7 @@ impl Tracker {
             epoch: tokio::time::Instant::now(),
             refs_global: AtomicIsize::new(BIAS),
             refs_sealed: AtomicBool::new(false),
-            gone: AtomicU8::new(0),
+            gone: AtomicUsize::new(0),
         }
     }
 
@@ -443,10 +445,24 @@ impl Tracker {
 
     /// One of the two owners of the state lets go; `Free(true)` for the
     /// second. The last access to the state of whoever gets `Free(false)`.
-    fn let_go(&self, who: u8) -> Free {
+    fn let_go(&self, who: usize) -> Free {
         let prev = self.gone.fetch_or(who, AcqRel);
         debug_assert!(prev & who == 0, "let go twice");
         Free(prev | who == REFS_GONE | COUNT_GONE)
+    }
+
+    /// One more of the coordinator's own tasks uses the state. Only called
+    /// by someone who keeps the state alive meanwhile (a reference, or
+    /// another of these).
+    pub(crate) fn internal_started(&self) {
+        self.gone.fetch_add(INTERNAL, AcqRel);
+    }
+
+    /// One of the coordinator's own tasks is done with the state; the last
+    /// of all owners to go frees it.
+    pub(crate) fn internal_ended(&self) -> Free {
+        let prev = self.gone.fetch_sub(INTERNAL, AcqRel);
+        Free(prev - INTERNAL == REFS_GONE | COUNT_GONE)
     }
 
     // ---- references to the shared state ----

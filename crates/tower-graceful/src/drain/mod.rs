@@ -11,7 +11,8 @@
 //! land elsewhere as one burst; from the start of draining every response
 //! announces it. HTTP/2 responses never carry it (the header is forbidden
 //! there): HTTP/2 connections get GOAWAY from the server
-//! ([`serve`](crate::serve) sends it at the trigger). `101 Switching
+//! ([`serve`](crate::serve) sends it at a random point of the lame-duck
+//! window, so clients do not reconnect as one burst). `101 Switching
 //! Protocols` responses are left alone.
 //!
 //! # Requests: served, or turned away
