@@ -49,7 +49,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::answer::RejectConfig;
-use crate::core::handle::{Handle, Kept};
+use crate::core::handle::{Counted as CountedRef, Handle, InState};
 use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
 use crate::probe::ProbePaths;
 use crate::signal::CurrentSignal;
@@ -61,6 +61,8 @@ use crate::signal::CurrentSignal;
 /// hyper-util, axum and tonic do) is one uncontended count.
 #[derive(Debug)]
 pub(crate) struct Stack {
+    /// The state that keeps this stack (borrowed, not counted).
+    shared: std::mem::ManuallyDrop<Handle>,
     pub(crate) reject: RejectConfig,
     pub(crate) probes: ProbePaths,
     pub(crate) untracked: Vec<String>,
@@ -71,7 +73,12 @@ pub(crate) struct Stack {
 }
 
 impl Stack {
-    pub(crate) fn new(reject: RejectConfig, probes: ProbePaths, untracked: Vec<String>) -> Self {
+    pub(crate) fn new(
+        shared: &Handle,
+        reject: RejectConfig,
+        probes: ProbePaths,
+        untracked: Vec<String>,
+    ) -> Self {
         let mut special_lens = 0u64;
         let paths = [probes.ready.as_deref(), probes.live.as_deref()];
         for p in paths
@@ -82,6 +89,7 @@ impl Stack {
             special_lens |= len_bit(p);
         }
         Self {
+            shared: Handle::uncounted(shared.ptr()),
             reject,
             probes,
             untracked,
@@ -96,7 +104,19 @@ impl Stack {
 
     /// The same settings with other rejection settings.
     fn with_reject(&self, reject: RejectConfig) -> Self {
-        Self::new(reject, self.probes.clone(), self.untracked.clone())
+        Self::new(
+            &self.shared,
+            reject,
+            self.probes.clone(),
+            self.untracked.clone(),
+        )
+    }
+}
+
+impl InState for Stack {
+    #[inline(always)]
+    fn handle(&self) -> &Handle {
+        &self.shared
     }
 }
 
@@ -110,13 +130,12 @@ fn len_bit(path: &str) -> u64 {
 /// one service ([`Graceful`]).
 #[derive(Clone)]
 pub struct GracefulLayer {
-    shared: Handle,
-    stack: Kept<Stack>,
+    stack: CountedRef<Stack>,
 }
 
 impl GracefulLayer {
-    pub(crate) fn new(shared: Handle, stack: Kept<Stack>) -> Self {
-        Self { shared, stack }
+    pub(crate) fn new(stack: CountedRef<Stack>) -> Self {
+        Self { stack }
     }
 
     /// Adds an exact path the draining responder always lets through (for
@@ -146,10 +165,10 @@ impl GracefulLayer {
     }
 
     fn with_reject(self, reject: RejectConfig) -> Self {
-        let stack = self.shared.keep(self.stack.with_reject(reject));
+        let shared = self.stack.handle();
+        let stack = shared.keep(self.stack.with_reject(reject));
         Self {
-            shared: self.shared,
-            stack,
+            stack: CountedRef::new(stack),
         }
     }
 }
@@ -170,8 +189,7 @@ impl<S> Layer<S> for GracefulLayer {
     fn layer(&self, inner: S) -> Graceful<S> {
         Graceful {
             inner,
-            shared: self.shared.clone(),
-            stack: self.stack,
+            stack: self.stack.clone(),
         }
     }
 }
@@ -188,8 +206,7 @@ impl<S> Layer<S> for GracefulLayer {
 #[derive(Clone)]
 pub struct Graceful<S> {
     inner: S,
-    shared: Handle,
-    stack: Kept<Stack>,
+    stack: CountedRef<Stack>,
 }
 
 impl<S> Graceful<S> {
@@ -237,7 +254,7 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let stack = &*self.stack;
-        let shared = &self.shared;
+        let shared = stack.handle();
         let path = req.uri().path();
         let special = stack.maybe_special(path);
         if special {
@@ -256,7 +273,7 @@ where
         let guard = match counted {
             Counted::Serve(guard) => guard,
             Counted::Reject => {
-                return crate::drain::rejected(shared, self.stack.field(|s| &s.reject), &req)
+                return crate::drain::rejected(shared, self.stack.kept().field(|s| &s.reject), &req)
             }
         };
         let h1 = req.version() <= Version::HTTP_11;

@@ -71,7 +71,7 @@ pub use self::builder::{
     Builder, ConfigError, ConfigErrorKind, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
     DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
-use crate::core::handle::{Handle, Internal, Kept};
+use crate::core::handle::{Counted, Handle, Internal, Kept};
 pub use crate::core::state::Phase;
 use crate::core::state::Shared;
 use crate::core::sync::{lock, Arc, Mutex};
@@ -269,6 +269,7 @@ impl Coordinator {
             false,
         );
         let stack = shared.keep(Stack::new(
+            &shared,
             config.reject.clone(),
             config.probes.clone(),
             config.untracked.clone(),
@@ -570,7 +571,7 @@ impl Coordinator {
     /// [`AddSignalLayer`](crate::add_signal::AddSignalLayer) inside it if you want the signal in
     /// request extensions too (one allocation per request).
     pub fn layer(&self) -> GracefulLayer {
-        GracefulLayer::new(self.shared.handle(), self.inner.stack)
+        GracefulLayer::new(Counted::new(self.inner.stack))
     }
 
     /// Spawns the driver. The guard is moved into the task's future when it

