@@ -471,7 +471,7 @@ where
                     .into_response();
                 Poll::Ready(Ok(res.map(|data| ResponseBody {
                     kind: BodyKind::Answered {
-                        data: (!data.is_empty()).then_some(data),
+                        body: FixedBody::new(data),
                     },
                 })))
             }
@@ -491,7 +491,9 @@ pin_project! {
     #[project = BodyProj]
     enum BodyKind<B> {
         Inner { #[pin] inner: B },
-        Answered { data: Option<Bytes> },
+        // The crate's own answer: the same one-chunk body as the probe
+        // services'.
+        Answered { body: FixedBody },
     }
 }
 
@@ -518,8 +520,8 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             BodyProj::Inner { inner } => inner.poll_frame(cx),
-            BodyProj::Answered { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
+            BodyProj::Answered { body } => {
+                Poll::Ready(body.data.take().map(|d| Ok(Frame::data(B::Data::from(d)))))
             }
         }
     }
@@ -528,7 +530,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             BodyKind::Inner { inner } => inner.is_end_stream(),
-            BodyKind::Answered { data } => data.is_none(),
+            BodyKind::Answered { body } => body.is_end_stream(),
         }
     }
 
@@ -536,9 +538,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             BodyKind::Inner { inner } => inner.size_hint(),
-            BodyKind::Answered { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            BodyKind::Answered { body } => body.size_hint(),
         }
     }
 }

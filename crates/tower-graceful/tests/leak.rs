@@ -43,6 +43,9 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The heap is one for the whole binary: its tests measure one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn live_bytes() -> isize {
     LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -120,8 +123,33 @@ async fn one_coordinator(i: usize) {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn ten_thousand_coordinators_leave_memory_flat() {
+/// What one signal made from a bare token costs while it lives, and that it
+/// is all given back.
+#[test]
+fn a_signal_from_a_token_is_small_and_freed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = live_bytes();
+    let signal = ShutdownSignal::from(CancellationToken::new());
+    let alive = live_bytes() - before;
+    drop(signal);
+    let after = live_bytes() - before;
+    println!("ShutdownSignal::from(CancellationToken): {alive} bytes while alive, {after} after");
+    // One shard of the tracker, not one per core.
+    assert!(alive < 16 * 1024, "{alive} bytes for a standalone signal");
+    assert_eq!(after, 0);
+}
+
+#[test]
+fn ten_thousand_coordinators_leave_memory_flat() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(coordinators_leave_memory_flat());
+}
+
+async fn coordinators_leave_memory_flat() {
     for i in 0..WARM_UP {
         one_coordinator(i).await;
         tokio::task::yield_now().await;
