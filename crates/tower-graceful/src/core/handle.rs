@@ -520,6 +520,25 @@ mod tests {
         assert_eq!(freed.load(SeqCst), 1);
     }
 
+    #[tokio::test]
+    async fn a_process_lifetime_state_is_kept_and_still_counts_requests() {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .process_lifetime(true)
+            .build()
+            .unwrap();
+        let freed = Sentinel::watch(&c.shared);
+        let svc = c.layer().layer(app());
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(c.in_flight(), 1, "the body counts its request");
+        res.into_body().collect().await.unwrap();
+        assert_eq!(c.in_flight(), 0);
+        drop((c, svc));
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert_eq!(freed.load(SeqCst), 0, "kept for the process, as asked");
+    }
+
     #[test]
     fn service_clones_dropped_on_other_threads_free_once() {
         let rt = tokio::runtime::Builder::new_multi_thread()

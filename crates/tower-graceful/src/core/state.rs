@@ -168,6 +168,8 @@ pub(crate) struct Policy {
     /// announcing the close keeps the drain open, for its client's next
     /// request on that connection (served, with the close announced).
     pub(crate) reuse_grace: std::time::Duration,
+    /// Keep the state for the process: references are not counted.
+    pub(crate) process_lifetime: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -198,7 +200,7 @@ impl Shared {
     fn build(soft: CancellationToken, driven: bool, policy: Policy, shards: usize) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Serving as u8),
-            tracker: Tracker::new(shards),
+            tracker: Tracker::new(shards).counting_refs(!policy.process_lifetime),
             triggered: Event::new(),
             force_requested: Event::new(),
             done: Event::new(),

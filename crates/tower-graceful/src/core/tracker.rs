@@ -348,6 +348,9 @@ pub(crate) struct Tracker {
     admitted_while_draining: AtomicUsize,
     tasks: Mutex<Tasks>,
     epoch: tokio::time::Instant,
+    /// Whether references are counted (false: the state is kept for the
+    /// process, see `Builder::process_lifetime`). Never changes.
+    counting_refs: bool,
     /// The references' exact count once sealed (`BIAS` before).
     refs_global: AtomicIsize,
     refs_sealed: AtomicBool,
@@ -400,10 +403,18 @@ impl Tracker {
             admitted_while_draining: AtomicUsize::new(0),
             tasks: Mutex::new(Tasks::default()),
             epoch: tokio::time::Instant::now(),
+            counting_refs: true,
             refs_global: AtomicIsize::new(BIAS),
             refs_sealed: AtomicBool::new(false),
             gone: AtomicUsize::new(0),
         }
+    }
+
+    /// With `counting_refs = false`, the state this tracker is part of is
+    /// kept for the process (references are not counted).
+    pub(crate) fn counting_refs(mut self, counting: bool) -> Self {
+        self.counting_refs = counting;
+        self
     }
 
     /// A shard count for this machine: room for every worker thread of a
@@ -480,6 +491,9 @@ impl Tracker {
     /// zero meanwhile.
     #[inline]
     pub(crate) fn ref_acquire(&self) {
+        if !self.counting_refs {
+            return;
+        }
         let c = &self.shards[self.home()].0.refs;
         if c.fetch_add(1, Relaxed) <= SEALED_COUNT / 2 {
             self.refs_global.fetch_add(1, Relaxed);
@@ -492,6 +506,9 @@ impl Tracker {
     /// [`orphaned`](Self::orphaned).
     #[inline]
     pub(crate) fn ref_release(&self) -> bool {
+        if !self.counting_refs {
+            return false; // kept for the process: never the last
+        }
         // Release: what this holder did happens before whoever frees.
         let c = &self.shards[self.home()].0.refs;
         if c.fetch_add(-1, Release) > SEALED_COUNT / 2 {
@@ -511,7 +528,7 @@ impl Tracker {
     /// Idempotent (`false` after the first call).
     #[cold]
     pub(crate) fn seal_refs(&self) -> bool {
-        if self.refs_sealed.swap(true, AcqRel) {
+        if !self.counting_refs || self.refs_sealed.swap(true, AcqRel) {
             return false;
         }
         let mut sum: isize = 0;
