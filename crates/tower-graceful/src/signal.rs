@@ -155,7 +155,7 @@ impl ShutdownSignal {
     /// before the callback runs, in which nothing is in flight and the drain
     /// can complete.
     pub fn track(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        TaskGuard::task(&self.shared, name.into())
+        TaskGuard::task(self.shared.clone(), name.into())
     }
 
     /// A child [`CancellationToken`] cancelled when draining begins, for code
@@ -311,7 +311,7 @@ pub struct TaskGuard {
 }
 
 impl TaskGuard {
-    pub(crate) fn task(shared: &Handle, name: Cow<'static, str>) -> Self {
+    pub(crate) fn task(shared: Handle, name: Cow<'static, str>) -> Self {
         let ticket = match shared.tracker.acquire_task(name) {
             Ok(ticket) => Some(ticket),
             Err(_refused) => {
@@ -324,10 +324,7 @@ impl TaskGuard {
                 None
             }
         };
-        Self {
-            shared: shared.clone(),
-            ticket,
-        }
+        Self { shared, ticket }
     }
 
     /// Whether this guard holds the drain. `false` only for a guard taken

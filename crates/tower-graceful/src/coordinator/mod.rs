@@ -415,7 +415,7 @@ impl Coordinator {
     /// WebSocket sessions). `name` appears in the report if it is still alive
     /// at the deadline.
     pub fn track(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        TaskGuard::task(&self.shared.handle(), name.into())
+        TaskGuard::task(self.shared.handle(), name.into())
     }
 
     /// App-controlled readiness gates and the current status.

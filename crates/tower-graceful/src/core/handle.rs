@@ -138,10 +138,16 @@ impl Clone for Handle {
 impl Drop for Handle {
     #[inline]
     fn drop(&mut self) {
-        let ptr = self.0;
-        if ptr.tracker.ref_release() {
-            orphaned(ptr);
-        }
+        release(self.0);
+    }
+}
+
+/// Ends one reference to the state behind `ptr` (a [`Handle`]'s or a
+/// [`Counted`]'s); the last one, after the seal, orphans it.
+#[inline]
+fn release(ptr: SharedPtr) {
+    if ptr.tracker.ref_release() {
+        orphaned(ptr);
     }
 }
 
@@ -251,10 +257,7 @@ impl<T: InState> Clone for Counted<T> {
 impl<T: InState> Drop for Counted<T> {
     #[inline]
     fn drop(&mut self) {
-        let ptr = self.0.handle().ptr();
-        if ptr.tracker.ref_release() {
-            orphaned(ptr);
-        }
+        release(self.0.handle().ptr());
     }
 }
 
@@ -353,22 +356,17 @@ impl Shared {
     }
 }
 
-/// [`Event::wait`](crate::core::event::Event::wait) for an event of the
-/// shared state, holding a reference to it: `'static`, for public futures.
+/// [`Event::wait`](crate::core::event::Event::wait) for the drained latch,
+/// holding a reference to the state: `'static`, for public futures.
 pub(crate) struct OwnedWait {
     shared: Handle,
-    event: fn(&Shared) -> &crate::core::event::Event,
     slot: Option<usize>,
 }
 
 impl OwnedWait {
     /// Completes when the drain completed (the counter reached zero).
     pub(crate) fn drained(shared: Handle) -> Self {
-        Self {
-            shared,
-            event: |s| s.tracker.drained_event(),
-            slot: None,
-        }
+        Self { shared, slot: None }
     }
 }
 
@@ -380,7 +378,11 @@ impl std::future::Future for OwnedWait {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let this = self.get_mut();
-        let r = (this.event)(&this.shared).poll_wait(&mut this.slot, cx);
+        let r = this
+            .shared
+            .tracker
+            .drained_event()
+            .poll_wait(&mut this.slot, cx);
         if r.is_ready() {
             this.slot = None;
         }
@@ -391,7 +393,7 @@ impl std::future::Future for OwnedWait {
 impl Drop for OwnedWait {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            (self.event)(&self.shared).cancel_wait(slot);
+            self.shared.tracker.drained_event().cancel_wait(slot);
         }
     }
 }
