@@ -7,7 +7,7 @@
 //! ```text
 //! icount <contender name> <requests> [clone|reused]
 //! icount --list
-//! icount --time <contender name>...   # quick interleaved ns/request vs bare
+//! MODE=reused icount --time <contender name>...   # quick interleaved ns/request vs bare
 //! ```
 
 use tower_graceful_benches::{service_contenders, Fixtures, Mode};
@@ -50,10 +50,15 @@ fn main() {
 }
 
 /// A quick look while developing (the real tables come from the criterion
-/// benches): the named contenders and `bare`, cloned per request, in
+/// benches): the named contenders and `bare`, cloned per request (or
+/// reused with `MODE=reused`), in
 /// interleaved rounds; prints the median ns per request and the difference.
 fn quick_time(fx: &Fixtures, names: &[String]) {
-    let mut cs: Vec<_> = service_contenders(fx, Mode::ClonePerRequest)
+    let mode = match std::env::var("MODE").as_deref() {
+        Ok("reused") => Mode::Reused,
+        _ => Mode::ClonePerRequest,
+    };
+    let mut cs: Vec<_> = service_contenders(fx, mode)
         .into_iter()
         .filter(|c| c.name == "bare" || names.contains(&c.name))
         .collect();

@@ -464,17 +464,33 @@ where
                     },
                 )))
             }
-            KindProj::Answered { answer } => {
-                let res = answer
-                    .take()
-                    .expect("polled after completion")
-                    .into_response();
-                Poll::Ready(Ok(res.map(|data| ResponseBody {
-                    kind: BodyKind::Answered {
-                        body: FixedBody::new(data),
-                    },
-                })))
-            }
+            KindProj::Answered { answer } => Poll::Ready(Ok(answered_response(answer))),
+        }
+    }
+}
+
+/// The response of an answer of the crate's own, taken from a future's
+/// `Option` (it panics if the future is polled again after completing).
+#[cold]
+#[inline(never)]
+pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<ResponseBody<B>> {
+    let res = answer
+        .take()
+        .expect("polled after completion")
+        .into_response();
+    res.map(|data| ResponseBody {
+        kind: BodyKind::Answered {
+            body: FixedBody::new(data),
+        },
+    })
+}
+
+impl<B> ResponseBody<B> {
+    /// The inner service's body.
+    #[inline(always)]
+    pub(crate) fn inner(inner: B) -> Self {
+        Self {
+            kind: BodyKind::Inner { inner },
         }
     }
 }

@@ -583,7 +583,7 @@ mod loom_tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::core::tracker::RequestGuard;
+    use crate::core::tracker::{Name, RequestGuard};
 
     fn state() -> (Handle, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         let handle = Handle::new(Shared::new(CancellationToken::new(), true), false);
@@ -597,8 +597,8 @@ mod loom_tests {
     fn last_reference_races_last_request() {
         loom::model(|| {
             let (handle, freed) = state();
-            let (guard, _) =
-                RequestGuard::new(handle.ptr(), &http::Method::GET, "/").expect("counted");
+            let (guard, _) = RequestGuard::new(handle.ptr(), Name::of(&http::Method::GET, "/"))
+                .expect("counted");
             handle.seal();
             let t = thread::spawn(move || drop(guard));
             drop(handle);
@@ -647,8 +647,8 @@ mod loom_tests {
     fn drain_completion_races_last_reference() {
         loom::model(|| {
             let (handle, freed) = state();
-            let (guard, _) =
-                RequestGuard::new(handle.ptr(), &http::Method::GET, "/").expect("counted");
+            let (guard, _) = RequestGuard::new(handle.ptr(), Name::of(&http::Method::GET, "/"))
+                .expect("counted");
             let _ = handle.tracker.begin_drain();
             handle.seal();
             let t = thread::spawn(move || drop(guard));

@@ -163,6 +163,35 @@ pub(crate) struct Live {
     pub(crate) lower_bound: bool,
 }
 
+/// What names a request in its slot, read out of the request: the method as
+/// a number, so that nothing holds a reference into the request (which lets
+/// the caller move it into the inner service without a copy).
+#[derive(Clone, Copy)]
+pub(crate) struct Name<'p> {
+    /// The method, packed (see [`pack8`]).
+    method: u64,
+    path: &'p str,
+}
+
+impl<'p> Name<'p> {
+    #[inline(always)]
+    pub(crate) fn of(method: &http::Method, path: &'p str) -> Self {
+        // GET without the table lookup `as_str` is.
+        let method = if *method == http::Method::GET {
+            GET_PACKED
+        } else {
+            pack8(method.as_str().as_bytes())
+        };
+        Self { method, path }
+    }
+
+    /// The request's path.
+    #[inline(always)]
+    pub(crate) fn path(&self) -> &'p str {
+        self.path
+    }
+}
+
 /// A request's hold on the count: the slot that names it, or `None` when it
 /// is counted unnamed. Not `Clone`: released exactly once.
 pub(crate) struct RequestTicket<'t>(Option<&'t Slot>);
@@ -207,13 +236,9 @@ impl RequestGuard {
     /// claim and the switch's seal are read-modify-writes of the same word,
     /// so whoever decides on the result decides on what the counter says:
     /// there is no window between "checked" and "counted".
-    #[inline]
-    pub(crate) fn new(
-        shared: SharedPtr,
-        method: &http::Method,
-        path: &str,
-    ) -> Result<(Self, Admission), Refused> {
-        let (RequestTicket(slot), admission) = shared.tracker.acquire_request(method, path)?;
+    #[inline(always)]
+    pub(crate) fn new(shared: SharedPtr, name: Name<'_>) -> Result<(Self, Admission), Refused> {
+        let (RequestTicket(slot), admission) = shared.tracker.acquire_named(name)?;
         let slot = slot.map(Kept::part_of_state);
         Ok((Self { shared, slot }, admission))
     }
@@ -616,15 +641,14 @@ impl Tracker {
 
     /// Counts a request started on this thread, named in this thread's shard
     /// when the thread has one; refused once the drain has completed.
-    #[inline]
-    pub(crate) fn acquire_request(
+    #[inline(always)]
+    pub(crate) fn acquire_named(
         &self,
-        method: &http::Method,
-        path: &str,
+        name: Name<'_>,
     ) -> Result<(RequestTicket<'_>, Admission), Refused> {
         let index = thread_index::current();
         if index < self.shards.len() {
-            self.acquire_request_in(index, method, path)
+            self.acquire_in(index, name)
         } else {
             self.acquire_unnamed(index % self.shards.len())
         }
@@ -632,12 +656,21 @@ impl Tracker {
 
     /// Counts a request in `shard`. Only one thread at a time may claim in a
     /// given shard (its owner); any thread may release.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn acquire_request_in(
         &self,
         shard: usize,
         method: &http::Method,
         path: &str,
+    ) -> Result<(RequestTicket<'_>, Admission), Refused> {
+        self.acquire_in(shard, Name::of(method, path))
+    }
+
+    #[inline(always)]
+    fn acquire_in(
+        &self,
+        shard: usize,
+        name: Name<'_>,
     ) -> Result<(RequestTicket<'_>, Admission), Refused> {
         let s = &self.shards[shard].0;
         let hint = s.hint.load(Relaxed);
@@ -650,7 +683,7 @@ impl Tracker {
             if st & LIVE != 0 {
                 continue;
             }
-            self.write_name(slot, method, path);
+            self.write_name(slot, name);
             let admission = self.claim(slot)?;
             if idx != hint {
                 // Next time, look here first: with one request at a time per
@@ -659,7 +692,7 @@ impl Tracker {
             }
             return Ok((RequestTicket(Some(slot)), admission));
         }
-        self.acquire_scan(shard, hint, method, path)
+        self.acquire_scan(shard, hint, name)
     }
 
     /// The few slots after the hint are busy (a burst on this thread): look
@@ -671,8 +704,7 @@ impl Tracker {
         &self,
         shard: usize,
         hint: usize,
-        method: &http::Method,
-        path: &str,
+        name: Name<'_>,
     ) -> Result<(RequestTicket<'_>, Admission), Refused> {
         let s = &self.shards[shard].0;
         for i in PROBES..SLOTS {
@@ -681,7 +713,7 @@ impl Tracker {
             if slot.state.load(Acquire) & LIVE != 0 {
                 continue;
             }
-            self.write_name(slot, method, path);
+            self.write_name(slot, name);
             let admission = self.claim(slot)?;
             s.hint.store(idx, Relaxed);
             return Ok((RequestTicket(Some(slot)), admission));
@@ -693,11 +725,10 @@ impl Tracker {
     /// for `snapshot`: a reader that saw the previous generation live notices
     /// the change of `state` and drops what it read).
     #[inline]
-    fn write_name(&self, slot: &Slot, method: &http::Method, path: &str) {
+    fn write_name(&self, slot: &Slot, name: Name<'_>) {
         fence(Release);
-        slot.method
-            .store(pack8(method.as_str().as_bytes()), Relaxed);
-        let bytes = path.as_bytes();
+        slot.method.store(name.method, Relaxed);
+        let bytes = name.path.as_bytes();
         let len = bytes.len().min(PATH_CAP);
         let mut chunks = bytes[..len].chunks(8);
         for w in slot.path.iter() {
@@ -1060,6 +1091,9 @@ impl Tracker {
     }
 }
 
+/// `pack8(b"GET")`.
+const GET_PACKED: u64 = u64::from_le_bytes(*b"GET\0\0\0\0\0");
+
 /// Up to 8 bytes, little-endian, zero-padded; without a call to `memcpy`.
 #[inline]
 fn pack8(b: &[u8]) -> u64 {
@@ -1278,7 +1312,7 @@ mod tests {
         let t = Tracker::new(1);
         let slot = &t.shards[0].0.slots[0];
         // Named while not stamping (since = 0) ...
-        t.write_name(slot, &GET, "/raced");
+        t.write_name(slot, Name::of(&GET, "/raced"));
         // ... the trigger's scan runs before the claim ...
         t.stamp_live();
         // ... and the claim lands after it.

@@ -218,7 +218,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         if turn_away_uncounted(shared, &self.config, req.uri().path()) {
-            return rejected(shared, self.config, &req);
+            return rejected(shared, self.config, req);
         }
         // The future keeps a reference: the lame duck reads the phase when
         // the response is ready, and the service may be gone by then.
@@ -248,9 +248,10 @@ fn turn_away_while_draining(shared: &Shared) -> bool {
 pub(crate) fn rejected<B, F>(
     shared: &Handle,
     config: Kept<RejectConfig>,
-    req: &Request<B>,
+    req: Request<B>,
 ) -> ResponseFuture<F> {
-    ResponseFuture::answered(rejection(shared, config, req))
+    // By value: the caller's request is not borrowed by anything out of line.
+    ResponseFuture::answered(rejection(shared, config, &req))
 }
 
 /// Counts and logs one draining rejection, and decides its response.

@@ -57,7 +57,7 @@ use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -221,10 +221,11 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self
-            .paths
-            .answer(&self.shared, req.uri().path(), req.method())
-        {
+        match self.paths.answer(
+            &self.shared,
+            req.uri().path(),
+            ProbeMethod::of(req.method()),
+        ) {
             Some(answer) => ResponseFuture::answered(answer),
             None => ResponseFuture::inner(self.inner.call(req), None),
         }
@@ -234,17 +235,20 @@ where
 impl ProbePaths {
     /// The probe answer for `req`, if its path is a probe path.
     #[inline]
-    pub(crate) fn answer(&self, shared: &Handle, path: &str, method: &Method) -> Option<Answer> {
+    pub(crate) fn answer(
+        &self,
+        shared: &Handle,
+        path: &str,
+        method: ProbeMethod,
+    ) -> Option<Answer> {
         if self.ready.as_deref() == Some(path) {
             return Some(Answer::Ready {
                 shared: shared.clone(),
-                method: ProbeMethod::of(method),
+                method,
             });
         }
         if self.live.as_deref() == Some(path) {
-            return Some(Answer::Live {
-                method: ProbeMethod::of(method),
-            });
+            return Some(Answer::Live { method });
         }
         None
     }
