@@ -220,7 +220,7 @@ struct ReadmeDoctests;
 /// ```compile_fail
 /// #![deny(unused_must_use)]
 /// type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
-/// fn make() -> tower_graceful::in_flight::CountedFuture<Inner> { unimplemented!() }
+/// fn make() -> tower_graceful::in_flight::ResponseFuture<Inner> { unimplemented!() }
 /// fn drop_it() { make(); }
 /// ```
 ///
@@ -228,7 +228,7 @@ struct ReadmeDoctests;
 /// #![deny(unused_must_use)]
 /// type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
 /// fn make() -> tower_graceful::drain::ResponseFuture<Inner> { unimplemented!() }
-/// fn make_counted() -> tower_graceful::in_flight::CountedFuture<Inner> { unimplemented!() }
+/// fn make_counted() -> tower_graceful::in_flight::ResponseFuture<Inner> { unimplemented!() }
 /// fn drop_them() {
 ///     let _ = make();
 ///     let _ = make_counted();

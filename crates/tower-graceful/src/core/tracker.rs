@@ -1352,6 +1352,18 @@ mod tests {
     }
 
     #[test]
+    fn get_is_packed_as_every_other_method_is() {
+        assert_eq!(Name::of(&GET, "/").method, pack8(b"GET"));
+        for m in [
+            http::Method::POST,
+            http::Method::HEAD,
+            http::Method::from_bytes(b"GETS").unwrap(),
+        ] {
+            assert_eq!(Name::of(&m, "/").method, pack8(m.as_str().as_bytes()));
+        }
+    }
+
+    #[test]
     fn snapshot_names_requests_and_tasks() {
         let t = Tracker::new(2);
         let long = format!("/{}", "é".repeat(40));

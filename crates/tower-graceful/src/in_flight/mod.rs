@@ -361,7 +361,7 @@ pin_project! {
     /// The inner service's future with the request's guard: holds the guard
     /// until the response is ready, then hands it to the [`CountedBody`].
     #[must_use = "futures do nothing unless polled"]
-    pub struct CountedFuture<F> {
+    pub(crate) struct CountedFuture<F> {
         #[pin]
         inner: F,
         // What keeps the state alive: the request's guard, or a reference
