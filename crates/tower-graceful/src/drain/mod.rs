@@ -241,8 +241,8 @@ fn turn_away_while_draining(shared: &Shared) -> bool {
     shared.tracker.is_drained() || shared.too_late()
 }
 
-/// Counts, logs and answers one draining rejection (for [`Drain`], the
-/// counter and the fused [`Graceful`](crate::Graceful)).
+/// Counts, logs and answers one draining rejection, for [`Drain`] (the
+/// counter and the fused service have the same for their own future).
 #[cold]
 #[inline(never)]
 pub(crate) fn rejected<B, F>(
