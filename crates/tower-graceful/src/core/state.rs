@@ -129,6 +129,7 @@ impl Default for ConnectionCounts {
 
 impl ConnectionCounts {
     /// A connection task is about to be spawned.
+    #[cfg(feature = "serve")]
     pub(crate) fn task_started(&self) {
         // No wake-up: only the way down to zero is awaited.
         self.live.send_if_modified(|n| {
@@ -139,6 +140,7 @@ impl ConnectionCounts {
 
     /// A connection task ended (its socket is closed); wakes
     /// [`Self::all_closed`] when it was the last.
+    #[cfg(feature = "serve")]
     pub(crate) fn task_ended(&self) {
         self.live.send_if_modified(|n| {
             *n = n.saturating_sub(1);
