@@ -70,7 +70,7 @@ fn main() {
     let summary = report::is_bench_run();
 
     let mut tables = Vec::new();
-    for mode in [Mode::Reused, Mode::ClonePerRequest] {
+    for mode in [Mode::Reused, Mode::ClonePerRequest, Mode::Oneshot] {
         let group = format!("per_request/{}", mode.label());
         let mut cs = service_contenders(&fx, mode);
         bench_group(&mut crit, &group, &mut cs);
@@ -107,5 +107,6 @@ fn mode_text(mode: Mode) -> &'static str {
     match mode {
         Mode::Reused => "reused (ready + call on one service)",
         Mode::ClonePerRequest => "cloned per request (hyper-util / axum style)",
+        Mode::Oneshot => "cloned per request through `oneshot` (exactly hyper-util's `service.clone().oneshot(req)`)",
     }
 }

@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::guards::{ArcCounter, GuardLayer, StaticAtomic, TokioGraceful, Tracker};
 use crate::services::{
-    axum_get_root, drive, get_root, grpc_req, Hello, HelloHeaders, NoopLayer, HELLO,
+    axum_get_root, drive, drive_oneshot, get_root, grpc_req, Hello, HelloHeaders, NoopLayer, HELLO,
 };
 
 /// How the service is used for each request.
@@ -38,6 +38,10 @@ pub enum Mode {
     /// drop it (what hyper-util's `TowerToHyperService` does, so what axum and
     /// tonic servers do: `self.service.clone().oneshot(req)`).
     ClonePerRequest,
+    /// Exactly hyper-util's `TowerToHyperService::call`: a clone per request
+    /// driven through tower's `oneshot` (`self.service.clone().oneshot(req)`),
+    /// whose future holds the service and the request until `call`.
+    Oneshot,
 }
 
 impl Mode {
@@ -46,6 +50,7 @@ impl Mode {
         match self {
             Mode::Reused => "reused",
             Mode::ClonePerRequest => "clone",
+            Mode::Oneshot => "oneshot",
         }
     }
 }
@@ -200,12 +205,18 @@ where
         Mode::ClonePerRequest => {
             for _ in 0..iters {
                 // The request first, then the clone: hyper-util clones the
-                // service for a request hyper has already parsed
-                // (`self.service.clone().oneshot(req)`). (Built while the
-                // clone is alive, the request is built under an unwind edge,
-                // and LLVM then copies it whole before an out-of-line `call`.)
+                // service for a request hyper has already parsed. (Built
+                // while the clone is alive, the request is built under an
+                // unwind edge, and LLVM then copies it whole before an
+                // out-of-line `call`.)
                 let req = mk();
                 bytes += drive(&mut svc.clone(), req);
+            }
+        }
+        Mode::Oneshot => {
+            for _ in 0..iters {
+                let req = mk();
+                bytes += drive_oneshot(svc.clone(), req);
             }
         }
     }

@@ -143,10 +143,35 @@ where
         Poll::Ready(Ok(())) => {}
         _ => panic!("service not ready"),
     }
-    let mut fut = pin!(svc.call(req));
+    let fut = pin!(svc.call(req));
+    finish(fut, &mut cx)
+}
+
+/// Like [`drive`], for a service owned by the request, through tower's
+/// `oneshot` (`poll_ready`, then `call`, inside one future): what
+/// hyper-util's `TowerToHyperService` does with the clone it makes for each
+/// request (`self.service.clone().oneshot(req)`).
+#[inline(always)]
+pub fn drive_oneshot<S, B, RB>(svc: S, req: Request<B>) -> usize
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Body,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let fut = pin!(tower::ServiceExt::oneshot(svc, req));
+    finish(fut, &mut cx)
+}
+
+/// Polls a response future to completion, then drains the body.
+#[inline(always)]
+fn finish<F, RB, E>(mut fut: std::pin::Pin<&mut F>, cx: &mut Context<'_>) -> usize
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Body,
+{
     let mut spins = 0u32;
     let res = loop {
-        match fut.as_mut().poll(&mut cx) {
+        match fut.as_mut().poll(cx) {
             Poll::Ready(Ok(res)) => break res,
             Poll::Ready(Err(_)) => panic!("service error"),
             Poll::Pending => {
@@ -160,7 +185,7 @@ where
     let mut body = pin!(body);
     let mut n = 0;
     loop {
-        match body.as_mut().poll_frame(&mut cx) {
+        match body.as_mut().poll_frame(cx) {
             Poll::Ready(None) => break,
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {

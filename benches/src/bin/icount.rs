@@ -5,7 +5,7 @@
 //! table; run by hand:
 //!
 //! ```text
-//! icount <contender name> <requests> [clone|reused]
+//! icount <contender name> <requests> [clone|reused|oneshot]
 //! icount --list
 //! MODE=reused icount --time <contender name>...   # quick interleaved ns/request vs bare
 //! ```
@@ -26,15 +26,18 @@ fn main() {
         return;
     }
     let (Some(name), Some(iters)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: icount <contender name> <requests> [clone|reused] | icount --list");
+        eprintln!(
+            "usage: icount <contender name> <requests> [clone|reused|oneshot] | icount --list"
+        );
         std::process::exit(2);
     };
     let iters: u64 = iters.parse().expect("requests: a number");
     let mode = match args.get(2).map(String::as_str) {
         None | Some("clone") => Mode::ClonePerRequest,
         Some("reused") => Mode::Reused,
+        Some("oneshot") => Mode::Oneshot,
         Some(other) => {
-            eprintln!("mode must be clone or reused, not {other:?}");
+            eprintln!("mode must be clone, reused or oneshot, not {other:?}");
             std::process::exit(2);
         }
     };
@@ -56,6 +59,7 @@ fn main() {
 fn quick_time(fx: &Fixtures, names: &[String]) {
     let mode = match std::env::var("MODE").as_deref() {
         Ok("reused") => Mode::Reused,
+        Ok("oneshot") => Mode::Oneshot,
         _ => Mode::ClonePerRequest,
     };
     let mut cs: Vec<_> = service_contenders(fx, mode)
