@@ -39,7 +39,7 @@
 //! graceful      the fused layer
 //! in_flight  drain  probe  add_signal      one module per middleware
 //! answer        what the crate answers by itself (probe answers,
-//!   │           rejections): one future, one body
+//!   │           rejections) and the one response body every layer uses
 //! lame_duck     Connection: close, the rising share
 //! signal        ShutdownSignal, TaskGuard
 //! core          per-coordinator state: phase, readiness gates, the
@@ -51,7 +51,8 @@
 //! ([`GracefulLayer`]) wraps the service; its `call` answers a probe path or
 //! claims a slot in the thread's shard of the tracker (`core::tracker`,
 //! which refuses it once the drain completed, and the request is rejected);
-//! the guard rides in the response future, then in the response body; the
+//! the guard rides in the response future (`in_flight`'s, which the fused
+//! service shares), then in the response body; the
 //! body's end (or drop, or the future's drop) releases it; while draining
 //! the release goes through one exact counter, and the release that brings
 //! it to zero sets the latch that [`Coordinator::drained`] awaits, which
