@@ -269,10 +269,7 @@ where
         let decided = if stack.maybe_special(path) {
             special(stack, name, ProbeMethod::of(req.method()))
         } else {
-            match count(shared, &stack.reject, name) {
-                Counted::Serve(guard) => Decided::Serve(guard),
-                Counted::Reject => Decided::Reject,
-            }
+            count(shared, &stack.reject, name).into()
         };
         match decided {
             Decided::Serve(guard) => {
@@ -300,6 +297,16 @@ enum Decided {
     Reject,
 }
 
+impl From<Counted> for Decided {
+    #[inline(always)]
+    fn from(counted: Counted) -> Self {
+        match counted {
+            Counted::Serve(guard) => Decided::Serve(guard),
+            Counted::Reject => Decided::Reject,
+        }
+    }
+}
+
 /// A request whose path length is that of a probe or untracked path: a probe
 /// is answered, an untracked path is not counted.
 #[cold]
@@ -315,10 +322,7 @@ fn special(stack: &Stack, name: Name<'_>, method: ProbeMethod) -> Decided {
     } else {
         count(shared, &stack.reject, name)
     };
-    match counted {
-        Counted::Serve(guard) => Decided::Serve(guard),
-        Counted::Reject => Decided::Reject,
-    }
+    counted.into()
 }
 
 /// Response future of [`Graceful`]: the counter's (which also carries the
