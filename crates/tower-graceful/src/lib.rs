@@ -125,6 +125,9 @@
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[macro_use]
+mod macros;
+
 pub mod add_signal;
 mod answer;
 #[cfg(feature = "serve")]
