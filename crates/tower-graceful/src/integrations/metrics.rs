@@ -773,15 +773,10 @@ mod tests {
         assert_eq!(c.phase(), Phase::Serving);
     }
 
-    #[test]
-    fn emitter_and_its_run_future_are_send_and_sync() {
+    #[tokio::test]
+    async fn emitter_and_its_run_future_are_send_and_sync() {
         fn send_sync<T: Send + Sync>(_: &T) {}
         fn send<T: Send>(_: &T) {}
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
         let c = Coordinator::builder()
             .handle_signals(false)
             .build()
@@ -791,14 +786,9 @@ mod tests {
         send(&e.run());
     }
 
-    #[test]
+    #[tokio::test]
     #[should_panic(expected = "more than zero")]
-    fn zero_interval_is_refused() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
+    async fn zero_interval_is_refused() {
         let c = Coordinator::builder()
             .handle_signals(false)
             .build()
@@ -806,13 +796,8 @@ mod tests {
         let _ = Emitter::new(&c).interval(Duration::ZERO);
     }
 
-    #[test]
-    fn unit_and_kind_of_each_metric() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
+    #[tokio::test]
+    async fn unit_and_kind_of_each_metric() {
         let c = Coordinator::builder()
             .handle_signals(false)
             .build()
