@@ -21,7 +21,6 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::core::handle::{Handle, Kept};
 use crate::core::readiness::ReadinessStatus;
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
@@ -186,7 +185,8 @@ impl RejectConfig {
     /// future is polled ([`Answer::into_response`]), which keeps every
     /// response future of the stack small.
     #[inline]
-    pub(crate) fn reject<B>(this: Kept<Self>, shared: &Handle, req: &Request<B>) -> Answer {
+    pub(crate) fn reject<B>(&self, req: &Request<B>) -> Answer {
+        let this = self;
         let grpc = req
             .headers()
             .get(CONTENT_TYPE)
@@ -214,8 +214,7 @@ impl RejectConfig {
             return Answer::Custom(Box::new(res));
         }
         Answer::Reject {
-            shared: shared.clone(),
-            config: this,
+            config: this.clone(),
             version: req.version(),
             grpc,
         }
@@ -268,16 +267,14 @@ impl RejectConfig {
 /// request; the response is built from it when the future is polled.
 pub(crate) enum Answer {
     Reject {
-        // Keeps the state (and so `config`) alive until the answer is built.
-        shared: Handle,
-        config: Kept<RejectConfig>,
+        config: RejectConfig,
         version: Version,
         grpc: bool,
     },
     /// From [`DrainLayer::respond_with`]: built at `call` (it sees the path).
     Custom(Box<Response<Bytes>>),
     Ready {
-        shared: Handle,
+        shared: Arc<Shared>,
         method: ProbeMethod,
     },
     Live {
@@ -291,7 +288,6 @@ impl Answer {
     pub(crate) fn into_response(self) -> Response<Bytes> {
         match self {
             Answer::Reject {
-                shared: _shared,
                 config,
                 version,
                 grpc,
@@ -400,7 +396,7 @@ pin_project! {
         // An HTTP/1.x request through `Drain`: the lame duck may announce the
         // close. (The fused service does that in the counted future, where
         // the response is rebuilt anyway, so its requests use `Inner`.)
-        LameDuck { #[pin] fut: F, shared: Handle },
+        LameDuck { #[pin] fut: F, shared: Arc<Shared> },
         Answered { answer: Option<Answer> },
     }
 }
@@ -408,7 +404,7 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     /// The inner service's future; `lame_duck` for HTTP/1.x requests.
     #[inline]
-    pub(crate) fn inner(fut: F, lame_duck: Option<Handle>) -> Self {
+    pub(crate) fn inner(fut: F, lame_duck: Option<Arc<Shared>>) -> Self {
         Self {
             kind: match lame_duck {
                 None => Kind::Inner { fut },

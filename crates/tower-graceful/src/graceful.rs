@@ -49,93 +49,22 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::answer::{Answer, ProbeMethod, RejectConfig};
-use crate::core::handle::{Counted as CountedRef, Handle, InState};
-use crate::core::tracker::{Name, RequestGuard};
+use crate::core::guard::RequestGuard;
+use crate::core::names::Name;
+use crate::core::sync::Arc;
 use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
-use crate::probe::ProbePaths;
-use crate::signal::CurrentSignal;
-
-/// Everything one [`Graceful`] service needs besides the shared state: its
-/// settings, kept by the shared state (one per coordinator, and one per
-/// differently configured layer), so that a service is its inner service
-/// plus a reference and a pointer, and a clone per request (what
-/// hyper-util, axum and tonic do) is one uncontended count.
-#[derive(Debug)]
-pub(crate) struct Stack {
-    /// The state that keeps this stack (borrowed, not counted).
-    shared: std::mem::ManuallyDrop<Handle>,
-    pub(crate) reject: RejectConfig,
-    pub(crate) probes: ProbePaths,
-    pub(crate) untracked: Vec<String>,
-    /// Bit `len % 64` is set for the length of every probe and untracked
-    /// path: a request whose path length is not in it skips every string
-    /// comparison.
-    special_lens: u64,
-}
-
-impl Stack {
-    pub(crate) fn new(
-        shared: &Handle,
-        reject: RejectConfig,
-        probes: ProbePaths,
-        untracked: Vec<String>,
-    ) -> Self {
-        let mut special_lens = 0u64;
-        let paths = [probes.ready.as_deref(), probes.live.as_deref()];
-        for p in paths
-            .into_iter()
-            .flatten()
-            .chain(untracked.iter().map(String::as_str))
-        {
-            special_lens |= len_bit(p);
-        }
-        Self {
-            shared: Handle::uncounted(shared.ptr()),
-            reject,
-            probes,
-            untracked,
-            special_lens,
-        }
-    }
-
-    #[inline]
-    fn maybe_special(&self, path: &str) -> bool {
-        self.special_lens & len_bit(path) != 0
-    }
-
-    /// The same settings with other rejection settings.
-    fn with_reject(&self, reject: RejectConfig) -> Self {
-        Self::new(
-            &self.shared,
-            reject,
-            self.probes.clone(),
-            self.untracked.clone(),
-        )
-    }
-}
-
-impl InState for Stack {
-    #[inline(always)]
-    fn handle(&self) -> &Handle {
-        &self.shared
-    }
-}
-
-#[inline]
-fn len_bit(path: &str) -> u64 {
-    1 << (path.len() % 64)
-}
+use crate::stack::Stack;
 
 /// The combined layer of [`Coordinator::layer`](crate::Coordinator::layer):
 /// probes, then the draining responder, then in-flight counting, fused into
 /// one service ([`Graceful`]).
 #[derive(Clone)]
 pub struct GracefulLayer {
-    stack: CountedRef<Stack>,
+    stack: Arc<Stack>,
 }
 
 impl GracefulLayer {
-    pub(crate) fn new(stack: CountedRef<Stack>) -> Self {
+    pub(crate) fn new(stack: Arc<Stack>) -> Self {
         Self { stack }
     }
 
@@ -144,9 +73,8 @@ impl GracefulLayer {
     /// [`exempt_path`](crate::Builder::exempt_path) validates paths; this
     /// adds one without checks.
     ///
-    /// The new settings are kept with the coordinator's state until it is
-    /// freed (see [`Coordinator`](crate::Coordinator)): configure layers at
-    /// start-up, not per request.
+    /// The new settings are shared by the services of this layer (one
+    /// allocation): configure layers at start-up, not per request.
     pub fn exempt(self, path: impl Into<String>) -> Self {
         let reject = self.stack.reject.with_exempt(path.into());
         self.with_reject(reject)
@@ -166,10 +94,8 @@ impl GracefulLayer {
     }
 
     fn with_reject(self, reject: RejectConfig) -> Self {
-        let shared = self.stack.handle();
-        let stack = shared.keep(self.stack.with_reject(reject));
         Self {
-            stack: CountedRef::new(stack),
+            stack: Arc::new(self.stack.with_reject(reject)),
         }
     }
 }
@@ -207,7 +133,7 @@ impl<S> Layer<S> for GracefulLayer {
 #[derive(Clone)]
 pub struct Graceful<S> {
     inner: S,
-    stack: CountedRef<Stack>,
+    stack: Arc<Stack>,
 }
 
 impl<S> Graceful<S> {
@@ -239,15 +165,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    // Not forced inline: inlined, it made the caller copy the whole request
-    // (224 bytes) first, ~10 ns more per request (`icount --time`). Out of
-    // line it is used where the caller built it, and since nothing out of
-    // line borrows it (the rejection takes it by value), it moves into the
-    // inner service without a copy either.
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let stack = &*self.stack;
-        let shared = stack.handle();
+        let shared = &stack.shared;
         let path = req.uri().path();
         // Counted first, then decided (the counter refuses once the drain
         // completed), all before the inner `call`: a panic inside it unwinds
@@ -259,25 +180,24 @@ where
             count(shared, &stack.reject, name).into()
         };
         match decided {
-            Decided::Serve(guard) => {
+            Decided::Serve(mut guard) => {
                 let h1 = req.version() <= Version::HTTP_11;
-                let _current = CurrentSignal::enter(shared.ptr());
-                ResponseFuture::counted(
-                    CountedFuture::new(self.inner.call(req), guard, shared).with_lame_duck(h1),
-                )
+                let fut = {
+                    let _current = guard.lend();
+                    self.inner.call(req)
+                };
+                ResponseFuture::counted(CountedFuture::new(fut, guard).with_lame_duck(h1))
             }
             Decided::Answer(answer) => ResponseFuture::answered(answer),
-            Decided::Reject => {
-                crate::in_flight::rejected(shared, self.stack.kept().field(|s| &s.reject), req)
-            }
+            Decided::Reject => crate::in_flight::rejected(stack, req),
         }
     }
 }
 
 /// What [`Graceful`] does with a request.
 enum Decided {
-    /// Call the inner service, counted if the guard is there.
-    Serve(Option<RequestGuard>),
+    /// Call the inner service, with the request's guard.
+    Serve(RequestGuard),
     /// A probe's answer.
     Answer(Answer),
     /// The draining rejection.
@@ -285,7 +205,7 @@ enum Decided {
 }
 
 impl From<Counted> for Decided {
-    #[inline(always)]
+    #[inline]
     fn from(counted: Counted) -> Self {
         match counted {
             Counted::Serve(guard) => Decided::Serve(guard),
@@ -297,9 +217,8 @@ impl From<Counted> for Decided {
 /// A request whose path length is that of a probe or untracked path: a probe
 /// is answered, an untracked path is not counted.
 #[cold]
-#[inline(never)]
 fn special(stack: &Stack, name: Name<'_>, method: ProbeMethod) -> Decided {
-    let shared = stack.handle();
+    let shared = &stack.shared;
     let path = name.path();
     if let Some(answer) = stack.probes.answer(shared, path, method) {
         return Decided::Answer(answer);

@@ -122,7 +122,8 @@
 //! `phase` (recorded as the phase changes); cleanup hooks run inside it too.
 
 #![warn(missing_docs)]
-#![deny(unreachable_pub, unsafe_code)]
+#![deny(unreachable_pub)]
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
@@ -143,6 +144,7 @@ mod lame_duck;
 pub mod probe;
 pub mod report;
 pub mod signal;
+mod stack;
 pub mod testing;
 
 pub use crate::coordinator::{Builder, Coordinator};

@@ -37,9 +37,9 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::core::handle::{Handle, SharedPtr};
+use crate::core::counter::TaskTicket;
 use crate::core::state::Shared;
-use crate::core::tracker::TaskTicket;
+use crate::core::sync::Arc;
 
 /// Tells a handler that shutdown has begun.
 ///
@@ -82,7 +82,7 @@ use crate::core::tracker::TaskTicket;
 /// ```
 #[derive(Clone)]
 pub struct ShutdownSignal {
-    pub(crate) shared: Handle,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for ShutdownSignal {
@@ -95,7 +95,7 @@ impl fmt::Debug for ShutdownSignal {
 }
 
 impl ShutdownSignal {
-    pub(crate) fn new(shared: Handle) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 
@@ -109,9 +109,7 @@ impl ShutdownSignal {
     /// `tokio::select!` branch) loses nothing; a new call observes the same
     /// state.
     pub fn draining(&self) -> Draining {
-        Draining {
-            inner: self.shared.soft.clone().cancelled_owned(),
-        }
+        Draining::new(&self.shared, None)
     }
 
     /// Whether draining has begun. Non-blocking; never goes back to `false`.
@@ -183,38 +181,7 @@ impl ShutdownSignal {
     /// extensions and without an allocation. Not available in tasks the
     /// handler spawns: take the signal first and move it in.
     pub fn current() -> Option<ShutdownSignal> {
-        CURRENT
-            .with(|c| c.get())
-            .map(|s| ShutdownSignal::new(Handle::from_ptr(s)))
-    }
-}
-
-thread_local! {
-    // Set only while a request's state is kept alive (by its guard or a
-    // reference), and restored before that ends.
-    static CURRENT: std::cell::Cell<Option<SharedPtr>> = const { std::cell::Cell::new(None) };
-}
-
-/// Makes [`ShutdownSignal::current`] answer while a request is polled;
-/// restores the previous value on drop (also when unwinding), so nested
-/// coordinators and panics leave nothing behind.
-pub(crate) struct CurrentSignal {
-    prev: Option<SharedPtr>,
-}
-
-impl CurrentSignal {
-    #[inline]
-    pub(crate) fn enter(shared: SharedPtr) -> Self {
-        Self {
-            prev: CURRENT.with(|c| c.replace(Some(shared))),
-        }
-    }
-}
-
-impl Drop for CurrentSignal {
-    #[inline]
-    fn drop(&mut self) {
-        CURRENT.with(|c| c.set(self.prev));
+        crate::core::guard::current().map(ShutdownSignal::new)
     }
 }
 
@@ -231,7 +198,7 @@ impl From<ShutdownSignal> for CancellationToken {
 impl From<CancellationToken> for ShutdownSignal {
     fn from(token: CancellationToken) -> Self {
         // One shard: nobody drains this state, it only counts guards.
-        Self::new(Handle::new(Shared::standalone(token), true))
+        Self::new(Arc::new(Shared::standalone(token)))
     }
 }
 
@@ -244,13 +211,21 @@ pin_project! {
     pub struct Draining {
         #[pin]
         inner: WaitForCancellationFutureOwned,
+        // For the coordinator's own: keeps the shutdown driven (restarts a
+        // driver that died with its runtime) while this is awaited. Never
+        // completes by itself.
+        driver: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     }
 }
 
 impl Draining {
-    pub(crate) fn new(shared: &Shared) -> Self {
+    pub(crate) fn new(
+        shared: &Shared,
+        driver: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    ) -> Self {
         Self {
             inner: shared.soft.clone().cancelled_owned(),
+            driver,
         }
     }
 }
@@ -266,7 +241,11 @@ impl Future for Draining {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        if let Some(driver) = this.driver {
+            let _ = driver.as_mut().poll(cx);
+        }
+        this.inner.poll(cx)
     }
 }
 
@@ -306,12 +285,12 @@ impl Future for Forced {
 /// guard and every request is gone.
 #[must_use = "the guard holds the drain only while it lives: keep it for as long as the work runs"]
 pub struct TaskGuard {
-    shared: Handle,
+    shared: Arc<Shared>,
     ticket: Option<TaskTicket>,
 }
 
 impl TaskGuard {
-    pub(crate) fn task(shared: Handle, name: Cow<'static, str>) -> Self {
+    pub(crate) fn task(shared: Arc<Shared>, name: Cow<'static, str>) -> Self {
         let ticket = match shared.tracker.acquire_task(name) {
             Ok(ticket) => Some(ticket),
             Err(_refused) => {
@@ -342,9 +321,7 @@ impl TaskGuard {
     #[inline]
     fn release_now(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            // A reference is held (`self.shared`): nothing can be freed.
-            let free = self.shared.tracker.release_task(ticket);
-            debug_assert!(!free.0);
+            self.shared.tracker.release_task(ticket);
         }
     }
 }

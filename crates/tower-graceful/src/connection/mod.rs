@@ -81,8 +81,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use crate::core::handle::Handle;
 use crate::core::state::Shared;
+use crate::core::sync::Arc;
 use crate::Coordinator;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -118,12 +118,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = coordinator.shared.handle();
+    let shared = coordinator.shared.clone();
     shared.connections.served.store(true, Ordering::Release);
     accept_loop(listener, service, shared)
 }
 
-async fn accept_loop<S, B>(listener: TcpListener, service: S, shared: Handle) -> io::Result<()>
+async fn accept_loop<S, B>(listener: TcpListener, service: S, shared: Arc<Shared>) -> io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -201,12 +201,12 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// the connections open, all idle, when it completed, whichever task runs
 /// first.
 struct Open {
-    shared: Handle,
+    shared: Arc<Shared>,
     counted: bool,
 }
 
 impl Open {
-    fn new(shared: Handle) -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         shared.connections.open.fetch_add(1, Ordering::AcqRel);
         shared.connections.task_started();
         Self {

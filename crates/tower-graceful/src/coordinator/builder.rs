@@ -9,7 +9,7 @@ use http::HeaderValue;
 use crate::answer::RejectConfig;
 use crate::core::state::Policy;
 use crate::core::sync::Arc;
-use crate::probe::ProbePaths;
+use crate::stack::ProbePaths;
 use crate::Coordinator;
 
 /// Default pre-drain delay: none. Behind a load balancer, set it to at least
@@ -191,7 +191,6 @@ pub struct Builder {
     lame_duck_window: Option<Duration>,
     min_time_left: Option<Duration>,
     reuse_grace: Duration,
-    process_lifetime: bool,
 }
 
 impl Default for Builder {
@@ -214,7 +213,6 @@ impl Default for Builder {
             lame_duck_window: None,
             min_time_left: None,
             reuse_grace: DEFAULT_REUSE_GRACE,
-            process_lifetime: false,
         }
     }
 }
@@ -350,19 +348,6 @@ impl Builder {
     /// combined layer ([`Coordinator::layer`]).
     pub fn reuse_grace(mut self, d: Duration) -> Self {
         self.reuse_grace = d;
-        self
-    }
-
-    /// Keeps the coordinator's state for the life of the process instead of
-    /// freeing it when the last handle, layer, service and request are gone.
-    /// Clones and drops of services then count nothing: the per-request
-    /// clone that hyper-util, axum and tonic make costs a load instead of
-    /// two (uncontended) read-modify-writes, about 20 ns per request on the
-    /// machine of `BENCHMARKS.md`. For the one coordinator of a server
-    /// process; not for code that builds many (tests): each one's state (a
-    /// few KiB per core) stays. Default: `false` (freed).
-    pub fn process_lifetime(mut self, keep: bool) -> Self {
-        self.process_lifetime = keep;
         self
     }
 
@@ -561,7 +546,6 @@ impl Builder {
             lame_duck_window: self.lame_duck_window.unwrap_or(self.pre_drain),
             min_time_left,
             reuse_grace: self.reuse_grace,
-            process_lifetime: self.process_lifetime,
         };
         let retry = ceil_secs(self.retry_after);
         if retry > MAX_RETRY_AFTER {

@@ -13,12 +13,7 @@ use crate::probe::{ProbeLayer, ReadinessService};
 impl InFlightLayer {
     /// Counts requests for `coordinator`.
     pub fn new(coordinator: &Coordinator) -> Self {
-        let config = coordinator.config();
-        InFlightLayer::from_parts(
-            coordinator.shared.handle(),
-            config.field(|c| &c.untracked),
-            config.field(|c| &c.reject),
-        )
+        InFlightLayer::from_stack(coordinator.stack())
     }
 }
 
@@ -38,10 +33,7 @@ impl DrainLayer {
     /// Rejects new requests once `coordinator` is draining, with the
     /// rejection settings from its builder.
     pub fn new(coordinator: &Coordinator) -> Self {
-        DrainLayer::from_parts(
-            coordinator.shared.handle(),
-            coordinator.config().field(|c| &c.reject),
-        )
+        DrainLayer::from_stack(coordinator.stack())
     }
 }
 
@@ -60,7 +52,7 @@ impl<S> Drain<S> {
 impl ReadinessService {
     /// The readiness probe of `coordinator`.
     pub fn new(coordinator: &Coordinator) -> Self {
-        ReadinessService::from_shared(coordinator.shared.handle())
+        ReadinessService::from_shared(coordinator.shared.clone())
     }
 }
 
@@ -69,10 +61,7 @@ impl ProbeLayer {
     /// ([`readiness_path`](crate::Builder::readiness_path),
     /// [`liveness_path`](crate::Builder::liveness_path)).
     pub fn new(coordinator: &Coordinator) -> Self {
-        ProbeLayer::from_parts(
-            coordinator.shared.handle(),
-            coordinator.config().field(|c| &c.probes),
-        )
+        ProbeLayer::from_stack(coordinator.stack())
     }
 }
 

@@ -1,59 +1,118 @@
 //! The OS-signal listener: SIGTERM and SIGINT (Ctrl-C elsewhere) trigger the
 //! shutdown; a second one forces it.
+//!
+//! The listener holds only a `Weak` of the state until a signal arrives, so
+//! it keeps nothing alive: it ends when the state does (`Shared::gone`).
+//! Like the driver, it dies with its runtime; its guard then clears
+//! [`listener_alive`](super::Coordination::listener_alive) and nudges the
+//! waiters, and the next of them starts it again on its own runtime
+//! (`driver::ensure`). The number of signals seen is kept with the
+//! coordinator, so a restarted listener still forces on the second one.
 
-use super::{ConfigError, Coordinator, TriggerCause};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 
-#[cfg(unix)]
-pub(super) fn listen(c: Coordinator, handle: &tokio::runtime::Handle) -> Result<(), ConfigError> {
-    use tokio::signal::unix::{signal, SignalKind};
+use super::{coordination, trigger_with};
+use crate::core::state::Shared;
+use crate::core::sync::Arc;
+use crate::report::TriggerCause;
+
+/// Starts the listener on `handle` unless one is alive. Signals are
+/// registered now, not in the task: one that arrives before the task first
+/// runs is still seen.
+pub(super) fn ensure(shared: &Arc<Shared>, handle: &tokio::runtime::Handle) -> std::io::Result<()> {
+    let c = coordination(shared);
+    if c.listener_alive
+        .compare_exchange(false, true, AcqRel, Acquire)
+        .is_err()
+    {
+        return Ok(());
+    }
+    let guard = Alive(Arc::downgrade(shared));
     let _enter = handle.enter();
-    let err = |e: std::io::Error| ConfigError::signal(e);
-    // Registered now, not in the task: a signal that arrives before the
-    // task first runs is still seen.
-    let mut term = signal(SignalKind::terminate()).map_err(err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            drop(guard); // not listening after all
+            return Err(e);
+        }
+    };
+    let gone = shared.gone.clone();
     handle.spawn(async move {
-        let mut seen = 0u32;
+        let guard = guard;
         loop {
             let name = tokio::select! {
-                Some(()) = term.recv() => "SIGTERM",
-                Some(()) = int.recv() => "SIGINT",
-                _ = c.shared.done.wait() => return,
-                // Nobody can be told of a shutdown any more: end, and let
-                // the coordinator be freed.
-                _ = c.shared.abandoned.wait(), if !c.shared.triggered.is_set() => return,
-                else => return,
+                name = signals.recv() => name,
+                // Nothing left to shut down.
+                _ = gone.cancelled() => return,
             };
-            seen += 1;
+            let Some(name) = name else { return };
+            let Some(shared) = guard.0.upgrade() else { return };
+            if shared.done.is_set() {
+                return;
+            }
+            let seen = coordination(&shared).signals_seen.fetch_add(1, AcqRel) + 1;
             if seen == 1 {
                 tracing::info!(target: "tower_graceful", signal = name, "signal received: starting graceful shutdown (send again to force)");
-                c.trigger_with(TriggerCause::Signal(name));
+                trigger_with(&shared, TriggerCause::Signal(name));
             } else {
                 tracing::warn!(target: "tower_graceful", signal = name, "second signal: forcing shutdown");
-                c.shared.force();
+                trigger_with(&shared, TriggerCause::Signal(name));
+                shared.force();
             }
         }
     });
     Ok(())
 }
 
-#[cfg(not(unix))]
-pub(super) fn listen(c: Coordinator, handle: &tokio::runtime::Handle) -> Result<(), ConfigError> {
-    handle.spawn(async move {
-        let mut seen = 0u32;
-        loop {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                _ = c.shared.done.wait() => return,
-                _ = c.shared.abandoned.wait(), if !c.shared.triggered.is_set() => return,
-            }
-            seen += 1;
-            if seen == 1 {
-                c.trigger_with(TriggerCause::Signal("ctrl-c"));
-            } else {
-                c.shared.force();
-            }
+/// Clears the flag when the listener task ends or is dropped with its
+/// runtime, and nudges the waiters so that one starts it again.
+struct Alive(std::sync::Weak<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            coordination(&shared).listener_alive.store(false, Release);
+            shared.nudge();
         }
-    });
-    Ok(())
+    }
+}
+
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal's name; `None` if neither can be received any more.
+    async fn recv(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            Some(()) = self.term.recv() => Some("SIGTERM"),
+            Some(()) = self.int.recv() => Some("SIGINT"),
+            else => None,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn recv(&mut self) -> Option<&'static str> {
+        tokio::signal::ctrl_c().await.ok().map(|()| "ctrl-c")
+    }
 }

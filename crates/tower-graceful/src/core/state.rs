@@ -1,16 +1,21 @@
 //! The one piece of shared state per coordinator: the phase, the in-flight
-//! tracker, the signals and the readiness gates. It knows nothing of HTTP;
+//! counter, the signals and the readiness gates. It knows nothing of HTTP;
 //! every layer and the coordinator sit on top of it.
+//!
+//! It lives in an `Arc`, and every clone of that `Arc` is an owner: the
+//! coordinator's handles, the layers and their services, signals, gates,
+//! request guards, the driver task. The OS-signal listener holds a `Weak`:
+//! it ends when the state does ([`Shared::gone`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::core::counter::Tracker;
 use crate::core::event::Event;
-use crate::core::readiness::Gates;
-use crate::core::sync::{AtomicU8, Mutex};
-use crate::core::tracker::Tracker;
+use crate::core::readiness::{Gates, ReadinessStatus};
+use crate::core::sync::{lock, AtomicU8, Mutex};
 
 /// Where a coordinator is in its shutdown. Phases only move forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,8 +78,14 @@ pub(crate) struct Shared {
     pub(crate) force_requested: Event,
     /// Set when the report is ready.
     pub(crate) done: Event,
-    /// Set when the last of the user's coordinator handles is gone.
-    pub(crate) abandoned: Event,
+    /// Cancelled when the state is dropped: what the OS-signal listener,
+    /// which holds only a `Weak`, waits on to end.
+    pub(crate) gone: CancellationToken,
+    /// Bumped when a waiter should look again at who drives the shutdown:
+    /// at the trigger, and when a driver or listener task died with its
+    /// runtime. A `watch` keeps a version, so a bump between a waiter's
+    /// check and its await is not lost.
+    pub(crate) nudge: tokio::sync::watch::Sender<u64>,
     /// The soft signal: fires when draining starts.
     pub(crate) soft: CancellationToken,
     /// The hard signal: fires at the drain deadline or on force.
@@ -97,9 +108,16 @@ pub(crate) struct Shared {
     /// Whether a coordinator drives this state (false for a signal made from
     /// a bare `CancellationToken`).
     pub(crate) driven: bool,
-    /// What the state keeps until it is freed: configured layers' settings
-    /// (see `Shared::keep`).
-    pub(crate) arena: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
+    /// What the coordinator keeps beside the state (its settings, hooks,
+    /// progress and report): opaque here, so that this module knows nothing
+    /// of the coordinator above it. `()` for a standalone signal.
+    pub(crate) coordination: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.gone.cancel();
+    }
 }
 
 /// Connection counts kept by the crate's own serve path (zero otherwise).
@@ -170,8 +188,6 @@ pub(crate) struct Policy {
     /// announcing the close keeps the drain open, for its client's next
     /// request on that connection (served, with the close announced).
     pub(crate) reuse_grace: std::time::Duration,
-    /// Keep the state for the process: references are not counted.
-    pub(crate) process_lifetime: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -186,27 +202,50 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     #[cfg(all(test, tower_graceful_loom))]
     pub(crate) fn new(soft: CancellationToken, driven: bool) -> Self {
-        Self::build(soft, driven, Policy::default(), Tracker::default_shards())
+        Self::build(
+            soft,
+            driven,
+            Policy::default(),
+            Tracker::default_shards(),
+            Box::new(()),
+        )
     }
 
     /// For a signal made from a bare `CancellationToken`: no coordinator,
     /// one shard (a few KiB instead of one shard per thread).
     pub(crate) fn standalone(soft: CancellationToken) -> Self {
-        Self::build(soft, false, Policy::default(), 1)
+        Self::build(soft, false, Policy::default(), 1, Box::new(()))
     }
 
-    pub(crate) fn with_policy(soft: CancellationToken, driven: bool, policy: Policy) -> Self {
-        Self::build(soft, driven, policy, Tracker::default_shards())
+    /// A coordinator's state, with what it keeps beside it.
+    pub(crate) fn coordinated(
+        policy: Policy,
+        coordination: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Self {
+        Self::build(
+            CancellationToken::new(),
+            true,
+            policy,
+            Tracker::default_shards(),
+            coordination,
+        )
     }
 
-    fn build(soft: CancellationToken, driven: bool, policy: Policy, shards: usize) -> Self {
+    fn build(
+        soft: CancellationToken,
+        driven: bool,
+        policy: Policy,
+        shards: usize,
+        coordination: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Serving as u8),
-            tracker: Tracker::new(shards).counting_refs(!policy.process_lifetime),
+            tracker: Tracker::new(shards),
             triggered: Event::new(),
             force_requested: Event::new(),
             done: Event::new(),
-            abandoned: Event::new(),
+            gone: CancellationToken::new(),
+            nudge: tokio::sync::watch::Sender::new(0),
             soft,
             hard: CancellationToken::new(),
             deadline: OnceLock::new(),
@@ -216,8 +255,28 @@ impl Shared {
             gates: Mutex::new(Gates::default()),
             gates_changed: tokio::sync::watch::Sender::new(()),
             driven,
-            arena: Mutex::new(Vec::new()),
+            coordination,
         }
+    }
+
+    /// Tells the waiters to look again at who drives the shutdown.
+    pub(crate) fn nudge(&self) {
+        self.nudge.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The readiness status: shutting down from the trigger on, else the
+    /// first gate that is not ready, else ready.
+    pub(crate) fn readiness(&self) -> ReadinessStatus {
+        if self.phase() >= Phase::Triggered || self.soft_fired_undriven() {
+            return ReadinessStatus::ShuttingDown;
+        }
+        lock(&self.gates).status()
+    }
+
+    /// Wakes the watchers of the readiness status (call after releasing the
+    /// gates' lock).
+    pub(crate) fn gates_changed(&self) {
+        self.gates_changed.send_replace(());
     }
 
     #[inline]
@@ -261,7 +320,6 @@ impl Shared {
     /// While draining: whether a request must be turned away although the
     /// counter admitted it, because it could not finish: the forced stop has
     /// begun, or less than `min_time_left` is left before the deadline.
-    #[cold]
     pub(crate) fn too_late(&self) -> bool {
         if self.phase() >= Phase::Forced {
             return true;
@@ -305,10 +363,9 @@ impl Shared {
         let _ = self.deadline.set(deadline);
         self.advance(Phase::Draining);
         // Order matters: the phase is published first so that a request that
-        // sees the soft signal also sees `rejecting() == true`; then the
-        // tracker switches; then handlers are told.
-        // Nothing is freed here: the caller holds a handle.
-        let live = self.tracker.begin_drain().map_or(0, |(live, _free)| live);
+        // sees the soft signal also sees `draining() == true`; then the
+        // counter switches; then handlers are told.
+        let live = self.tracker.begin_drain().unwrap_or(0);
         self.soft.cancel();
         live
     }

@@ -99,30 +99,30 @@ use tower_service::Service;
 
 use crate::answer::{Answer, RejectConfig};
 pub use crate::answer::{RejectContext, ResponseBody, ResponseFuture};
-use crate::core::handle::{Handle, Kept};
 use crate::core::state::Shared;
+use crate::core::sync::Arc;
+use crate::stack::Stack;
 
 /// Layer that applies [`Drain`].
 #[derive(Clone)]
 pub struct DrainLayer {
-    shared: Handle,
-    config: Kept<RejectConfig>,
+    stack: Arc<Stack>,
 }
 
 impl DrainLayer {
-    pub(crate) fn from_parts(shared: Handle, config: Kept<RejectConfig>) -> Self {
-        Self { shared, config }
+    pub(crate) fn from_stack(stack: Arc<Stack>) -> Self {
+        Self { stack }
     }
 
     /// Adds an exact path that is always passed through (for example a
     /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
     /// validates paths; this adds one without checks.
     ///
-    /// The new settings are kept with the coordinator's state until it is
-    /// freed (services point to them, so per-request clones copy a
-    /// pointer): configure layers at start-up, not per request.
+    /// The new settings are shared by the services of this layer (one
+    /// allocation): configure layers at start-up, not per request.
     pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        self.config = self.shared.keep(self.config.with_exempt(path.into()));
+        let reject = self.stack.reject.with_exempt(path.into());
+        self.stack = Arc::new(self.stack.with_reject(reject));
         self
     }
 
@@ -135,7 +135,8 @@ impl DrainLayer {
     where
         F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.config = self.shared.keep(self.config.with_custom(f));
+        let reject = self.stack.reject.with_custom(f);
+        self.stack = Arc::new(self.stack.with_reject(reject));
         self
     }
 }
@@ -143,7 +144,7 @@ impl DrainLayer {
 impl fmt::Debug for DrainLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DrainLayer")
-            .field("config", &self.config)
+            .field("config", &self.stack.reject)
             .finish_non_exhaustive()
     }
 }
@@ -154,8 +155,7 @@ impl<S> Layer<S> for DrainLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Drain {
             inner,
-            shared: self.shared.clone(),
-            config: self.config,
+            stack: self.stack.clone(),
         }
     }
 }
@@ -170,8 +170,7 @@ impl<S> Layer<S> for DrainLayer {
 #[derive(Clone)]
 pub struct Drain<S> {
     inner: S,
-    shared: Handle,
-    config: Kept<RejectConfig>,
+    stack: Arc<Stack>,
 }
 
 impl<S> Drain<S> {
@@ -203,9 +202,9 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
-        if turn_away_uncounted(shared, &self.config, req.uri().path()) {
-            return rejected(shared, self.config, req);
+        let shared = &self.stack.shared;
+        if turn_away_uncounted(shared, &self.stack.reject, req.uri().path()) {
+            return rejected(&self.stack, req);
         }
         // The future keeps a reference: the lame duck reads the phase when
         // the response is ready, and the service may be gone by then.
@@ -231,24 +230,13 @@ fn turn_away_while_draining(shared: &Shared) -> bool {
 /// Counts, logs and answers one draining rejection, for [`Drain`] (the
 /// counter and the fused service have the same for their own future).
 #[cold]
-#[inline(never)]
-pub(crate) fn rejected<B, F>(
-    shared: &Handle,
-    config: Kept<RejectConfig>,
-    req: Request<B>,
-) -> ResponseFuture<F> {
-    // By value: the caller's request is not borrowed by anything out of line.
-    ResponseFuture::answered(rejection(shared, config, &req))
+fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
+    ResponseFuture::answered(rejection(&stack.shared, &stack.reject, &req))
 }
 
 /// Counts and logs one draining rejection, and decides its response.
 #[cold]
-#[inline(never)]
-pub(crate) fn rejection<B>(
-    shared: &Handle,
-    config: Kept<RejectConfig>,
-    req: &Request<B>,
-) -> Answer {
+pub(crate) fn rejection<B>(shared: &Shared, config: &RejectConfig, req: &Request<B>) -> Answer {
     shared.count_rejected();
     tracing::debug!(
         target: "tower_graceful",
@@ -256,5 +244,5 @@ pub(crate) fn rejection<B>(
         path = req.uri().path(),
         "rejected: draining"
     );
-    RejectConfig::reject(config, shared, req)
+    config.reject(req)
 }

@@ -50,29 +50,22 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::answer::{Answer, RejectConfig};
-use crate::core::handle::{Handle, Kept, SharedPtr};
-use crate::core::tracker::{Admission, Name, RequestGuard};
-use crate::signal::CurrentSignal;
+use crate::core::counter::Admission;
+use crate::core::guard::{Hold, RequestGuard};
+use crate::core::names::Name;
+use crate::core::state::Shared;
+use crate::core::sync::Arc;
+use crate::stack::Stack;
 
 /// Layer that applies [`InFlight`].
 #[derive(Clone)]
 pub struct InFlightLayer {
-    shared: Handle,
-    untracked: Kept<Vec<String>>,
-    reject: Kept<RejectConfig>,
+    stack: Arc<Stack>,
 }
 
 impl InFlightLayer {
-    pub(crate) fn from_parts(
-        shared: Handle,
-        untracked: Kept<Vec<String>>,
-        reject: Kept<RejectConfig>,
-    ) -> Self {
-        Self {
-            shared,
-            untracked,
-            reject,
-        }
+    pub(crate) fn from_stack(stack: Arc<Stack>) -> Self {
+        Self { stack }
     }
 }
 
@@ -88,9 +81,7 @@ impl<S> Layer<S> for InFlightLayer {
     fn layer(&self, inner: S) -> Self::Service {
         InFlight {
             inner,
-            shared: self.shared.clone(),
-            untracked: self.untracked,
-            reject: self.reject,
+            stack: self.stack.clone(),
         }
     }
 }
@@ -107,9 +98,7 @@ impl<S> Layer<S> for InFlightLayer {
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,
-    shared: Handle,
-    untracked: Kept<Vec<String>>,
-    reject: Kept<RejectConfig>,
+    stack: Arc<Stack>,
 }
 
 impl<S> InFlight<S> {
@@ -127,8 +116,8 @@ impl<S: fmt::Debug> fmt::Debug for InFlight<S> {
 /// What the counter decided for one request (shared by [`InFlight`] and the
 /// fused [`Graceful`](crate::Graceful)).
 pub(crate) enum Counted {
-    /// Call the inner service; the guard (if tracked) goes with the response.
-    Serve(Option<RequestGuard>),
+    /// Call the inner service; the guard goes with the response.
+    Serve(RequestGuard),
     /// Answer with the draining rejection; nothing is counted.
     Reject,
 }
@@ -141,23 +130,28 @@ pub(crate) enum Counted {
 /// reference into the request, so the callers move it into the inner service
 /// without copying it first (a copy of the whole request, measured with
 /// `icount`).
-#[inline(always)]
-pub(crate) fn count(shared: &Handle, reject: &RejectConfig, name: Name<'_>) -> Counted {
-    match RequestGuard::new(shared.ptr(), name) {
-        Ok((guard, Admission::Serving)) => Counted::Serve(Some(guard)),
+#[inline]
+pub(crate) fn count(shared: &Arc<Shared>, reject: &RejectConfig, name: Name<'_>) -> Counted {
+    match shared.tracker.acquire(name) {
+        Ok((ticket, Admission::Serving)) => {
+            Counted::Serve(RequestGuard::counted(shared.clone(), ticket))
+        }
         other => late(
             shared,
             reject,
             name.path(),
-            other.ok().map(|(guard, _)| guard),
+            other
+                .ok()
+                .map(|(ticket, _)| RequestGuard::counted(shared.clone(), ticket)),
         ),
     }
 }
 
+/// A request the counter refused (the drain completed) or counted while
+/// draining.
 #[cold]
-#[inline(never)]
 fn late(
-    shared: &Handle,
+    shared: &Arc<Shared>,
     reject: &RejectConfig,
     path: &str,
     guard: Option<RequestGuard>,
@@ -165,7 +159,7 @@ fn late(
     let exempt = reject.is_exempt(path);
     match guard {
         // Refused by the counter: the drain completed.
-        None if exempt => Counted::Serve(None),
+        None if exempt => Counted::Serve(RequestGuard::uncounted(shared.clone())),
         None => Counted::Reject,
         Some(guard) if !exempt && shared.too_late() => {
             guard.turn_away(); // may complete the drain
@@ -173,7 +167,7 @@ fn late(
         }
         Some(guard) => {
             shared.tracker.count_served_while_draining();
-            Counted::Serve(Some(guard))
+            Counted::Serve(guard)
         }
     }
 }
@@ -186,8 +180,7 @@ fn late(
 /// forced stop): a request that arrives meanwhile is served, with the close
 /// announced.
 #[cold]
-#[inline(never)]
-fn linger(hold: crate::core::tracker::Hold) {
+fn linger(hold: Hold) {
     // The hold keeps the state alive until it is dropped, last.
     let shared = hold.shared();
     let grace = shared.policy.reuse_grace;
@@ -213,12 +206,15 @@ fn linger(hold: crate::core::tracker::Hold) {
 
 /// For an untracked path (nothing to count): turned away while draining by
 /// the same rules as a request no counter admitted.
-#[inline]
-pub(crate) fn untracked_counted(shared: &Handle, reject: &RejectConfig, path: &str) -> Counted {
+pub(crate) fn untracked_counted(
+    shared: &Arc<Shared>,
+    reject: &RejectConfig,
+    path: &str,
+) -> Counted {
     if crate::drain::turn_away_uncounted(shared, reject, path) {
         Counted::Reject
     } else {
-        Counted::Serve(None)
+        Counted::Serve(RequestGuard::uncounted(shared.clone()))
     }
 }
 
@@ -243,19 +239,22 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // The guard is taken before the inner `call`, so a panic inside it
         // unwinds through the guard's `Drop` and is released.
+        let stack = &*self.stack;
         let path = req.uri().path();
-        let counted = if self.untracked.iter().any(|p| p == path) {
-            untracked_counted(&self.shared, &self.reject, path)
+        let counted = if stack.is_untracked(path) {
+            untracked_counted(&stack.shared, &stack.reject, path)
         } else {
-            count(&self.shared, &self.reject, Name::of(req.method(), path))
+            count(&stack.shared, &stack.reject, Name::of(req.method(), path))
         };
         match counted {
-            Counted::Serve(guard) => {
-                let _current = CurrentSignal::enter(self.shared.ptr());
-                let fut = CountedFuture::new(self.inner.call(req), guard, &self.shared);
-                ResponseFuture::counted(fut)
+            Counted::Serve(mut guard) => {
+                let fut = {
+                    let _current = guard.lend();
+                    self.inner.call(req)
+                };
+                ResponseFuture::counted(CountedFuture::new(fut, guard))
             }
-            Counted::Reject => rejected(&self.shared, self.reject, req),
+            Counted::Reject => rejected(stack, req),
         }
     }
 }
@@ -286,7 +285,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline(always)]
+    #[inline]
     pub(crate) fn counted(fut: CountedFuture<F>) -> Self {
         Self {
             kind: Kind::Counted { fut },
@@ -316,8 +315,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    // Always: out of line, the whole response is returned through memory.
-    #[inline(always)]
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             // The head moves once: the counted body is wrapped where the
@@ -333,13 +331,8 @@ where
 /// The draining rejection, for a request the counter refused (by value: the
 /// caller's request is not borrowed by anything out of line).
 #[cold]
-#[inline(never)]
-pub(crate) fn rejected<B, F>(
-    shared: &Handle,
-    config: Kept<RejectConfig>,
-    req: Request<B>,
-) -> ResponseFuture<F> {
-    ResponseFuture::answered(crate::drain::rejection(shared, config, &req))
+pub(crate) fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
+    ResponseFuture::answered(crate::drain::rejection(&stack.shared, &stack.reject, &req))
 }
 
 /// Response body of [`InFlight`]: the counted body, or the rejection's.
@@ -352,9 +345,8 @@ pin_project! {
     pub(crate) struct CountedFuture<F> {
         #[pin]
         inner: F,
-        // What keeps the state alive: the request's guard, or a reference
-        // when nothing is counted (exempt and untracked paths).
-        keep: Keep,
+        // The request's count (unless exempt or untracked) and its state.
+        guard: RequestGuard,
         // The fused service's lame duck (an HTTP/1.x request): decided here,
         // where the response is rebuilt anyway, at no cost to other requests.
         lame_duck: bool,
@@ -363,10 +355,10 @@ pin_project! {
 
 impl<F> CountedFuture<F> {
     #[inline]
-    pub(crate) fn new(inner: F, guard: Option<RequestGuard>, shared: &Handle) -> Self {
+    pub(crate) fn new(inner: F, guard: RequestGuard) -> Self {
         Self {
             inner,
-            keep: Keep::new(guard, shared),
+            guard,
             lame_duck: false,
         }
     }
@@ -389,7 +381,7 @@ impl<F> CountedFuture<F> {
     /// Polls the inner future; once the response is ready, hands the guard
     /// to its body, passed through `wrap` where the response is rebuilt (the
     /// response head moves once, not once per wrapper).
-    #[inline(always)]
+    #[inline]
     fn poll_wrapped<B, E, T>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -400,32 +392,32 @@ impl<F> CountedFuture<F> {
         B: Body,
     {
         let this = self.project();
-        let shared = this.keep.ptr();
         let res = {
-            let _current = shared.map(CurrentSignal::enter);
+            let _current = this.guard.lend();
             ready!(this.inner.poll(cx))
         };
-        let keep = this.keep.take();
+        let guard = this.guard.take();
         let mut linger = *this.lame_duck;
         Poll::Ready(res.map(|res| {
             let (mut head, inner) = res.into_parts();
-            if let Some(shared) = shared {
+            if let Some(shared) = guard.shared() {
                 if linger && shared.triggered() {
-                    linger = !crate::lame_duck::announce_close(&shared, &mut head);
+                    linger = !crate::lame_duck::announce_close(shared, &mut head);
                 }
             }
             // A body that is already finished releases at once: hyper may
             // drop it without polling.
-            let keep = if inner.is_end_stream() {
-                Keep::released()
+            let guard = if inner.is_end_stream() {
+                drop(guard);
+                RequestGuard::released()
             } else {
-                keep
+                guard
             };
             Response::from_parts(
                 head,
                 wrap(CountedBody {
                     inner,
-                    keep,
+                    guard,
                     linger,
                 }),
             )
@@ -440,7 +432,7 @@ pin_project! {
     pub struct CountedBody<B> {
         #[pin]
         inner: B,
-        keep: Keep,
+        guard: RequestGuard,
         // An HTTP/1.x response that did not announce the close: if it ends
         // while draining, its client may reuse the connection at once.
         linger: bool,
@@ -459,7 +451,7 @@ impl<B: fmt::Debug> fmt::Debug for CountedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CountedBody")
             .field("inner", &self.inner)
-            .field("counted", &self.keep.guard.is_some())
+            .field("counted", &self.guard.is_counted())
             .finish()
     }
 }
@@ -468,7 +460,7 @@ impl<B: Body> Body for CountedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    #[inline(always)]
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -478,7 +470,7 @@ impl<B: Body> Body for CountedBody<B> {
         let frame = {
             // Streams (SSE, gRPC server streaming) produced lazily in the
             // body see the signal too.
-            let _current = this.keep.ptr().map(CurrentSignal::enter);
+            let _current = this.guard.lend();
             ready!(inner.as_mut().poll_frame(cx))
         };
         let finished = match &frame {
@@ -486,16 +478,13 @@ impl<B: Body> Body for CountedBody<B> {
             Some(Ok(_)) => inner.is_end_stream(),
         };
         if finished {
-            // Drop releases; the replace makes it happen exactly once, and
-            // the body touches the state no more.
-            let keep = this.keep.take();
-            if let Some(guard) = keep.guard {
-                if *this.linger {
-                    // Only while draining is anything held (and then only
-                    // for the reuse grace); before, a plain release.
-                    if let Some(hold) = guard.release_holding() {
-                        linger(hold);
-                    }
+            // Taken, so it is released exactly once, here.
+            let guard = this.guard.take();
+            if *this.linger {
+                // Only while draining is anything held (and then only for
+                // the reuse grace); before, a plain release.
+                if let Some(hold) = guard.release_holding() {
+                    linger(hold);
                 }
             }
         }
@@ -511,59 +500,4 @@ impl<B: Body> Body for CountedBody<B> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// What keeps the shared state alive for a request's future and body: the
-/// request's guard when it is counted, else (exempt after the drain,
-/// untracked paths) a reference; neither once released. Two options rather
-/// than one enum: on the counted path the second is a null check, and the
-/// whole stays as small as before (measured: an enum here cost ~160
-/// instructions per request in moves and an out-of-line drop).
-pub(crate) struct Keep {
-    guard: Option<RequestGuard>,
-    handle: Option<Handle>,
-}
-
-impl Keep {
-    #[inline(always)]
-    fn new(guard: Option<RequestGuard>, shared: &Handle) -> Self {
-        let handle = match guard {
-            Some(_) => None,
-            None => Some(uncounted(shared)),
-        };
-        Self { guard, handle }
-    }
-
-    /// Moves what is kept out, leaving nothing: the future or body touches
-    /// the state no more.
-    #[inline(always)]
-    fn take(&mut self) -> Self {
-        Self {
-            guard: self.guard.take(),
-            handle: self.handle.take(),
-        }
-    }
-
-    #[inline(always)]
-    fn released() -> Self {
-        Self {
-            guard: None,
-            handle: None,
-        }
-    }
-
-    /// The state, while it is kept.
-    #[inline(always)]
-    fn ptr(&self) -> Option<SharedPtr> {
-        match &self.guard {
-            Some(guard) => Some(guard.shared()),
-            None => self.handle.as_ref().map(Handle::ptr),
-        }
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn uncounted(shared: &Handle) -> Handle {
-    shared.clone()
 }

@@ -115,7 +115,7 @@ pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 's
     } else {
         None
     };
-    let shared = coordinator.shared.handle();
+    let shared = coordinator.shared.clone();
     let config = coordinator.config();
     async move {
         // The task holds a reference: the state and its config live on.

@@ -62,21 +62,25 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::answer::{liveness_response, readiness_response, Answer, ProbeMethod};
+use crate::answer::{liveness_response, readiness_response, ProbeMethod};
 pub use crate::answer::{FixedBody, ResponseBody, ResponseFuture};
-use crate::core::handle::{Handle, Kept};
-pub use crate::core::readiness::{Readiness, ReadinessGate, ReadinessStatus};
+pub use crate::core::readiness::ReadinessStatus;
+use crate::core::state::Shared;
 use crate::core::sync::Arc;
+use crate::stack::Stack;
+
+mod readiness;
+pub use self::readiness::{Readiness, ReadinessGate};
 
 /// A tower service answering the readiness probe (see [`Readiness`]).
 /// Works with axum's `route_service`.
 #[derive(Clone)]
 pub struct ReadinessService {
-    shared: Handle,
+    shared: Arc<Shared>,
 }
 
 impl ReadinessService {
-    pub(crate) fn from_shared(shared: Handle) -> Self {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }
@@ -129,31 +133,24 @@ impl<B> Service<Request<B>> for LivenessService {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ProbePaths {
-    pub(crate) ready: Option<Arc<str>>,
-    pub(crate) live: Option<Arc<str>>,
-}
-
 /// Layer that answers the readiness and liveness paths before the inner
 /// service sees the request. Placed outside [`Drain`](crate::drain::Drain), the
 /// probes keep answering while everything else is rejected.
 #[derive(Clone)]
 pub struct ProbeLayer {
-    shared: Handle,
-    paths: Kept<ProbePaths>,
+    stack: Arc<Stack>,
 }
 
 impl ProbeLayer {
-    pub(crate) fn from_parts(shared: Handle, paths: Kept<ProbePaths>) -> Self {
-        Self { shared, paths }
+    pub(crate) fn from_stack(stack: Arc<Stack>) -> Self {
+        Self { stack }
     }
 }
 
 impl fmt::Debug for ProbeLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProbeLayer")
-            .field("paths", &self.paths)
+            .field("paths", &self.stack.probes)
             .finish_non_exhaustive()
     }
 }
@@ -164,8 +161,7 @@ impl<S> Layer<S> for ProbeLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Probe {
             inner,
-            shared: self.shared.clone(),
-            paths: self.paths,
+            stack: self.stack.clone(),
         }
     }
 }
@@ -174,8 +170,7 @@ impl<S> Layer<S> for ProbeLayer {
 #[derive(Clone)]
 pub struct Probe<S> {
     inner: S,
-    shared: Handle,
-    paths: Kept<ProbePaths>,
+    stack: Arc<Stack>,
 }
 
 impl<S> Probe<S> {
@@ -186,7 +181,7 @@ impl<S: fmt::Debug> fmt::Debug for Probe<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Probe")
             .field("inner", &self.inner)
-            .field("paths", &self.paths)
+            .field("paths", &self.stack.probes)
             .finish_non_exhaustive()
     }
 }
@@ -208,35 +203,13 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.paths.answer(
-            &self.shared,
+        match self.stack.probes.answer(
+            &self.stack.shared,
             req.uri().path(),
             ProbeMethod::of(req.method()),
         ) {
             Some(answer) => ResponseFuture::answered(answer),
             None => ResponseFuture::inner(self.inner.call(req), None),
         }
-    }
-}
-
-impl ProbePaths {
-    /// The probe answer for `req`, if its path is a probe path.
-    #[inline]
-    pub(crate) fn answer(
-        &self,
-        shared: &Handle,
-        path: &str,
-        method: ProbeMethod,
-    ) -> Option<Answer> {
-        if self.ready.as_deref() == Some(path) {
-            return Some(Answer::Ready {
-                shared: shared.clone(),
-                method,
-            });
-        }
-        if self.live.as_deref() == Some(path) {
-            return Some(Answer::Live { method });
-        }
-        None
     }
 }
