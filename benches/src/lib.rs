@@ -234,8 +234,6 @@ pub struct Fixtures {
     pub rt: tokio::runtime::Runtime,
     /// Serving (normal path).
     pub serving: Coordinator,
-    /// Serving, its state kept for the process (`Builder::process_lifetime`).
-    pub kept: Coordinator,
     /// Already draining (rejection path).
     pub draining: Coordinator,
     /// tokio-graceful, never triggered.
@@ -268,13 +266,6 @@ impl Fixtures {
             .expect("runtime");
         let _enter = rt.enter();
         let serving = coordinator();
-        let kept = Coordinator::builder()
-            .handle_signals(false)
-            .readiness_path("/ready")
-            .liveness_path("/live")
-            .process_lifetime(true)
-            .build()
-            .expect("coordinator");
         // Held in flight so the draining coordinator stays in `Draining` (as
         // during a real drain) instead of finishing at once.
         let draining = Coordinator::builder()
@@ -293,7 +284,6 @@ impl Fixtures {
         Self {
             rt,
             serving,
-            kept,
             draining,
             shutdown,
             tracker: tokio_util::task::TaskTracker::new(),
@@ -328,12 +318,6 @@ pub fn service_contenders(fx: &Fixtures, mode: Mode) -> Vec<Contender> {
         Contender::new(BARE, Hello, m, get_root),
         Contender::new("noop layer", NoopLayer.layer(Hello), m, get_root),
         Contender::new("tg full stack", c.layer().layer(Hello), m, get_root),
-        Contender::new(
-            "tg full stack, process lifetime",
-            fx.kept.layer().layer(Hello),
-            m,
-            get_root,
-        ),
         Contender::new(
             "tg InFlightLayer",
             InFlightLayer::new(c).layer(Hello),

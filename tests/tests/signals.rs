@@ -87,3 +87,43 @@ async fn second_sigterm_forces_a_prompt_exit_and_names_the_straggler() {
     }
     eprintln!("forced exit {took:?} after the second SIGTERM");
 }
+
+/// The coordinator was built on a runtime that was dropped before any
+/// signal: `wait()` on another runtime listens again, so SIGTERM still
+/// shuts the process down (instead of being swallowed by tokio's handler).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reaches_a_coordinator_whose_building_runtime_is_gone() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runtime_gone"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn runtime_gone");
+    let pid = child.id().expect("pid") as i32;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = within("the child's first line", lines.next_line())
+        .await
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("waiting"));
+    // `wait()` prints `waiting` before its first poll, which is what starts
+    // the listener again: send until the child reacts, bounded in count.
+    let mut exited = None;
+    for _ in 0..50 {
+        // By the PID of our own child.
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        match tokio::time::timeout(Duration::from_millis(200), child.wait()).await {
+            Ok(status) => {
+                exited = Some(status.expect("wait"));
+                break;
+            }
+            Err(_) => continue,
+        }
+    }
+    let status = exited.expect("the child never shut down on SIGTERM");
+    assert!(status.success(), "{status}");
+    let rest = within("the report line", lines.next_line()).await.unwrap();
+    assert_eq!(rest.as_deref(), Some("report cause: SIGTERM"));
+}
