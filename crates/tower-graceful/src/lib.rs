@@ -33,31 +33,34 @@
 //! checks it):
 //!
 //! ```text
-//! coordinator   the handle users hold: builder, driver (phases, deadline,
-//!   │           hooks), OS signals, the layers' constructors
+//! coordinator   the handle users hold; builder, driver (phases, deadline),
+//!   │           hooks, OS signals, the layers' constructors
 //! connection    serve: the listener, GOAWAY, idle close (feature `serve`)
 //! graceful      the fused layer
 //! in_flight  drain  probe  add_signal      one module per middleware
+//! stack         the settings the layers of one coordinator share (one Arc)
 //! answer        what the crate answers by itself (probe answers,
 //!   │           rejections) and the one response body every layer uses
 //! lame_duck     Connection: close, the rising share
 //! signal        ShutdownSignal, TaskGuard
-//! core          per-coordinator state: phase, readiness gates, the
-//!               in-flight tracker, the latch; no HTTP
+//! core          per-coordinator state, no HTTP: guard (what a request
+//!               holds) → state (phase, signals, gates) → counter (slots,
+//!               seal), names, tasks → event (the latch)
 //! integrations  axum extractor, tonic health, systemd, metrics (leaves)
 //! ```
 //!
 //! A request reads top to bottom in one pass: the layer
 //! ([`GracefulLayer`]) wraps the service; its `call` answers a probe path or
-//! claims a slot in the thread's shard of the tracker (`core::tracker`,
+//! claims a slot in the thread's shard of the counter (`core::counter`,
 //! which refuses it once the drain completed, and the request is rejected);
-//! the guard rides in the response future (`in_flight`'s, which the fused
-//! service shares), then in the response body; the
+//! the slot's ticket and an `Arc` of the state ride in a guard
+//! (`core::guard`) in the response future, then in the response body; the
 //! body's end (or drop, or the future's drop) releases it; while draining
 //! the release goes through one exact counter, and the release that brings
 //! it to zero sets the latch that [`Coordinator::drained`] awaits, which
-//! lets the driver run the hooks and write the report.
-//!
+//! lets the driver run the hooks and write the report. The state's lifetime
+//! is the `Arc`'s alone: the crate has no `unsafe` code.
+
 //! # Example
 //!
 //! ```no_run

@@ -38,7 +38,9 @@ fn trigger_and_wait_on_another_runtime_while_the_building_one_idles() {
         let task = c.track("job");
         c.trigger();
         drop(task);
-        tokio::time::timeout(WAIT, c.wait()).await.expect("wait returned")
+        tokio::time::timeout(WAIT, c.wait())
+            .await
+            .expect("wait returned")
     });
     assert_eq!(report.drain_outcome, DrainOutcome::Drained);
     assert_eq!(report.in_flight_at_drain, 0);
@@ -74,7 +76,10 @@ fn a_waiter_takes_over_when_the_driving_runtime_is_dropped() {
         .expect("the waiter was told")
         .unwrap();
     assert_eq!(report.drain_outcome, DrainOutcome::Drained);
-    assert_eq!(report.in_flight_at_drain, 0, "the job ended before draining");
+    assert_eq!(
+        report.in_flight_at_drain, 0,
+        "the job ended before draining"
+    );
     assert!(report.pre_drain >= Duration::from_millis(50));
 }
 
@@ -92,11 +97,15 @@ fn every_waiting_future_drives_a_shutdown_triggered_off_runtime() {
     assert!(t.join().unwrap());
     let rt = current_thread();
     rt.block_on(async {
-        tokio::time::timeout(WAIT, c.draining()).await.expect("draining");
+        tokio::time::timeout(WAIT, c.draining())
+            .await
+            .expect("draining");
         tokio::time::timeout(WAIT, c.close_connections())
             .await
             .expect("close_connections");
-        tokio::time::timeout(WAIT, c.drained()).await.expect("drained");
+        tokio::time::timeout(WAIT, c.drained())
+            .await
+            .expect("drained");
         let report = tokio::time::timeout(WAIT, c.wait()).await.expect("wait");
         assert_eq!(report.drain_outcome, DrainOutcome::Drained);
     });

@@ -6,20 +6,19 @@
 //! whoever triggers it, and holds the state until the report is out. Its
 //! death is an event: a driver dropped with its runtime before the report
 //! clears [`Coordination::driver_alive`] and nudges the waiters
-//! ([`driving`]), and the first of them to look spawns a new driver on its
+//! (`Coordinator`'s waiting methods), and the first of them to look spawns a new driver on its
 //! own runtime, which resumes from [`Progress`]. The OS-signal listener is
 //! kept alive the same way (`os_signal`).
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{coordination, hooks, os_signal};
+use super::hooks;
+use super::state::coordination;
+use super::state::DrainEnd;
 use crate::core::names::LiveKind;
 use crate::core::state::{Phase, Shared};
 use crate::core::sync::{lock, Arc};
@@ -29,48 +28,34 @@ use crate::report::{DrainOutcome, ShutdownReport, Straggler, StragglerKind, Trig
 const DRAINING_LOG: &str =
     "draining: shutdown signal fired; requests on open connections are still served";
 
-/// How the drain ended, recorded once (see [`Progress`]).
-pub(super) struct DrainEnd {
-    outcome: DrainOutcome,
-    stragglers: Vec<Straggler>,
-    elapsed: Duration,
+/// Records the cause (the first one wins), triggers, and makes sure a
+/// driver runs (on the current runtime, if there is one; otherwise the
+/// first waiter starts it).
+pub(crate) fn trigger_with(shared: &Arc<Shared>, cause: TriggerCause) -> bool {
+    {
+        let mut c = lock(&coordination(shared).cause);
+        if c.is_none() {
+            *c = Some(cause);
+        }
+    }
+    let first = shared.trigger();
+    shared.nudge();
+    ensure_driver(shared);
+    first
 }
 
-/// The driver's progress, kept in the shared state rather than in the
-/// driver's task, so that a driver restarted on another runtime (see
-/// `Coordination::driver_alive`) resumes where the dead one stopped: it sleeps only
-/// what is left of the pre-drain delay (counted from
-/// [`Shared::triggered_at`](crate::core::state::Shared)), reports the
-/// in-flight count taken when draining began, keeps the drain's outcome and
-/// the cleanup budget, and accounts for every hook (see [`Hooks`]).
-#[derive(Default)]
-pub(super) struct Progress {
-    /// When draining began, and what was in flight then.
-    drain_start: OnceLock<(Instant, usize)>,
-    drain_end: OnceLock<DrainEnd>,
-    /// When cleanup began: the hooks' budget counts from it.
-    cleanup_start: OnceLock<Instant>,
-}
-
-/// Spawns, on the current runtime, what a triggered shutdown needs and does
-/// not have: the driver (once triggered, until the report is out) and the
-/// OS-signal listener (if configured). Returns `false` outside a runtime.
-pub(super) fn ensure(shared: &Arc<Shared>) -> bool {
+/// Spawns the driver on the current runtime if the shutdown was triggered,
+/// the report is not out and no driver is alive. Returns `false` outside a
+/// runtime (nothing spawned: the first waiter does it).
+pub(super) fn ensure_driver(shared: &Arc<Shared>) -> bool {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return false;
     };
-    if shared.done.is_set() {
-        return true;
-    }
     let c = coordination(shared);
-    if c.config.handle_signals {
-        if let Err(e) = os_signal::ensure(shared, &handle) {
-            tracing::warn!(target: "tower_graceful", error = %e, "could not listen for SIGTERM/SIGINT again");
-        }
-    }
     // The flag is taken before the spawn and given back by the task's
     // guard: two callers racing here spawn one driver.
     if shared.triggered.is_set()
+        && !shared.done.is_set()
         && c.driver_alive
             .compare_exchange(false, true, AcqRel, Acquire)
             .is_ok()
@@ -84,39 +69,6 @@ pub(super) fn ensure(shared: &Arc<Shared>) -> bool {
         spawn_driver(shared.clone(), &handle);
     }
     true
-}
-
-/// Runs `fut` while keeping the shutdown driven: whenever the trigger fires
-/// or a driver or listener dies with its runtime, the missing task is
-/// started again on the runtime polling this. What every waiting method of
-/// the coordinator is built on, so that none can wait for a task that is
-/// gone.
-///
-/// # Panics
-///
-/// Outside a Tokio runtime, with a message that says so.
-pub(super) async fn driving<F: Future>(shared: Arc<Shared>, fut: F) -> F::Output {
-    // Subscribed before the first look: a nudge between the look and the
-    // await is not lost (the receiver keeps the version it saw).
-    let mut nudges = shared.nudge.subscribe();
-    let mut fut = pin!(fut);
-    loop {
-        assert!(
-            ensure(&shared),
-            "tower-graceful: a Coordinator's waiting futures (wait, drained, draining, \
-             close_connections) must be polled inside a Tokio runtime: run them under \
-             #[tokio::main] or Runtime::block_on"
-        );
-        tokio::select! {
-            biased;
-            out = &mut fut => return out,
-            changed = nudges.changed() => {
-                // Err only if the sender is gone, which it cannot be while
-                // `shared` is held.
-                debug_assert!(changed.is_ok());
-            }
-        }
-    }
 }
 
 /// The driver task. Its guard is moved into the future when the task is

@@ -61,7 +61,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -71,9 +71,10 @@ pub use self::builder::{
     Builder, ConfigError, ConfigErrorKind, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_DEADLINE,
     DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
-use self::driver::{driving, Progress};
+pub(crate) use self::driver::trigger_with;
 pub use self::hooks::HookRegistrationError;
 use self::hooks::{BoxError, Hooks};
+use self::state::{coordination, Coordination, Progress};
 pub use crate::core::state::Phase;
 use crate::core::state::Shared;
 use crate::core::sync::{lock, Arc, Mutex};
@@ -89,50 +90,7 @@ mod driver;
 mod hooks;
 mod layers;
 mod os_signal;
-
-/// What a coordinator keeps beside its shared state (in
-/// `Shared::coordination`): its settings, its hooks, the driver's progress
-/// and the report.
-pub(crate) struct Coordination {
-    pub(crate) config: Arc<Config>,
-    hooks: Mutex<Hooks>,
-    progress: Progress,
-    cause: Mutex<Option<TriggerCause>>,
-    report: Mutex<Option<ShutdownReport>>,
-    /// Whether a driver task exists (taken before it is spawned, given back
-    /// by its guard if it dies before the report: see `driver`).
-    driver_alive: AtomicBool,
-    /// Drivers spawned so far (more than one: one died with its runtime).
-    drivers_started: AtomicUsize,
-    /// Whether an OS-signal listener task exists (see `os_signal`).
-    listener_alive: AtomicBool,
-    /// SIGTERM/SIGINT seen so far: the second forces.
-    signals_seen: AtomicU32,
-}
-
-/// The coordinator's part of a coordinated state.
-pub(crate) fn coordination(shared: &Shared) -> &Coordination {
-    shared
-        .coordination
-        .downcast_ref()
-        .expect("the state of a coordinator")
-}
-
-/// Records the cause (the first one wins), triggers, and makes sure a
-/// driver runs (on the current runtime, if there is one; otherwise the
-/// first waiter starts it).
-pub(crate) fn trigger_with(shared: &Arc<Shared>, cause: TriggerCause) -> bool {
-    {
-        let mut c = lock(&coordination(shared).cause);
-        if c.is_none() {
-            *c = Some(cause);
-        }
-    }
-    let first = shared.trigger();
-    shared.nudge();
-    driver::ensure(shared);
-    first
-}
+mod state;
 
 /// Ties the layers, the signal and the phases together. One per process,
 /// cheap to clone, shared by every server (HTTP, gRPC, admin).
@@ -177,6 +135,46 @@ impl fmt::Debug for Coordinator {
             .field("phase", &self.phase())
             .field("config", &self.config())
             .finish_non_exhaustive()
+    }
+}
+
+/// Runs `fut` while keeping the shutdown driven: whenever the trigger fires
+/// or a driver or listener dies with its runtime, the missing task is
+/// started again on the runtime polling this. What every waiting method of
+/// the coordinator is built on, so that none can wait for a task that is
+/// gone.
+///
+/// # Panics
+///
+/// Outside a Tokio runtime, with a message that says so.
+async fn driving<F: Future>(shared: Arc<Shared>, fut: F) -> F::Output {
+    // Subscribed before the first look: a nudge between the look and the
+    // await is not lost (the receiver keeps the version it saw).
+    let mut nudges = shared.nudge.subscribe();
+    let mut fut = pin!(fut);
+    loop {
+        if coordination(&shared).config.handle_signals && !shared.done.is_set() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                if let Err(e) = os_signal::ensure(&shared, &handle) {
+                    tracing::warn!(target: "tower_graceful", error = %e, "could not listen for SIGTERM/SIGINT again");
+                }
+            }
+        }
+        assert!(
+            driver::ensure_driver(&shared),
+            "tower-graceful: a Coordinator's waiting futures (wait, drained, draining, \
+             close_connections) must be polled inside a Tokio runtime: run them under \
+             #[tokio::main] or Runtime::block_on"
+        );
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            changed = nudges.changed() => {
+                // Err only if the sender is gone, which it cannot be while
+                // `shared` is held.
+                debug_assert!(changed.is_ok());
+            }
+        }
     }
 }
 

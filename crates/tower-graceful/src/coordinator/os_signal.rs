@@ -6,12 +6,13 @@
 //! Like the driver, it dies with its runtime; its guard then clears
 //! [`listener_alive`](super::Coordination::listener_alive) and nudges the
 //! waiters, and the next of them starts it again on its own runtime
-//! (`driver::ensure`). The number of signals seen is kept with the
+//! (the coordinator's waiting methods). The number of signals seen is kept with the
 //! coordinator, so a restarted listener still forces on the second one.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 
-use super::{coordination, trigger_with};
+use super::driver::trigger_with;
+use super::state::coordination;
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
 use crate::report::TriggerCause;

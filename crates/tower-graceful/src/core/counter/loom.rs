@@ -5,8 +5,8 @@ use loom::thread;
 
 const GET: http::Method = http::Method::GET;
 
-/// Tickets borrow their tracker, and loom has no scoped threads: each
-/// model execution leaks its (small) tracker.
+/// Loom has no scoped threads: each model execution leaks its (small)
+/// tracker, so that the spawned thread can borrow it for `'static`.
 fn leak(t: Tracker) -> &'static Tracker {
     Box::leak(Box::new(t))
 }
@@ -132,7 +132,7 @@ fn task_and_request_end_during_switch() {
             t2.release_task(job);
             t2.release_request_in(0, req);
         });
-        assert_eq!(t.begin_drain().map(|(n, _)| n <= 2), Some(true));
+        assert_eq!(t.begin_drain().map(|n| n <= 2), Some(true));
         block_on(t.drained());
         h.join().unwrap();
         assert_eq!(t.in_flight(), 0);
