@@ -283,8 +283,6 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    #[cold]
-    #[inline(never)]
     pub(crate) fn into_response(self) -> Response<Bytes> {
         match self {
             Answer::Reject {
@@ -438,7 +436,6 @@ where
 
     // Always: out of line, the whole response is returned through memory
     // (measured: +100 instructions per request with `icount`).
-    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { fut } => {
@@ -467,8 +464,6 @@ where
 
 /// The response of an answer of the crate's own, taken from a future's
 /// `Option` (it panics if the future is polled again after completing).
-#[cold]
-#[inline(never)]
 pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<ResponseBody<B>> {
     let res = answer
         .take()
@@ -483,7 +478,6 @@ pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<Resp
 
 impl<B> ResponseBody<B> {
     /// The inner service's body.
-    #[inline(always)]
     pub(crate) fn inner(inner: B) -> Self {
         Self {
             kind: BodyKind::Inner { inner },
@@ -525,7 +519,6 @@ where
 
     // Always, like the future's `poll`: out of line it costs ~100
     // instructions per request (`icount`).
-    #[inline(always)]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

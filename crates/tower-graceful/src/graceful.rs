@@ -180,10 +180,10 @@ where
             count(shared, &stack.reject, name).into()
         };
         match decided {
-            Decided::Serve(mut guard) => {
+            Decided::Serve(guard) => {
                 let h1 = req.version() <= Version::HTTP_11;
                 let fut = {
-                    let _current = guard.lend();
+                    let _current = guard.enter();
                     self.inner.call(req)
                 };
                 ResponseFuture::counted(CountedFuture::new(fut, guard).with_lame_duck(h1))
@@ -217,6 +217,7 @@ impl From<Counted> for Decided {
 /// A request whose path length is that of a probe or untracked path: a probe
 /// is answered, an untracked path is not counted.
 #[cold]
+#[inline(never)]
 fn special(stack: &Stack, name: Name<'_>, method: ProbeMethod) -> Decided {
     let shared = &stack.shared;
     let path = name.path();

@@ -201,6 +201,7 @@ impl Coordinator {
             signals_seen: AtomicU32::new(0),
         };
         let shared = Arc::new(Shared::coordinated(config.policy, Box::new(coordination)));
+        crate::core::state::registry::insert(&shared);
         let stack = Arc::new(Stack::new(
             shared.clone(),
             config.reject.clone(),

@@ -5,6 +5,12 @@
 //! state*, which [`ShutdownSignal::current`](crate::ShutdownSignal::current)
 //! reads while a guard is being polled.
 //!
+//! The current state is a number in a thread-local (`Cell<u32>`: entering
+//! and leaving are two plain stores), the state's key in a process-wide
+//! registry of `Weak`s (`core::state::registry`). Only `current()` looks it
+//! up, and the `Weak` upgrades because the guard being polled holds an
+//! `Arc` of that state.
+//!
 //! The state's lifetime is the `Arc`'s business alone: nothing here frees
 //! anything, and nothing holds a pointer the `Arc` does not own.
 
@@ -18,9 +24,7 @@ use crate::core::sync::Arc;
 /// A request's count (if it is counted) and its handle to the state (until
 /// released). Dropping it ends the request.
 pub(crate) struct RequestGuard {
-    /// `None` once released, and while lent to the thread (see [`lend`]).
-    ///
-    /// [`lend`]: RequestGuard::lend
+    /// `None` once released.
     shared: Option<Arc<Shared>>,
     /// `None` for a request that is not counted (an exempt path after the
     /// drain completed, an untracked path), and once released.
@@ -76,26 +80,10 @@ impl RequestGuard {
     }
 
     /// Makes the state the thread's current one until the returned value is
-    /// dropped (also when unwinding), then takes it back. Moving the `Arc`
-    /// into the thread-local and back costs no reference count; only
-    /// [`current`] clones it, and only when a handler asks.
+    /// dropped (also when unwinding), then restores the previous one.
     #[inline]
-    pub(crate) fn lend(&mut self) -> Lent<'_> {
-        let mut shared = self.shared.take();
-        let prev = if shared.is_some() {
-            // The closure borrows `shared`: if the thread-locals are being
-            // destroyed (it does not run), the state is still ours.
-            match CURRENT.try_with(|c| c.replace(shared.take())) {
-                Ok(prev) => Some(prev),
-                Err(_) => {
-                    self.shared = shared;
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        Lent { slot: self, prev }
+    pub(crate) fn enter(&self) -> Entered {
+        Entered::enter(self.shared.as_deref())
     }
 
     /// Frees the request's slot. If draining has begun its `+1` stays in the
@@ -125,12 +113,8 @@ impl Drop for RequestGuard {
     #[inline]
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            match &self.shared {
-                Some(shared) => shared.tracker.release(ticket),
-                // Only if the thread-locals went away while the state was
-                // lent (a poll inside a thread-local destructor): the count
-                // cannot be given back, the drain will report it.
-                None => debug_assert!(false, "a counted request without its state"),
+            if let Some(shared) = &self.shared {
+                shared.tracker.release(ticket);
             }
         }
     }
@@ -144,40 +128,42 @@ impl fmt::Debug for RequestGuard {
     }
 }
 
-/// The state lent to the thread by [`RequestGuard::lend`]; given back on
-/// drop.
-pub(crate) struct Lent<'a> {
-    slot: &'a mut RequestGuard,
-    /// What was current before (`None`: nothing was lent).
-    prev: Option<Option<Arc<Shared>>>,
+/// The thread's current state (see the [module docs](self)) while it lives.
+pub(crate) struct Entered {
+    prev: u32,
 }
 
-impl Drop for Lent<'_> {
+impl Entered {
     #[inline]
-    fn drop(&mut self) {
-        if let Some(prev) = self.prev.take() {
-            if let Ok(mine) = CURRENT.try_with(|c| c.replace(prev)) {
-                self.slot.shared = mine;
-            }
+    fn enter(shared: Option<&Shared>) -> Self {
+        let key = shared.map_or(NONE, Shared::key);
+        Self {
+            prev: CURRENT.try_with(|c| c.replace(key)).unwrap_or(NONE),
         }
     }
 }
 
+impl Drop for Entered {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = CURRENT.try_with(|c| c.set(self.prev));
+    }
+}
+
+/// No current state.
+const NONE: u32 = 0;
+
 thread_local! {
-    static CURRENT: Cell<Option<Arc<Shared>>> = const { Cell::new(None) };
+    static CURRENT: Cell<u32> = const { Cell::new(NONE) };
 }
 
 /// The state of the request being polled on this thread, if any.
 pub(crate) fn current() -> Option<Arc<Shared>> {
-    CURRENT
-        .try_with(|c| {
-            let shared = c.take();
-            let copy = shared.clone();
-            c.set(shared);
-            copy
-        })
-        .ok()
-        .flatten()
+    let key = CURRENT.try_with(Cell::get).unwrap_or(NONE);
+    if key == NONE {
+        return None;
+    }
+    crate::core::state::registry::lookup(key)
 }
 
 /// A request's `+1` in the exact counter, kept after its slot was freed:

@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     /// Whether a coordinator drives this state (false for a signal made from
     /// a bare `CancellationToken`).
     pub(crate) driven: bool,
+    /// The key of this state in [`registry`] (0: not registered).
+    key: u32,
     /// What the coordinator keeps beside the state (its settings, hooks,
     /// progress and report): opaque here, so that this module knows nothing
     /// of the coordinator above it. `()` for a standalone signal.
@@ -117,6 +119,66 @@ pub(crate) struct Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         self.gone.cancel();
+        registry::remove(self.key);
+    }
+}
+
+/// Every coordinated state by a small key, as a `Weak`: how
+/// `ShutdownSignal::current` finds the state of the request being polled
+/// from the key in a thread-local (see `core::guard`). A key is given back
+/// when its state is dropped; it cannot be reused while anything that could
+/// make it current (a guard, which holds an `Arc`) exists.
+pub(crate) mod registry {
+    use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+    use super::Shared;
+
+    #[derive(Default)]
+    struct Slab {
+        slots: Vec<Weak<Shared>>,
+        free: Vec<u32>,
+    }
+
+    static SLAB: Mutex<Slab> = Mutex::new(Slab {
+        slots: Vec::new(),
+        free: Vec::new(),
+    });
+
+    fn slab() -> std::sync::MutexGuard<'static, Slab> {
+        SLAB.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A key for a state about to be built (never 0).
+    pub(crate) fn reserve() -> u32 {
+        let mut s = slab();
+        match s.free.pop() {
+            Some(key) => key,
+            None => {
+                s.slots.push(Weak::new());
+                u32::try_from(s.slots.len()).expect("fewer than 2^32 coordinators alive")
+            }
+        }
+    }
+
+    /// Records the built state under its key.
+    pub(crate) fn insert(shared: &Arc<Shared>) {
+        let key = shared.key;
+        if key != 0 {
+            slab().slots[key as usize - 1] = Arc::downgrade(shared);
+        }
+    }
+
+    /// The state under `key`, while it is alive.
+    pub(crate) fn lookup(key: u32) -> Option<Arc<Shared>> {
+        slab().slots.get(key as usize - 1).and_then(Weak::upgrade)
+    }
+
+    pub(super) fn remove(key: u32) {
+        if key != 0 {
+            let mut s = slab();
+            s.slots[key as usize - 1] = Weak::new();
+            s.free.push(key);
+        }
     }
 }
 
@@ -255,8 +317,15 @@ impl Shared {
             gates: Mutex::new(Gates::default()),
             gates_changed: tokio::sync::watch::Sender::new(()),
             driven,
+            key: if driven { registry::reserve() } else { 0 },
             coordination,
         }
+    }
+
+    /// This state's key in the [`registry`].
+    #[inline]
+    pub(crate) fn key(&self) -> u32 {
+        self.key
     }
 
     /// Tells the waiters to look again at who drives the shutdown.

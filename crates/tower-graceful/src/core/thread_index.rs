@@ -55,7 +55,6 @@ mod std_impl {
         }
     }
 
-    #[cold]
     fn assign() -> usize {
         let i = free_list()
             .pop()

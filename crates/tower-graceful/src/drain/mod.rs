@@ -222,20 +222,17 @@ pub(crate) fn turn_away_uncounted(shared: &Shared, config: &RejectConfig, path: 
     shared.draining() && turn_away_while_draining(shared) && !config.is_exempt(path)
 }
 
-#[cold]
 fn turn_away_while_draining(shared: &Shared) -> bool {
     shared.tracker.is_drained() || shared.too_late()
 }
 
 /// Counts, logs and answers one draining rejection, for [`Drain`] (the
 /// counter and the fused service have the same for their own future).
-#[cold]
 fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
     ResponseFuture::answered(rejection(&stack.shared, &stack.reject, &req))
 }
 
 /// Counts and logs one draining rejection, and decides its response.
-#[cold]
 pub(crate) fn rejection<B>(shared: &Shared, config: &RejectConfig, req: &Request<B>) -> Answer {
     shared.count_rejected();
     tracing::debug!(

@@ -130,7 +130,7 @@ pub(crate) enum Counted {
 /// reference into the request, so the callers move it into the inner service
 /// without copying it first (a copy of the whole request, measured with
 /// `icount`).
-#[inline]
+#[inline(always)]
 pub(crate) fn count(shared: &Arc<Shared>, reject: &RejectConfig, name: Name<'_>) -> Counted {
     match shared.tracker.acquire(name) {
         Ok((ticket, Admission::Serving)) => {
@@ -150,6 +150,7 @@ pub(crate) fn count(shared: &Arc<Shared>, reject: &RejectConfig, name: Name<'_>)
 /// A request the counter refused (the drain completed) or counted while
 /// draining.
 #[cold]
+#[inline(never)]
 fn late(
     shared: &Arc<Shared>,
     reject: &RejectConfig,
@@ -180,6 +181,7 @@ fn late(
 /// forced stop): a request that arrives meanwhile is served, with the close
 /// announced.
 #[cold]
+#[inline(never)]
 fn linger(hold: Hold) {
     // The hold keeps the state alive until it is dropped, last.
     let shared = hold.shared();
@@ -247,9 +249,9 @@ where
             count(&stack.shared, &stack.reject, Name::of(req.method(), path))
         };
         match counted {
-            Counted::Serve(mut guard) => {
+            Counted::Serve(guard) => {
                 let fut = {
-                    let _current = guard.lend();
+                    let _current = guard.enter();
                     self.inner.call(req)
                 };
                 ResponseFuture::counted(CountedFuture::new(fut, guard))
@@ -292,7 +294,6 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    #[cold]
     pub(crate) fn answered(answer: Answer) -> Self {
         Self {
             kind: Kind::Answered {
@@ -315,7 +316,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             // The head moves once: the counted body is wrapped where the
@@ -331,6 +332,7 @@ where
 /// The draining rejection, for a request the counter refused (by value: the
 /// caller's request is not borrowed by anything out of line).
 #[cold]
+#[inline(never)]
 pub(crate) fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
     ResponseFuture::answered(crate::drain::rejection(&stack.shared, &stack.reject, &req))
 }
@@ -381,7 +383,7 @@ impl<F> CountedFuture<F> {
     /// Polls the inner future; once the response is ready, hands the guard
     /// to its body, passed through `wrap` where the response is rebuilt (the
     /// response head moves once, not once per wrapper).
-    #[inline]
+    #[inline(always)]
     fn poll_wrapped<B, E, T>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -393,7 +395,7 @@ impl<F> CountedFuture<F> {
     {
         let this = self.project();
         let res = {
-            let _current = this.guard.lend();
+            let _current = this.guard.enter();
             ready!(this.inner.poll(cx))
         };
         let guard = this.guard.take();
@@ -460,7 +462,7 @@ impl<B: Body> Body for CountedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    #[inline]
+    #[inline(always)]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -470,7 +472,7 @@ impl<B: Body> Body for CountedBody<B> {
         let frame = {
             // Streams (SSE, gRPC server streaming) produced lazily in the
             // body see the signal too.
-            let _current = this.guard.lend();
+            let _current = this.guard.enter();
             ready!(inner.as_mut().poll_frame(cx))
         };
         let finished = match &frame {

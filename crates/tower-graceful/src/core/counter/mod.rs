@@ -666,4 +666,4 @@ impl Tracker {
 mod tests;
 
 #[cfg(all(test, tower_graceful_loom))]
-mod loom;
+mod loom_models;
