@@ -642,6 +642,17 @@ async fn refused_after_drain_start(ctx: Arc<Ctx>, graceful: Coordinator) -> Resu
                 ));
                 return Ok(attempt);
             }
+            // Left in the backlog of the listener as it closed: reset, never
+            // accepted. Try again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                tokio::task::yield_now().await;
+                continue;
+            }
             Err(e) => return Err(format!("connect while draining: {e}")),
             Ok(tcp) => tcp,
         };

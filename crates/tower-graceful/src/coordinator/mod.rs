@@ -4,7 +4,7 @@
 //! ```text
 //! serving ──trigger──▶ triggered ──pre-drain delay──▶ draining ──all done──▶ cleaning-up ──▶ done
 //!                      readiness down                 ShutdownSignal fires     hooks           report
-//!                                                     new requests rejected
+//!                                                     open connections still served
 //!                                                        │ deadline / 2nd signal
 //!                                                        ▼
 //!                                                      forced (hard signal, stragglers named)
@@ -182,7 +182,12 @@ struct Inner {
 ///     .layer(graceful.layer());
 ///
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// let server = axum::serve(listener, app).with_graceful_shutdown(graceful.draining());
+/// // Connections stay open (and are served) until nothing is in flight, so
+/// // a client of an L4 balancer loses nothing; `tower_graceful::serve`
+/// // (feature `serve`) also closes the listener when draining starts.
+/// // (`graceful.draining()` here would close every connection at drain
+/// // start: right behind an L7 balancer only.)
+/// let server = axum::serve(listener, app).with_graceful_shutdown(graceful.close_connections());
 /// tokio::spawn(async move { server.await });
 ///
 /// let report = graceful.wait().await; // SIGTERM / Ctrl-C, then drain, hooks
@@ -664,7 +669,7 @@ impl Coordinator {
                 target: "tower_graceful",
                 in_flight,
                 deadline = ?cfg.drain_deadline,
-                "draining: shutdown signal fired, new requests rejected"
+                "draining: shutdown signal fired; requests on open connections are still served"
             );
             (t_drain, in_flight)
         });

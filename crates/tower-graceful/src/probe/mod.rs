@@ -137,7 +137,8 @@ pub(crate) struct ProbePaths {
 
 /// Layer that answers the readiness and liveness paths before the inner
 /// service sees the request. Placed outside [`Drain`](crate::drain::Drain), the
-/// probes keep answering while everything else is rejected.
+/// probes keep answering even when other requests get the draining
+/// rejection (after the drain completed, after a forced stop).
 #[derive(Clone)]
 pub struct ProbeLayer {
     shared: Handle,
