@@ -83,7 +83,9 @@ async fn every_log_line_the_readme_quotes_is_written_by_a_real_shutdown() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    let report = timeout(WAIT, graceful.wait()).await.expect("shutdown in time");
+    let report = timeout(WAIT, graceful.wait())
+        .await
+        .expect("shutdown in time");
     assert!(report.is_clean(), "{report}");
 
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
