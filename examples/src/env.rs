@@ -22,7 +22,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 
 /// The duration in the variable `name` (`250ms`, `2s`, `1.5s` or a bare
 /// number of seconds), or `default` when it is not set.
-fn env_duration(name: &str, default: Duration) -> Result<Duration, String> {
+pub fn env_duration(name: &str, default: Duration) -> Result<Duration, String> {
     match std::env::var(name) {
         Ok(v) => parse_duration(&v)
             .ok_or_else(|| format!("{name}={v:?}: expected a duration such as 250ms, 2s or 2")),

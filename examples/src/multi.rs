@@ -64,6 +64,19 @@ pub async fn start(
     grpc: TcpListener,
     admin: TcpListener,
 ) -> std::io::Result<Servers> {
+    start_with_final_scrape(graceful, http, grpc, admin, Duration::ZERO).await
+}
+
+/// [`start`], with the admin port kept answering after the report until a
+/// scrape of `/metrics` has read the final values or `final_scrape` has
+/// passed ([`Emitter::final_scrape`]); zero: no wait.
+pub async fn start_with_final_scrape(
+    graceful: &Coordinator,
+    http: TcpListener,
+    grpc: TcpListener,
+    admin: TcpListener,
+    final_scrape: Duration,
+) -> std::io::Result<Servers> {
     let (http_addr, grpc_addr, admin_addr) =
         (http.local_addr()?, grpc.local_addr()?, admin.local_addr()?);
 
@@ -88,11 +101,21 @@ pub async fn start(
     let done = graceful.clone();
     let admin_open = CancellationToken::new();
     let closing = admin_open.clone();
-    let admin_app = admin_router(graceful.clone(), metrics(graceful));
+    let metrics = metrics(graceful);
+    let last_scrape = metrics.emitter.clone();
+    let admin_app = admin_router(graceful.clone(), metrics);
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)
             .with_graceful_shutdown(async move {
                 done.wait().await;
+                if !final_scrape.is_zero() {
+                    tracing::info!(
+                        ?final_scrape,
+                        "admin: /metrics stays up for a scrape of the final values"
+                    );
+                    let scraped = last_scrape.final_scrape(final_scrape).await;
+                    tracing::info!(scraped, "admin: final scrape over");
+                }
                 closing.cancelled().await;
             })
             .await

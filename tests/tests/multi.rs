@@ -324,3 +324,54 @@ async fn metrics_follow_the_drain() {
         "admin port closed once joined"
     );
 }
+
+/// `GRACEFUL_FINAL_SCRAPE`: after the report the `multi` binary keeps its
+/// admin port answering until a scrape of `/metrics` has read the final
+/// values, then exits at once (not after the whole linger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_values_can_be_scraped_after_the_report_and_the_process_then_exits() {
+    use tower_graceful_tests::example::{binary, Example};
+    let bin = tokio::task::spawn_blocking(|| binary("multi"))
+        .await
+        .unwrap();
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.envs([
+        ("PORT", "0"),
+        ("GRPC_PORT", "0"),
+        ("ADMIN_PORT", "0"),
+        ("GRACEFUL_PRE_DRAIN", "0s"),
+        ("GRACEFUL_FINAL_SCRAPE", "60s"),
+    ]);
+    let mut example = Example::spawn(cmd);
+    let line = example.stdout.wait_for("admin listening on ").await;
+    let admin: SocketAddr = line["admin listening on ".len()..].trim().parse().unwrap();
+    let c = http_client();
+    let (_, before) = get(&c, admin, "/metrics").await;
+    assert!(
+        !before.contains("tower_graceful_shutdowns_total"),
+        "{before}"
+    );
+
+    example.sigterm();
+    example
+        .stderr
+        .wait_for("admin: /metrics stays up for a scrape of the final values")
+        .await;
+    let (status, text) = get(&c, admin, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let shutdowns = text
+        .lines()
+        .find(|l| l.starts_with("tower_graceful_shutdowns_total{"))
+        .unwrap_or_else(|| panic!("no final shutdown counter in the scrape:\n{text}"));
+    assert!(shutdowns.contains("cause=\"SIGTERM\""), "{shutdowns}");
+    assert!(shutdowns.ends_with(" 1"), "{shutdowns}");
+    assert!(
+        text.contains("tower_graceful_shutdown_duration_seconds"),
+        "{text}"
+    );
+    let over = example.stderr.wait_for("admin: final scrape over").await;
+    assert!(over.contains("scraped=true"), "{over}");
+    // Well before the 60 s linger.
+    let status = example.exited(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+}

@@ -140,3 +140,39 @@ async fn systemd_socket_activate_passes_the_socket_and_requests_are_served() {
     drop(occupied);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Socket-activation variables meant for another process (`LISTEN_PID` not
+/// the example's, as when a wrapper did not exec it): the example says so by
+/// the variable's name, logs at `INFO` that it bound the fallback address
+/// and why, and serves there. It does not take fd 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_pid_of_another_process_is_reported_by_name_and_the_fallback_is_logged() {
+    let (mut example, addr) = Example::start(&[
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDS", "1"),
+        ("LISTEN_FDNAMES", "http"),
+        ("GRACEFUL_PRE_DRAIN", "0s"),
+    ])
+    .await;
+    let warn = example.stderr.wait_for("socket activation ignored").await;
+    assert!(warn.contains("WARN"), "{warn}");
+    assert!(
+        warn.contains("LISTEN_PID=1 is not this process"),
+        "the variable that did not fit is named: {warn}"
+    );
+    let info = example
+        .stderr
+        .wait_for("no passed socket: listening on the fallback address")
+        .await;
+    assert!(info.contains("INFO"), "{info}");
+    assert!(info.contains(&addr.to_string()), "{info}");
+    assert!(
+        info.contains("LISTEN_PID=1"),
+        "the reason is logged: {info}"
+    );
+    let mut conn = H1::connect(addr).await;
+    let res = conn.get("/").await.expect("served on the fallback address");
+    assert_eq!(res.status(), StatusCode::OK);
+    example.sigterm();
+    example.exited_zero().await;
+}

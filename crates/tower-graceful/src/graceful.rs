@@ -121,9 +121,13 @@ impl<S> Layer<S> for GracefulLayer {
     }
 }
 
-/// The service of [`GracefulLayer`]: answers the probe paths, rejects new
-/// requests with a retryable response while draining, and counts every other
-/// request until its response body ends, with [`ShutdownSignal::current`]
+/// The service of [`GracefulLayer`]: answers the probe paths, serves requests
+/// on open connections while draining (telling HTTP/1.1 clients to close the
+/// connection), answers with a retryable rejection only what could not
+/// finish (after the drain completed, after a forced stop, or with less than
+/// [`min_time_left`](crate::Builder::min_time_left) before the deadline; the
+/// [policy](crate::drain)), and counts every other request until its response
+/// body ends, with [`ShutdownSignal::current`]
 /// (and so the axum extractor) available while the request is polled.
 ///
 /// Behaves exactly as `Probe<Drain<InFlight<S>>>` (each documented on its

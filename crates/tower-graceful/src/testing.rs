@@ -11,7 +11,7 @@
 //! | to observe | await |
 //! |---|---|
 //! | readiness down ([`Phase::Triggered`](crate::Phase::Triggered)) | [`Coordinator::triggered`] |
-//! | draining: `ShutdownSignal` fired, new requests rejected | [`ShutdownSignal::draining`](crate::ShutdownSignal::draining) of [`Coordinator::signal`] |
+//! | draining: `ShutdownSignal` fired; requests on open connections still served (the rejection only for what could not finish: [policy](crate::drain)) | [`ShutdownSignal::draining`](crate::ShutdownSignal::draining) of [`Coordinator::signal`] |
 //! | nothing in flight any more | [`Coordinator::drained`] |
 //! | the deadline passed: hard signal fired | [`ShutdownSignal::forced`](crate::ShutdownSignal::forced) |
 //! | cleanup | your hook runs (register one that reports to the test) |

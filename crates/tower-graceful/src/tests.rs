@@ -128,6 +128,57 @@ fn invalid_configurations_are_rejected_with_a_message() {
             "untracked_path",
             "absolute path",
         ),
+        // A short deadline is blamed on the deadline the user gave, not on
+        // the reuse grace they left at its default.
+        (
+            err(b().drain_deadline(Duration::from_millis(1))),
+            "drain_deadline",
+            "drain_deadline (1ms) leaves no time to drain: it is not longer than reuse_grace \
+             (200ms, the default)",
+        ),
+        (
+            err(b().drain_deadline(Duration::from_millis(1))),
+            "drain_deadline",
+            "or set reuse_grace(Duration::ZERO)",
+        ),
+        (
+            err(b()
+                .drain_deadline(Duration::from_secs(1))
+                .reuse_grace(Duration::from_secs(2))),
+            "reuse_grace",
+            "reuse_grace (2s) is not shorter than drain_deadline (1s)",
+        ),
+        (
+            err(b()
+                .total_budget(Duration::from_millis(1150))
+                .cleanup_timeout(Duration::from_secs(1))),
+            "total_budget",
+            "the drain deadline (92.5ms, derived from total_budget (1.15s)) leaves no time",
+        ),
+        (
+            err(b()
+                .total_budget(Duration::from_secs(10))
+                .min_time_left(Duration::from_secs(9))),
+            "min_time_left",
+            "not shorter than the drain deadline (4.5s, derived from total_budget (10s))",
+        ),
+        (
+            err(b()
+                .pre_drain_delay(Duration::from_secs(5))
+                .lame_duck_window(Duration::from_secs(10))),
+            "lame_duck_window",
+            "lame_duck_window (10s) is longer than pre_drain_delay (5s)",
+        ),
+        (
+            err(b().lame_duck_window(Duration::from_secs(1))),
+            "lame_duck_window",
+            "is longer than pre_drain_delay (0ns)",
+        ),
+        (
+            err(b().cleanup_timeout(Duration::from_secs(30 * 86_400))),
+            "cleanup_timeout",
+            "exceeds a week: shutdown budgets are seconds to minutes, shorten cleanup_timeout",
+        ),
     ];
     for (e, field, needle) in cases {
         assert_eq!(e.field(), field, "{e}");
@@ -135,6 +186,24 @@ fn invalid_configurations_are_rejected_with_a_message() {
         assert!(e
             .to_string()
             .starts_with("invalid tower-graceful configuration: "));
+    }
+}
+
+#[test]
+fn the_limits_of_the_checks_are_accepted() {
+    let b = || Coordinator::builder().handle_signals(false);
+    for ok in [
+        // The window may be the whole pre-drain delay, or none of it.
+        b().pre_drain_delay(Duration::from_secs(5))
+            .lame_duck_window(Duration::from_secs(5)),
+        b().lame_duck_window(Duration::ZERO),
+        // A short deadline is fine once the reuse grace is off.
+        b().drain_deadline(Duration::from_millis(1))
+            .reuse_grace(Duration::ZERO),
+    ] {
+        if let Err(e) = ok.clone().validate() {
+            panic!("{ok:?}: {e}");
+        }
     }
 }
 

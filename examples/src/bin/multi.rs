@@ -14,8 +14,11 @@
 //!   `metrics-exporter-prometheus`). It has no graceful layer: its requests
 //!   are not counted (a scrape never holds the drain) and never rejected, and
 //!   it keeps answering through the whole drain, closing only once the
-//!   shutdown report is out and the servers are joined, so a last scrape can
-//!   read the report's counters.
+//!   shutdown report is out and the servers are joined. With
+//!   `GRACEFUL_FINAL_SCRAPE=35s` it stays up after the report until a scrape
+//!   of `/metrics` has read the report's counters and histograms, or that
+//!   long (`Emitter::final_scrape`), so a Prometheus that scrapes every
+//!   15–30 s sees them; count it in `terminationGracePeriodSeconds`.
 //!
 //! The coordinator counts requests on the public and gRPC servers together;
 //! the shutdown completes only when in-flight work on both has ended, and the
@@ -40,8 +43,8 @@
 use std::error::Error;
 use std::time::Duration;
 
-use tower_graceful_examples::env::{bind_addr, builder_from_env, env_port};
-use tower_graceful_examples::multi::start;
+use tower_graceful_examples::env::{bind_addr, builder_from_env, env_duration, env_port};
+use tower_graceful_examples::multi::start_with_final_scrape;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -65,7 +68,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let grpc = bind("grpc", env_port("GRPC_PORT", 50051)?).await?;
     let admin = bind("admin", env_port("ADMIN_PORT", 9090)?).await?;
 
-    let servers = start(&graceful, http, grpc, admin).await?;
+    let final_scrape = env_duration("GRACEFUL_FINAL_SCRAPE", Duration::ZERO)?;
+    let servers = start_with_final_scrape(&graceful, http, grpc, admin, final_scrape).await?;
     println!("http listening on {}", servers.http);
     println!("grpc listening on {}", servers.grpc);
     println!("admin listening on {}", servers.admin);
@@ -73,7 +77,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let report = graceful.wait().await;
     let mut clean = report.is_clean();
-    for (name, outcome) in servers.join(Duration::from_secs(2)).await {
+    for (name, outcome) in servers.join(Duration::from_secs(2) + final_scrape).await {
         match outcome {
             Ok(()) => tracing::info!(server = name, "stopped"),
             Err(e) => {

@@ -4,7 +4,6 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
 
 use crate::answer::RejectConfig;
 use crate::core::state::Policy;
@@ -190,7 +189,9 @@ pub struct Builder {
     live_path: Option<String>,
     lame_duck_window: Option<Duration>,
     min_time_left: Option<Duration>,
-    reuse_grace: Duration,
+    /// `None`: the default ([`DEFAULT_REUSE_GRACE`]), so that a message
+    /// about it can say the user did not set it.
+    reuse_grace: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -212,7 +213,7 @@ impl Default for Builder {
             live_path: None,
             lame_duck_window: None,
             min_time_left: None,
-            reuse_grace: DEFAULT_REUSE_GRACE,
+            reuse_grace: None,
         }
     }
 }
@@ -319,7 +320,9 @@ impl Builder {
     /// drain), so their clients reconnect elsewhere a few at a time instead
     /// of as one burst. From the start of draining every response carries
     /// it. `Duration::ZERO`: every response from the trigger on. Default:
-    /// the pre-drain delay.
+    /// the pre-drain delay. At most the pre-drain delay: a longer window
+    /// would be cut short when draining starts, so `build` rejects it,
+    /// naming both.
     pub fn lame_duck_window(mut self, d: Duration) -> Self {
         self.lame_duck_window = Some(d);
         self
@@ -347,17 +350,25 @@ impl Builder {
     /// ([`DEFAULT_REUSE_GRACE`]); `ZERO` turns it off. Applies to the
     /// combined layer ([`Coordinator::layer`]).
     pub fn reuse_grace(mut self, d: Duration) -> Self {
-        self.reuse_grace = d;
+        self.reuse_grace = Some(d);
         self
     }
 
     /// The path the combined layer answers as the readiness probe.
+    ///
+    /// The layer answers it before the application sees the request, so an
+    /// application route with the same path is never reached: pick a path
+    /// the application does not use. (The layer cannot see the
+    /// application's routes to tell; `build` rejects a probe path that is
+    /// also a liveness, exempt or untracked path.)
     pub fn readiness_path(mut self, path: impl Into<String>) -> Self {
         self.ready_path = Some(path.into());
         self
     }
 
-    /// The path the combined layer answers as the liveness probe.
+    /// The path the combined layer answers as the liveness probe. Like
+    /// [`readiness_path`](Self::readiness_path), it takes the path over from
+    /// any application route of the same path.
     pub fn liveness_path(mut self, path: impl Into<String>) -> Self {
         self.live_path = Some(path.into());
         self
@@ -375,280 +386,6 @@ impl Builder {
             tokio::runtime::Handle::try_current().map_err(|_| ConfigError::no_runtime())?;
         Coordinator::start(config, &handle)
     }
-
-    pub(crate) fn validate(self) -> Result<Config, ConfigError> {
-        let secs = |d: Duration| format!("{:?}", d);
-        if self.pre_drain > Duration::from_secs(3_600) {
-            return Err(ConfigError::new(
-                "pre_drain_delay",
-                format!(
-                    "pre_drain_delay is {}; it should cover the load balancer's probe \
-                     interval × failure threshold, which is seconds, not hours: use at most 1h",
-                    secs(self.pre_drain)
-                ),
-            ));
-        }
-        if self.cleanup_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "cleanup_timeout",
-                "cleanup_timeout is zero, so no hook could ever run: give it at least a few \
-                 milliseconds (default 5s)",
-            ));
-        }
-        let hook_timeout = self.hook_timeout.unwrap_or(self.cleanup_timeout);
-        if hook_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "hook_timeout",
-                "hook_timeout is zero, so every hook would time out at once: give it a \
-                 positive duration (default: cleanup_timeout)",
-            ));
-        }
-        if hook_timeout > self.cleanup_timeout {
-            return Err(ConfigError::new(
-                "hook_timeout",
-                format!(
-                    "hook_timeout ({}) exceeds cleanup_timeout ({}), the time for all hooks \
-                     together: lower hook_timeout or raise cleanup_timeout",
-                    secs(hook_timeout),
-                    secs(self.cleanup_timeout)
-                ),
-            ));
-        }
-        let drain_deadline = match (self.drain_deadline, self.total_budget) {
-            (Some(d), _) if d.is_zero() => {
-                return Err(ConfigError::new(
-                    "drain_deadline",
-                    "drain_deadline is zero, so every in-flight request would be abandoned at \
-                     once: give it a positive duration (default 25s)",
-                ))
-            }
-            (_, Some(t)) if t.is_zero() => {
-                return Err(ConfigError::new(
-                    "total_budget",
-                    "total_budget is zero: set it to the orchestrator's kill timer (for \
-                     example terminationGracePeriodSeconds)",
-                ))
-            }
-            (Some(d), None) => d,
-            (None, None) => DEFAULT_DRAIN_DEADLINE,
-            (explicit, Some(total)) => {
-                let margin = (total / 20).min(Duration::from_secs(1));
-                let fixed = self
-                    .pre_drain
-                    .checked_add(self.cleanup_timeout)
-                    .and_then(|d| d.checked_add(margin))
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            "total_budget",
-                            "pre_drain_delay + cleanup_timeout overflows: use durations \
-                             of at most hours",
-                        )
-                    })?;
-                match explicit {
-                    Some(d) => {
-                        let need = fixed.checked_add(d).ok_or_else(|| {
-                            ConfigError::new(
-                                "drain_deadline",
-                                "pre_drain_delay + drain_deadline + cleanup_timeout \
-                                 overflows: use durations of at most hours",
-                            )
-                        })?;
-                        if need > total {
-                            return Err(ConfigError::new(
-                                "total_budget",
-                                format!(
-                                    "pre_drain_delay ({}) + drain_deadline ({}) + \
-                                     cleanup_timeout ({}) + exit margin ({}) = {} exceeds \
-                                     total_budget ({}): shorten a phase, or leave \
-                                     drain_deadline unset to derive it from the budget",
-                                    secs(self.pre_drain),
-                                    secs(d),
-                                    secs(self.cleanup_timeout),
-                                    secs(margin),
-                                    secs(need),
-                                    secs(total)
-                                ),
-                            ));
-                        }
-                        d
-                    }
-                    None => match total.checked_sub(fixed) {
-                        Some(d) if !d.is_zero() => d,
-                        _ => {
-                            return Err(ConfigError::new(
-                                "total_budget",
-                                format!(
-                                    "pre_drain_delay ({}) + cleanup_timeout ({}) + exit \
-                                     margin ({}) leave no time to drain within total_budget \
-                                     ({}): raise total_budget or shorten those phases",
-                                    secs(self.pre_drain),
-                                    secs(self.cleanup_timeout),
-                                    secs(margin),
-                                    secs(total)
-                                ),
-                            ))
-                        }
-                    },
-                }
-            }
-        };
-        // Overflow in the sum even without a budget would make deadlines
-        // unrepresentable as instants.
-        if self
-            .pre_drain
-            .checked_add(drain_deadline)
-            .and_then(|d| d.checked_add(self.cleanup_timeout))
-            .is_none_or(|d| d > Duration::from_secs(7 * 86_400))
-        {
-            return Err(ConfigError::new(
-                "drain_deadline",
-                "pre_drain_delay + drain_deadline + cleanup_timeout exceeds a week: \
-                 shutdown budgets are seconds to minutes, use shorter durations",
-            ));
-        }
-        let min_time_left = self
-            .min_time_left
-            .unwrap_or_else(|| (drain_deadline / 10).min(Duration::from_secs(1)));
-        if min_time_left >= drain_deadline {
-            return Err(ConfigError::new(
-                "min_time_left",
-                format!(
-                    "min_time_left ({}) is not shorter than drain_deadline ({}), so every \
-                     request on an open connection would be rejected while draining: lower \
-                     min_time_left (default: a tenth of the deadline, at most 1s)",
-                    secs(min_time_left),
-                    secs(drain_deadline)
-                ),
-            ));
-        }
-        if self
-            .lame_duck_window
-            .is_some_and(|w| w > Duration::from_secs(3_600))
-        {
-            return Err(ConfigError::new(
-                "lame_duck_window",
-                "lame_duck_window is over an hour; it spreads reconnections over the \
-                 pre-drain delay, which is seconds: use at most 1h",
-            ));
-        }
-        if self.reuse_grace >= drain_deadline {
-            return Err(ConfigError::new(
-                "reuse_grace",
-                format!(
-                    "reuse_grace ({}) is not shorter than drain_deadline ({}): it is meant \
-                     to be a round trip or two (default 200ms)",
-                    secs(self.reuse_grace),
-                    secs(drain_deadline)
-                ),
-            ));
-        }
-        let policy = Policy {
-            lame_duck_window: self.lame_duck_window.unwrap_or(self.pre_drain),
-            min_time_left,
-            reuse_grace: self.reuse_grace,
-        };
-        let retry = ceil_secs(self.retry_after);
-        if retry > MAX_RETRY_AFTER {
-            return Err(ConfigError::new(
-                "retry_after",
-                format!("retry_after is {retry}s; use at most {MAX_RETRY_AFTER}s (one day)"),
-            ));
-        }
-        let jitter = ceil_secs(self.retry_after_jitter);
-        if jitter > MAX_JITTER {
-            return Err(ConfigError::new(
-                "retry_after_jitter",
-                format!("retry_after_jitter is {jitter}s; use at most {MAX_JITTER}s (one hour)"),
-            ));
-        }
-        if self.body.len() > MAX_BODY {
-            return Err(ConfigError::new(
-                "rejection_body",
-                format!(
-                    "rejection_body is {} bytes; keep it short (at most {MAX_BODY} bytes)",
-                    self.body.len()
-                ),
-            ));
-        }
-        let grpc_message = HeaderValue::from_str(&self.grpc_message)
-            .ok()
-            .filter(|_| {
-                self.grpc_message
-                    .bytes()
-                    .all(|b| (0x20..0x7f).contains(&b) && b != b'%')
-            })
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "grpc_message",
-                    "grpc_message must be visible ASCII without '%' (it is sent as a \
-                     header without percent-encoding)",
-                )
-            })?;
-        let mut seen: Vec<(String, &'static str)> = Vec::new();
-        let is_probe = |f: &str| f == "readiness_path" || f == "liveness_path";
-        let mut check_path = |p: &str, field: &'static str| -> Result<(), ConfigError> {
-            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
-                return Err(ConfigError::new(
-                    field,
-                    format!("{field} {p:?} must be an absolute path like \"/ready\" with no query"),
-                ));
-            }
-            // A path may be both exempt (never rejected) and untracked (never
-            // counted); a probe path is answered by the layer and can be
-            // nothing else; no list names a path twice.
-            if let Some((_, other)) = seen
-                .iter()
-                .find(|(q, f)| *q == p && (*f == field || is_probe(f) || is_probe(field)))
-            {
-                return Err(ConfigError::new(
-                    field,
-                    format!("{field} {p:?} is already used by {other}: each path may be used once"),
-                ));
-            }
-            seen.push((p.to_owned(), field));
-            Ok(())
-        };
-        if let Some(p) = &self.ready_path {
-            check_path(p, "readiness_path")?;
-        }
-        if let Some(p) = &self.live_path {
-            check_path(p, "liveness_path")?;
-        }
-        for p in &self.exempt {
-            check_path(p, "exempt_path")?;
-        }
-        let mut untracked: Vec<String> = Vec::new();
-        for p in self.untracked {
-            if p == GRPC_HEALTH_WATCH && untracked.contains(&p) {
-                continue;
-            }
-            check_path(&p, "untracked_path")?;
-            untracked.push(p);
-        }
-        Ok(Config {
-            pre_drain: self.pre_drain,
-            drain_deadline,
-            cleanup_timeout: self.cleanup_timeout,
-            hook_timeout,
-            total_budget: self.total_budget,
-            handle_signals: self.handle_signals,
-            reject: RejectConfig::new(
-                retry as u32,
-                jitter as u32,
-                self.body,
-                grpc_message,
-                self.exempt,
-            ),
-            untracked,
-            probes: ProbePaths {
-                ready: self.ready_path.map(Arc::from),
-                live: self.live_path.map(Arc::from),
-            },
-            policy,
-        })
-    }
 }
 
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
+mod validate;

@@ -30,8 +30,13 @@ impl<S> InFlight<S> {
 }
 
 impl DrainLayer {
-    /// Rejects new requests once `coordinator` is draining, with the
-    /// rejection settings from its builder.
+    /// Applies `coordinator`'s draining policy with the rejection settings
+    /// from its builder: from the trigger, responses announce
+    /// `Connection: close` (the lame duck); while draining, requests on open
+    /// connections are still served, and only a request that could not
+    /// finish (after the drain completed, after a forced stop, or with less
+    /// than [`min_time_left`](crate::Builder::min_time_left) before the
+    /// deadline) gets the rejection. See the [policy](crate::drain).
     pub fn new(coordinator: &Coordinator) -> Self {
         DrainLayer::from_stack(coordinator.stack())
     }

@@ -4,7 +4,7 @@
 //! ```text
 //! serving ──trigger──▶ triggered ──pre-drain delay──▶ draining ──all done──▶ cleaning-up ──▶ done
 //!                      readiness down                 ShutdownSignal fires     hooks           report
-//!                                                     open connections served
+//!                                                     open connections still served
 //!                                                        │ deadline / 2nd signal
 //!                                                        ▼
 //!                                                      forced (hard signal, stragglers named)
@@ -115,6 +115,11 @@ mod state;
 ///     .layer(graceful.layer());
 ///
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// // Connections stay open (and are served) until nothing is in flight, so
+/// // a client of an L4 balancer loses nothing; `tower_graceful::serve`
+/// // (feature `serve`) also closes the listener when draining starts.
+/// // (`graceful.draining()` here would close every connection at drain
+/// // start: right behind an L7 balancer only.)
 /// let server = axum::serve(listener, app).with_graceful_shutdown(graceful.close_connections());
 /// tokio::spawn(async move { server.await });
 ///

@@ -213,10 +213,10 @@ where
     }
 }
 
-/// While draining, for a request that no counter has admitted (it cannot be
-/// refused by one: [`Drain`] alone, untracked paths): while draining, turned
-/// away once the drain completed, or when it could not finish; exempt paths
-/// always pass. One phase load unless draining.
+/// For a request that no counter has admitted (so no counter can refuse it:
+/// [`Drain`] alone, untracked paths): turned away only while draining, and
+/// then only once the drain completed or when it could not finish; exempt
+/// paths always pass. One phase load unless draining.
 #[inline]
 pub(crate) fn turn_away_uncounted(shared: &Shared, config: &RejectConfig, path: &str) -> bool {
     shared.draining() && turn_away_while_draining(shared) && !config.is_exempt(path)

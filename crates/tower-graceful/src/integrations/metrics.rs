@@ -46,7 +46,13 @@
 //! `api`); `outcome` of a shutdown is `drained`, `deadline_exceeded` or
 //! `forced`; `outcome` of a hook is `completed`, `failed`, `panicked`,
 //! `timed_out`, `skipped` or `abandoned`. The counters derived from the report move once,
-//! when the report is out: scrape (or push) before the process exits.
+//! when the report is out: scrape (or push) before the process exits, for
+//! example by keeping the metrics endpoint up until
+//! [`Emitter::final_scrape`] completes.
+//!
+//! The histograms are `metrics` histograms; `metrics-exporter-prometheus`
+//! writes them as Prometheus summaries unless buckets are set for them
+//! (`PrometheusBuilder::set_buckets_for_metric`, or `set_buckets`).
 //!
 //! # Example
 //!
@@ -147,6 +153,9 @@ struct Inner {
     recorder: Option<Box<dyn Recorder + Send + Sync>>,
     described: AtomicBool,
     report_recorded: AtomicBool,
+    /// Cancelled once [`Emitter::record_now`] ran after the report was out:
+    /// a scrape has seen the final values.
+    final_values_read: tokio_util::sync::CancellationToken,
 }
 
 impl fmt::Debug for Emitter {
@@ -174,6 +183,7 @@ impl Emitter {
                 recorder: None,
                 described: AtomicBool::new(false),
                 report_recorded: AtomicBool::new(false),
+                final_values_read: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
@@ -230,14 +240,87 @@ impl Emitter {
     /// shutdown is over, the report's counters and histograms (once per
     /// emitter, however often this is called). Takes no lock on the serving
     /// path; reading the in-flight count sums the coordinator's shards.
+    ///
+    /// Called after the report is out, it also marks the final values as
+    /// read, which ends [`final_scrape`](Self::final_scrape).
     pub fn record_now(&self) {
+        if self.record() {
+            self.inner.final_values_read.cancel();
+        }
+    }
+
+    /// Records every value; whether the report's were among them.
+    fn record(&self) -> bool {
+        let mut final_values = false;
         self.with_recorder(|| {
             self.describe();
             self.record_live();
             if let Some(report) = self.inner.coordinator.report() {
                 self.record_report(&report);
+                final_values = true;
             }
         });
+        final_values
+    }
+
+    /// Completes once a scrape has read the shutdown's final values, or
+    /// `linger` after the report, whichever comes first; `true` if a scrape
+    /// read them.
+    ///
+    /// The report's counters and histograms are recorded once the report is
+    /// out, and a process that exits right after it leaves them to a scrape
+    /// that never comes (a 15–30 s scrape interval almost never falls in
+    /// that moment). With a pull exporter, keep the endpoint that serves the
+    /// metrics answering until this completes (use it in that server's
+    /// shutdown future), and exit after it: "read" means a call of
+    /// [`record_now`](Self::record_now), in the scrape handler, after the
+    /// report was out. Give `linger` at least the scrape interval plus the
+    /// scrape timeout, and count it in the orchestrator's budget
+    /// (`terminationGracePeriodSeconds`, `TimeoutStopSec=`): it comes after
+    /// the cleanup. With a push exporter, push once the report is out
+    /// instead ([`run`](Self::run) records it before it returns).
+    ///
+    /// Waits for the report first, however long the shutdown takes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::future::IntoFuture;
+    /// # use std::time::Duration;
+    /// # use tower_graceful::{shutdown_metrics::Emitter, Coordinator};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let graceful = Coordinator::builder().build()?;
+    /// # let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
+    /// let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    /// let emitter = Emitter::new(&graceful);
+    /// tokio::spawn(emitter.clone().run());
+    /// let scrape = emitter.clone();
+    /// let admin = axum::Router::new().route(
+    ///     "/metrics",
+    ///     axum::routing::get(move || async move {
+    ///         scrape.record_now();
+    ///         handle.render()
+    ///     }),
+    /// );
+    /// let last = emitter.clone();
+    /// let admin_server = tokio::spawn(
+    ///     axum::serve(admin_listener, admin)
+    ///         .with_graceful_shutdown(async move { last.final_scrape(Duration::from_secs(35)).await; })
+    ///         .into_future(),
+    /// );
+    /// let report = graceful.wait().await;
+    /// admin_server.await??; // the final values were scraped, or 35 s passed
+    /// # Ok(()) }
+    /// ```
+    pub async fn final_scrape(&self, linger: Duration) -> bool {
+        self.inner.coordinator.wait().await;
+        tokio::time::timeout(linger, self.inner.final_values_read.cancelled())
+            .await
+            .is_ok()
     }
 
     /// Records every [`interval`](Self::interval) and at each phase change
@@ -262,7 +345,7 @@ impl Emitter {
         tokio::pin!(triggered, draining, drained, forced, done);
         let (mut t, mut d, mut dr, mut f) = (false, false, false, false);
         loop {
-            self.record_now();
+            self.record();
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = &mut triggered, if !t => t = true,
@@ -272,7 +355,7 @@ impl Emitter {
                 _ = &mut done => break,
             }
         }
-        self.record_now();
+        self.record();
     }
 
     /// `tokio::spawn(self.run())`.
@@ -828,5 +911,121 @@ mod tests {
         for h in [PHASE_DURATION, SHUTDOWN_DURATION, HOOK_DURATION] {
             assert!(h.ends_with("_seconds"), "{h}");
         }
+    }
+
+    /// The final values are "read" only by a `record_now` after the report
+    /// (a scrape), not by one before it nor by the emitter's own `run`; the
+    /// wait ends at that scrape, at once.
+    #[tokio::test(start_paused = true)]
+    async fn final_scrape_ends_at_the_first_scrape_after_the_report() {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .build()
+            .unwrap();
+        let (e, snap) = emitter(&c);
+        let run = tokio::spawn(e.clone().run());
+        e.record_now(); // a scrape before the shutdown: not the final values
+        let waiting = tokio::spawn({
+            let e = e.clone();
+            async move {
+                let start = tokio::time::Instant::now();
+                (
+                    e.final_scrape(Duration::from_secs(30)).await,
+                    start.elapsed(),
+                )
+            }
+        });
+        c.trigger();
+        tokio::time::timeout(Duration::from_secs(5), c.wait())
+            .await
+            .expect("the shutdown ends");
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("run ends with the report")
+            .unwrap();
+        settle().await;
+        assert!(!waiting.is_finished(), "run() alone is no scrape");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiting.is_finished(), "still waiting for a scrape");
+        e.record_now(); // the scrape
+        let (scraped, waited) = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("ends at the scrape")
+            .unwrap();
+        assert!(scraped);
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+        // What that scrape rendered: the report's counters.
+        let v = read(&snap);
+        assert_eq!(counter(&v, SHUTDOWNS, &["cause=api", "outcome=drained"]), 1);
+    }
+
+    /// Without a scrape, the wait ends `linger` after the report, and says
+    /// that nobody read the final values.
+    #[tokio::test(start_paused = true)]
+    async fn final_scrape_gives_up_linger_after_the_report() {
+        let c = Coordinator::builder()
+            .handle_signals(false)
+            .build()
+            .unwrap();
+        let (e, _snap) = emitter(&c);
+        c.trigger();
+        let report = tokio::time::timeout(Duration::from_secs(5), c.wait())
+            .await
+            .expect("the shutdown ends");
+        assert!(report.is_clean(), "{report}");
+        let start = tokio::time::Instant::now();
+        let scraped = tokio::time::timeout(
+            Duration::from_secs(60),
+            e.final_scrape(Duration::from_secs(20)),
+        )
+        .await
+        .expect("bounded by linger");
+        assert!(!scraped);
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+    }
+
+    /// What the README says of `metrics-exporter-prometheus`: without
+    /// buckets the durations are summaries; with buckets for the prefix,
+    /// histograms with `_bucket` series.
+    #[tokio::test(start_paused = true)]
+    async fn prometheus_writes_the_durations_as_summaries_unless_buckets_are_set() {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        async fn render(builder: PrometheusBuilder) -> String {
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            let c = Coordinator::builder()
+                .handle_signals(false)
+                .build()
+                .unwrap();
+            let e = Emitter::new(&c).recorder(recorder);
+            c.trigger();
+            tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .expect("the shutdown ends");
+            e.record_now();
+            handle.render()
+        }
+        let plain = render(PrometheusBuilder::new()).await;
+        assert!(
+            plain.contains("# TYPE tower_graceful_shutdown_duration_seconds summary"),
+            "{plain}"
+        );
+        let bucketed = render(
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Prefix("tower_graceful_".into()), &[0.1, 1.0])
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            bucketed.contains("# TYPE tower_graceful_shutdown_duration_seconds histogram"),
+            "{bucketed}"
+        );
+        assert!(
+            bucketed.contains("tower_graceful_shutdown_duration_seconds_bucket{le=\"0.1\"}"),
+            "{bucketed}"
+        );
     }
 }

@@ -135,7 +135,8 @@ impl<B> Service<Request<B>> for LivenessService {
 
 /// Layer that answers the readiness and liveness paths before the inner
 /// service sees the request. Placed outside [`Drain`](crate::drain::Drain), the
-/// probes keep answering while everything else is rejected.
+/// probes keep answering even when other requests get the draining
+/// rejection (after the drain completed, after a forced stop).
 #[derive(Clone)]
 pub struct ProbeLayer {
     stack: Arc<Stack>,
