@@ -89,6 +89,7 @@ impl RequestGuard {
     /// Frees the request's slot. If draining has begun its `+1` stays in the
     /// exact counter, returned as a [`Hold`], so the caller decides when the
     /// request ends (the reuse grace); before draining it is a plain release.
+    #[inline]
     pub(crate) fn release_holding(mut self) -> Option<Hold> {
         let ticket = self.ticket.take()?;
         let shared = self.shared.take()?;

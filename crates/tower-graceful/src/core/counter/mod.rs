@@ -237,6 +237,7 @@ impl Tracker {
         }
     }
 
+    #[inline]
     fn slot(&self, index: usize) -> &Slot {
         &self.shards[index / SLOTS].0.slots[index % SLOTS]
     }
@@ -408,24 +409,34 @@ impl Tracker {
     /// "sealed".
     #[inline]
     pub(crate) fn release_slot(&self, ticket: Ticket) -> bool {
-        self.release_slot_in(self.home(), ticket)
+        match ticket.named() {
+            Some(index) => self.release_named(index),
+            // Only an unnamed count needs this thread's shard.
+            None => self.release_unnamed(self.home()),
+        }
     }
 
+    #[cfg(test)]
     fn release_slot_in(&self, shard: usize, ticket: Ticket) -> bool {
         match ticket.named() {
-            Some(index) => {
-                // `fetch_sub` clears the set `LIVE` bit like `fetch_and` would,
-                // but is one `lock xadd` on x86 where `fetch_and` is a
-                // compare-exchange loop.
-                let prev = self.slot(index).state.fetch_sub(LIVE, AcqRel);
-                debug_assert!(prev & LIVE != 0, "slot released twice");
-                prev & SEALED != 0
-            }
-            None => {
-                self.shards[shard].0.unnamed.fetch_sub(1, Relaxed);
-                self.sub_one(shard)
-            }
+            Some(index) => self.release_named(index),
+            None => self.release_unnamed(shard),
         }
+    }
+
+    #[inline]
+    fn release_named(&self, index: usize) -> bool {
+        // `fetch_sub` clears the set `LIVE` bit like `fetch_and` would, but is
+        // one `lock xadd` on x86 where `fetch_and` is a compare-exchange
+        // loop.
+        let prev = self.slot(index).state.fetch_sub(LIVE, AcqRel);
+        debug_assert!(prev & LIVE != 0, "slot released twice");
+        prev & SEALED != 0
+    }
+
+    fn release_unnamed(&self, shard: usize) -> bool {
+        self.shards[shard].0.unnamed.fetch_sub(1, Relaxed);
+        self.sub_one(shard)
     }
 
     /// The request's -1: it completed.
