@@ -150,7 +150,7 @@ async fn drive(shared: &Arc<Shared>) {
             target: "tower_graceful",
             in_flight,
             deadline = ?cfg.drain_deadline,
-            DRAINING_LOG
+            "{}", DRAINING_LOG
         );
         (t_drain, in_flight)
     });
