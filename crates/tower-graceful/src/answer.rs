@@ -283,6 +283,8 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    #[cold]
+    #[inline(never)]
     pub(crate) fn into_response(self) -> Response<Bytes> {
         match self {
             Answer::Reject {
@@ -434,8 +436,8 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    // Always: out of line, the whole response is returned through memory
-    // (measured: +100 instructions per request with `icount`).
+    // Always (BENCHMARKS.md, Round 6: the inline attributes).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { fut } => {
@@ -464,6 +466,8 @@ where
 
 /// The response of an answer of the crate's own, taken from a future's
 /// `Option` (it panics if the future is polled again after completing).
+#[cold]
+#[inline(never)]
 pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<ResponseBody<B>> {
     let res = answer
         .take()
@@ -478,6 +482,7 @@ pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<Resp
 
 impl<B> ResponseBody<B> {
     /// The inner service's body.
+    #[inline(always)]
     pub(crate) fn inner(inner: B) -> Self {
         Self {
             kind: BodyKind::Inner { inner },
@@ -517,8 +522,8 @@ where
     type Data = B::Data;
     type Error = B::Error;
 
-    // Always, like the future's `poll`: out of line it costs ~100
-    // instructions per request (`icount`).
+    // Always (BENCHMARKS.md, Round 6: the inline attributes).
+    #[inline(always)]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

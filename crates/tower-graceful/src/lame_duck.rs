@@ -65,6 +65,8 @@ pub(crate) fn announces_close(shared: &Shared) -> bool {
 }
 
 /// The lame duck, on one HTTP/1.x response once shutdown was triggered.
+#[cold]
+#[inline(never)]
 pub(crate) fn announce_close(shared: &Shared, head: &mut http::response::Parts) -> bool {
     if head.status == StatusCode::SWITCHING_PROTOCOLS || !announces_close(shared) {
         return head.headers.get(CONNECTION).is_some_and(|v| v == CLOSE);

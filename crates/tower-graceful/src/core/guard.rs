@@ -21,11 +21,11 @@ use crate::core::counter::Ticket;
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
 
-/// A request's count (if it is counted) and its handle to the state (until
-/// released). Dropping it ends the request.
+/// A request's count (if it is counted) and its handle to the state.
+/// Dropping it ends the request. Holders keep it in an `Option` and take it
+/// out to release it exactly once.
 pub(crate) struct RequestGuard {
-    /// `None` once released.
-    shared: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
     /// `None` for a request that is not counted (an exempt path after the
     /// drain completed, an untracked path), and once released.
     ticket: Option<Ticket>,
@@ -36,7 +36,7 @@ impl RequestGuard {
     #[inline]
     pub(crate) fn counted(shared: Arc<Shared>, ticket: Ticket) -> Self {
         Self {
-            shared: Some(shared),
+            shared,
             ticket: Some(ticket),
         }
     }
@@ -46,15 +46,7 @@ impl RequestGuard {
     /// and the lame duck).
     pub(crate) fn uncounted(shared: Arc<Shared>) -> Self {
         Self {
-            shared: Some(shared),
-            ticket: None,
-        }
-    }
-
-    /// Holds nothing (a body that was already finished).
-    pub(crate) fn released() -> Self {
-        Self {
-            shared: None,
+            shared,
             ticket: None,
         }
     }
@@ -64,26 +56,17 @@ impl RequestGuard {
         self.ticket.is_some()
     }
 
-    /// The state, while held.
+    /// The state.
     #[inline]
-    pub(crate) fn shared(&self) -> Option<&Arc<Shared>> {
-        self.shared.as_ref()
-    }
-
-    /// Moves what is held out, leaving nothing.
-    #[inline]
-    pub(crate) fn take(&mut self) -> Self {
-        Self {
-            shared: self.shared.take(),
-            ticket: self.ticket.take(),
-        }
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Makes the state the thread's current one until the returned value is
     /// dropped (also when unwinding), then restores the previous one.
     #[inline]
     pub(crate) fn enter(&self) -> Entered {
-        Entered::enter(self.shared.as_deref())
+        Entered::enter(self.shared.key())
     }
 
     /// Frees the request's slot. If draining has begun its `+1` stays in the
@@ -92,19 +75,21 @@ impl RequestGuard {
     #[inline]
     pub(crate) fn release_holding(mut self) -> Option<Hold> {
         let ticket = self.ticket.take()?;
-        let shared = self.shared.take()?;
-        // `then`, not `then_some`: a `Hold` built and dropped would end the
-        // request a second time.
-        let sealed = shared.tracker.release_slot(ticket);
-        sealed.then(|| Hold { shared })
+        if self.shared.tracker.release_slot(ticket) {
+            Some(Hold {
+                shared: self.shared.clone(),
+            })
+        } else {
+            None
+        }
     }
 
     /// Releases a request that is turned away after it was counted: like a
     /// drop, but it does not count as a request completed while draining.
     pub(crate) fn turn_away(mut self) {
-        if let (Some(ticket), Some(shared)) = (self.ticket.take(), self.shared.take()) {
-            if shared.tracker.release_slot(ticket) {
-                shared.tracker.end_turned_away();
+        if let Some(ticket) = self.ticket.take() {
+            if self.shared.tracker.release_slot(ticket) {
+                self.shared.tracker.end_turned_away();
             }
         }
     }
@@ -114,9 +99,7 @@ impl Drop for RequestGuard {
     #[inline]
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            if let Some(shared) = &self.shared {
-                shared.tracker.release(ticket);
-            }
+            self.shared.tracker.release(ticket);
         }
     }
 }
@@ -136,8 +119,7 @@ pub(crate) struct Entered {
 
 impl Entered {
     #[inline]
-    fn enter(shared: Option<&Shared>) -> Self {
-        let key = shared.map_or(NONE, Shared::key);
+    fn enter(key: u32) -> Self {
         Self {
             prev: CURRENT.try_with(|c| c.replace(key)).unwrap_or(NONE),
         }

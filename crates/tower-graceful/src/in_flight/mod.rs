@@ -347,8 +347,9 @@ pin_project! {
     pub(crate) struct CountedFuture<F> {
         #[pin]
         inner: F,
-        // The request's count (unless exempt or untracked) and its state.
-        guard: RequestGuard,
+        // The request's count (unless exempt or untracked) and its state,
+        // until the response is ready.
+        guard: Option<RequestGuard>,
         // The fused service's lame duck (an HTTP/1.x request): decided here,
         // where the response is rebuilt anyway, at no cost to other requests.
         lame_duck: bool,
@@ -360,7 +361,7 @@ impl<F> CountedFuture<F> {
     pub(crate) fn new(inner: F, guard: RequestGuard) -> Self {
         Self {
             inner,
-            guard,
+            guard: Some(guard),
             lame_duck: false,
         }
     }
@@ -395,26 +396,23 @@ impl<F> CountedFuture<F> {
     {
         let this = self.project();
         let res = {
-            let _current = this.guard.enter();
+            let _current = this.guard.as_ref().map(RequestGuard::enter);
             ready!(this.inner.poll(cx))
         };
-        let guard = this.guard.take();
+        let mut guard = this.guard.take();
         let mut linger = *this.lame_duck;
         Poll::Ready(res.map(|res| {
             let (mut head, inner) = res.into_parts();
-            if let Some(shared) = guard.shared() {
-                if linger && shared.triggered() {
-                    linger = !crate::lame_duck::announce_close(shared, &mut head);
+            if let Some(guard) = &guard {
+                if linger && guard.shared().triggered() {
+                    linger = !crate::lame_duck::announce_close(guard.shared(), &mut head);
                 }
             }
             // A body that is already finished releases at once: hyper may
             // drop it without polling.
-            let guard = if inner.is_end_stream() {
-                drop(guard);
-                RequestGuard::released()
-            } else {
-                guard
-            };
+            if inner.is_end_stream() {
+                guard = None;
+            }
             Response::from_parts(
                 head,
                 wrap(CountedBody {
@@ -434,7 +432,7 @@ pin_project! {
     pub struct CountedBody<B> {
         #[pin]
         inner: B,
-        guard: RequestGuard,
+        guard: Option<RequestGuard>,
         // An HTTP/1.x response that did not announce the close: if it ends
         // while draining, its client may reuse the connection at once.
         linger: bool,
@@ -453,7 +451,10 @@ impl<B: fmt::Debug> fmt::Debug for CountedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CountedBody")
             .field("inner", &self.inner)
-            .field("counted", &self.guard.is_counted())
+            .field(
+                "counted",
+                &self.guard.as_ref().is_some_and(RequestGuard::is_counted),
+            )
             .finish()
     }
 }
@@ -472,7 +473,7 @@ impl<B: Body> Body for CountedBody<B> {
         let frame = {
             // Streams (SSE, gRPC server streaming) produced lazily in the
             // body see the signal too.
-            let _current = this.guard.enter();
+            let _current = this.guard.as_ref().map(RequestGuard::enter);
             ready!(inner.as_mut().poll_frame(cx))
         };
         let finished = match &frame {
@@ -481,12 +482,13 @@ impl<B: Body> Body for CountedBody<B> {
         };
         if finished {
             // Taken, so it is released exactly once, here.
-            let guard = this.guard.take();
-            if *this.linger {
-                // Only while draining is anything held (and then only for
-                // the reuse grace); before, a plain release.
-                if let Some(hold) = guard.release_holding() {
-                    linger(hold);
+            if let Some(guard) = this.guard.take() {
+                if *this.linger {
+                    // Only while draining is anything held (and then only
+                    // for the reuse grace); before, a plain release.
+                    if let Some(hold) = guard.release_holding() {
+                        linger(hold);
+                    }
                 }
             }
         }
