@@ -374,24 +374,28 @@ impl ProbeMethod {
     }
 }
 
+/// How a middleware names the body of its responses: its own opaque type
+/// around [`AnswerBody`], built where the response is built (the response
+/// head moves once).
+pub(crate) trait WrapBody<X> {
+    type Out;
+    fn wrap(body: AnswerBody<X>) -> Self::Out;
+}
+
 pin_project! {
-    /// Response future of [`Drain`].
-    ///
-    /// # Panics
-    ///
-    /// If polled again after it completed with an answer of the crate's own
-    /// (a rejection or a probe's): like most futures, it must not be polled
-    /// after it returned `Ready`.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<F> {
+    /// The response future of [`Drain`] and [`Probe`](crate::probe::Probe)
+    /// (each names it with its own type): the inner service's, or an answer
+    /// of the crate's own; `W` names the body.
+    pub(crate) struct AnswerFuture<F, W> {
         #[pin]
-        kind: Kind<F>,
+        state: FutureState<F>,
+        wrap: std::marker::PhantomData<fn() -> W>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
+    #[project = FutureStateProj]
+    enum FutureState<F> {
         Inner { #[pin] fut: F },
         // An HTTP/1.x request through `Drain`: the lame duck may announce the
         // close. (The fused service does that in the counted future, where
@@ -401,15 +405,16 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, W> AnswerFuture<F, W> {
     /// The inner service's future; `lame_duck` for HTTP/1.x requests.
     #[inline]
     pub(crate) fn inner(fut: F, lame_duck: Option<Arc<Shared>>) -> Self {
         Self {
-            kind: match lame_duck {
-                None => Kind::Inner { fut },
-                Some(shared) => Kind::LameDuck { fut, shared },
+            state: match lame_duck {
+                None => FutureState::Inner { fut },
+                Some(shared) => FutureState::LameDuck { fut, shared },
             },
+            wrap: std::marker::PhantomData,
         }
     }
 
@@ -417,36 +422,30 @@ impl<F> ResponseFuture<F> {
     #[inline]
     pub(crate) fn answered(answer: Answer) -> Self {
         Self {
-            kind: Kind::Answered {
+            state: FutureState::Answered {
                 answer: Some(answer),
             },
+            wrap: std::marker::PhantomData,
         }
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E, W> Future for AnswerFuture<F, W>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    W: WrapBody<B>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<W::Out>, E>;
 
     // Always (BENCHMARKS.md, Round 6: the inline attributes).
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { fut } => {
+        match self.project().state.project() {
+            FutureStateProj::Inner { fut } => {
                 let res = ready!(fut.poll(cx))?;
-                Poll::Ready(Ok(res.map(|inner| ResponseBody {
-                    kind: BodyKind::Inner { inner },
-                })))
+                Poll::Ready(Ok(res.map(|inner| W::wrap(AnswerBody::inner(inner)))))
             }
-            KindProj::LameDuck { fut, shared } => {
+            FutureStateProj::LameDuck { fut, shared } => {
                 let res = ready!(fut.poll(cx))?;
                 let (mut head, inner) = res.into_parts();
                 if shared.triggered() {
@@ -454,12 +453,12 @@ where
                 }
                 Poll::Ready(Ok(Response::from_parts(
                     head,
-                    ResponseBody {
-                        kind: BodyKind::Inner { inner },
-                    },
+                    W::wrap(AnswerBody::inner(inner)),
                 )))
             }
-            KindProj::Answered { answer } => Poll::Ready(Ok(answered_response(answer))),
+            FutureStateProj::Answered { answer } => {
+                Poll::Ready(Ok(answered_response(answer).map(W::wrap)))
+            }
         }
     }
 }
@@ -468,19 +467,19 @@ where
 /// `Option` (it panics if the future is polled again after completing).
 #[cold]
 #[inline(never)]
-pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<ResponseBody<B>> {
+pub(crate) fn answered_response<B>(answer: &mut Option<Answer>) -> Response<AnswerBody<B>> {
     let res = answer
         .take()
         .expect("polled after completion")
         .into_response();
-    res.map(|data| ResponseBody {
+    res.map(|data| AnswerBody {
         kind: BodyKind::Answered {
             body: FixedBody::new(data),
         },
     })
 }
 
-impl<B> ResponseBody<B> {
+impl<B> AnswerBody<B> {
     /// The inner service's body.
     #[inline(always)]
     pub(crate) fn inner(inner: B) -> Self {
@@ -491,8 +490,9 @@ impl<B> ResponseBody<B> {
 }
 
 pin_project! {
-    /// Response body of [`Drain`]: the inner body, or the rejection's.
-    pub struct ResponseBody<B> {
+    /// The response body of every middleware (each names it with its own
+    /// type): the inner body, or the body of an answer of the crate's own.
+    pub(crate) struct AnswerBody<B> {
         #[pin]
         kind: BodyKind<B>,
     }
@@ -508,13 +508,7 @@ pin_project! {
     }
 }
 
-impl<B> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody").finish_non_exhaustive()
-    }
-}
-
-impl<B> Body for ResponseBody<B>
+impl<B> Body for AnswerBody<B>
 where
     B: Body,
     B::Data: From<Bytes>,

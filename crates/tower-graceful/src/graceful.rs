@@ -48,11 +48,13 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::answer::{Answer, ProbeMethod, RejectConfig};
+use crate::answer::{Answer, AnswerBody, ProbeMethod, RejectConfig, WrapBody};
 use crate::core::guard::RequestGuard;
 use crate::core::names::Name;
 use crate::core::sync::Arc;
-use crate::in_flight::{count, untracked_counted, Counted, CountedFuture};
+use crate::in_flight::{
+    count, untracked_counted, Counted, CountedBody, CountedFuture, CountingFuture,
+};
 use crate::stack::Stack;
 
 /// The combined layer of [`Coordinator::layer`](crate::Coordinator::layer):
@@ -190,10 +192,12 @@ where
                     let _current = guard.enter();
                     self.inner.call(req)
                 };
-                ResponseFuture::counted(CountedFuture::new(fut, guard).with_lame_duck(h1))
+                ResponseFuture::new(CountingFuture::counted(
+                    CountedFuture::new(fut, guard).with_lame_duck(h1),
+                ))
             }
-            Decided::Answer(answer) => ResponseFuture::answered(answer),
-            Decided::Reject => crate::in_flight::rejected(stack, req),
+            Decided::Answer(answer) => ResponseFuture::new(CountingFuture::answered(answer)),
+            Decided::Reject => ResponseFuture::new(crate::in_flight::rejected(stack, req)),
         }
     }
 }
@@ -236,10 +240,31 @@ fn special(stack: &Stack, name: Name<'_>, method: ProbeMethod) -> Decided {
     counted.into()
 }
 
-/// Response future of [`Graceful`]: the counter's (which also carries the
-/// answers of the probes and the draining responder).
-pub type ResponseFuture<F> = crate::in_flight::ResponseFuture<F>;
+opaque_future! {
+    /// Response future of [`Graceful`].
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it completed with an answer of the crate's own
+    /// (a probe's, or the draining rejection): like most futures, it must
+    /// not be polled after it returned `Ready`.
+    ResponseFuture(CountingFuture<F, GracefulBody>) -> ResponseBody
+}
 
-/// Response body of [`Graceful`]: the inner body, counted until it ends (or
-/// fails, or is dropped), or the body of a probe answer or rejection.
-pub type ResponseBody<B> = crate::drain::ResponseBody<crate::in_flight::CountedBody<B>>;
+opaque_body! {
+    /// Response body of [`Graceful`]: the inner body, counted until it ends
+    /// (or fails, or is dropped), or the body of a probe answer or
+    /// rejection.
+    ResponseBody(AnswerBody<CountedBody<B>>)
+}
+
+/// Names [`Graceful`]'s body.
+pub(crate) struct GracefulBody;
+
+impl<B> WrapBody<CountedBody<B>> for GracefulBody {
+    type Out = ResponseBody<B>;
+    #[inline(always)]
+    fn wrap(body: AnswerBody<CountedBody<B>>) -> ResponseBody<B> {
+        ResponseBody::new(body)
+    }
+}

@@ -23,7 +23,7 @@
 //! the first one stopped: the pre-drain delay counts from the trigger, the
 //! in-flight count at the start of draining and the drain's outcome are
 //! kept, and a hook that was running when its runtime went away is reported
-//! as [`HookOutcome::Abandoned`] (it was cancelled with that runtime, and is
+//! as [`HookOutcome::Abandoned`](crate::report::HookOutcome::Abandoned) (it was cancelled with that runtime, and is
 //! not run twice); the hooks after it run.
 //!
 //! # Example

@@ -97,8 +97,9 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use crate::answer::RejectContext;
 use crate::answer::{Answer, RejectConfig};
-pub use crate::answer::{RejectContext, ResponseBody, ResponseFuture};
+use crate::answer::{AnswerBody, AnswerFuture, WrapBody};
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
 use crate::stack::Stack;
@@ -209,7 +210,10 @@ where
         // The future keeps a reference: the lame duck reads the phase when
         // the response is ready, and the service may be gone by then.
         let h1 = req.version() <= Version::HTTP_11;
-        ResponseFuture::inner(self.inner.call(req), h1.then(|| shared.clone()))
+        ResponseFuture::new(AnswerFuture::inner(
+            self.inner.call(req),
+            h1.then(|| shared.clone()),
+        ))
     }
 }
 
@@ -229,7 +233,37 @@ fn turn_away_while_draining(shared: &Shared) -> bool {
 /// Counts, logs and answers one draining rejection, for [`Drain`] (the
 /// counter and the fused service have the same for their own future).
 fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
-    ResponseFuture::answered(rejection(&stack.shared, &stack.reject, &req))
+    ResponseFuture::new(AnswerFuture::answered(rejection(
+        &stack.shared,
+        &stack.reject,
+        &req,
+    )))
+}
+
+opaque_future! {
+    /// Response future of [`Drain`].
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it completed with the rejection: like most
+    /// futures, it must not be polled after it returned `Ready`.
+    ResponseFuture(AnswerFuture<F, DrainBody>) -> ResponseBody
+}
+
+opaque_body! {
+    /// Response body of [`Drain`]: the inner body, or the rejection's.
+    ResponseBody(AnswerBody<B>)
+}
+
+/// Names [`Drain`]'s body.
+pub(crate) struct DrainBody;
+
+impl<B> WrapBody<B> for DrainBody {
+    type Out = ResponseBody<B>;
+    #[inline(always)]
+    fn wrap(body: AnswerBody<B>) -> ResponseBody<B> {
+        ResponseBody::new(body)
+    }
 }
 
 /// Counts and logs one draining rejection, and decides its response.

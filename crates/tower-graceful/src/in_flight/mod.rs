@@ -39,6 +39,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -49,7 +50,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::answer::{Answer, RejectConfig};
+use crate::answer::{Answer, AnswerBody, RejectConfig, WrapBody};
 use crate::core::counter::Admission;
 use crate::core::guard::{Hold, RequestGuard};
 use crate::core::names::Name;
@@ -254,76 +255,71 @@ where
                     let _current = guard.enter();
                     self.inner.call(req)
                 };
-                ResponseFuture::counted(CountedFuture::new(fut, guard))
+                ResponseFuture::new(CountingFuture::counted(CountedFuture::new(fut, guard)))
             }
-            Counted::Reject => rejected(stack, req),
+            Counted::Reject => ResponseFuture::new(rejected(stack, req)),
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`InFlight`] (and of the fused
-    /// [`Graceful`](crate::Graceful)): the inner service's future with the
-    /// request's count, or the draining rejection of a request the counter
-    /// refused (or a probe's answer, in the fused service).
-    ///
-    /// # Panics
-    ///
-    /// If polled again after it completed with an answer of the crate's own:
-    /// like most futures, it must not be polled after it returned `Ready`.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<F> {
+    /// The response future of [`InFlight`] and of the fused
+    /// [`Graceful`](crate::Graceful) (each names it with its own type): the
+    /// inner service's future with the request's count, or an answer of the
+    /// crate's own (the draining rejection of a request the counter refused,
+    /// or a probe's answer in the fused service); `W` names the body.
+    pub(crate) struct CountingFuture<F, W> {
         #[pin]
-        kind: Kind<F>,
+        state: CountingState<F>,
+        wrap: PhantomData<fn() -> W>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
+    #[project = CountingStateProj]
+    enum CountingState<F> {
         Counted { #[pin] fut: CountedFuture<F> },
         Answered { answer: Option<Answer> },
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, W> CountingFuture<F, W> {
     #[inline]
     pub(crate) fn counted(fut: CountedFuture<F>) -> Self {
         Self {
-            kind: Kind::Counted { fut },
+            state: CountingState::Counted { fut },
+            wrap: PhantomData,
         }
     }
 
     pub(crate) fn answered(answer: Answer) -> Self {
         Self {
-            kind: Kind::Answered {
+            state: CountingState::Answered {
                 answer: Some(answer),
             },
+            wrap: PhantomData,
         }
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E, W> Future for CountingFuture<F, W>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
+    W: WrapBody<CountedBody<B>>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<W::Out>, E>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        match self.project().state.project() {
             // The head moves once: the counted body is wrapped where the
             // response is rebuilt.
-            KindProj::Counted { fut } => fut.poll_wrapped(cx, crate::drain::ResponseBody::inner),
-            KindProj::Answered { answer } => {
-                Poll::Ready(Ok(crate::answer::answered_response(answer)))
+            CountingStateProj::Counted { fut } => {
+                fut.poll_wrapped(cx, |counted| W::wrap(AnswerBody::inner(counted)))
+            }
+            CountingStateProj::Answered { answer } => {
+                Poll::Ready(Ok(crate::answer::answered_response(answer).map(W::wrap)))
             }
         }
     }
@@ -333,12 +329,36 @@ where
 /// caller's request is not borrowed by anything out of line).
 #[cold]
 #[inline(never)]
-pub(crate) fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
-    ResponseFuture::answered(crate::drain::rejection(&stack.shared, &stack.reject, &req))
+pub(crate) fn rejected<B, F, W>(stack: &Stack, req: Request<B>) -> CountingFuture<F, W> {
+    CountingFuture::answered(crate::drain::rejection(&stack.shared, &stack.reject, &req))
 }
 
-/// Response body of [`InFlight`]: the counted body, or the rejection's.
-pub type ResponseBody<B> = crate::drain::ResponseBody<CountedBody<B>>;
+opaque_future! {
+    /// Response future of [`InFlight`].
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it completed with the draining rejection: like
+    /// most futures, it must not be polled after it returned `Ready`.
+    ResponseFuture(CountingFuture<F, InFlightBody>) -> ResponseBody
+}
+
+opaque_body! {
+    /// Response body of [`InFlight`]: the inner body, counted until it ends
+    /// (or fails, or is dropped), or the rejection's.
+    ResponseBody(AnswerBody<CountedBody<B>>)
+}
+
+/// Names [`InFlight`]'s body.
+pub(crate) struct InFlightBody;
+
+impl<B> WrapBody<CountedBody<B>> for InFlightBody {
+    type Out = ResponseBody<B>;
+    #[inline(always)]
+    fn wrap(body: AnswerBody<CountedBody<B>>) -> ResponseBody<B> {
+        ResponseBody::new(body)
+    }
+}
 
 pin_project! {
     /// The inner service's future with the request's guard: holds the guard
@@ -429,20 +449,13 @@ pin_project! {
     /// The response body with the request's guard: releases it when the body
     /// ends, fails, or is dropped. Forwards `is_end_stream` and the exact
     /// `size_hint`, so fixed-length responses stay fixed-length.
-    pub struct CountedBody<B> {
+    pub(crate) struct CountedBody<B> {
         #[pin]
         inner: B,
         guard: Option<RequestGuard>,
         // An HTTP/1.x response that did not announce the close: if it ends
         // while draining, its client may reuse the connection at once.
         linger: bool,
-    }
-}
-
-impl<B> CountedBody<B> {
-    /// The wrapped body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
     }
 }
 

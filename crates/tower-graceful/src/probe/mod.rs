@@ -62,8 +62,9 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use crate::answer::FixedBody;
 use crate::answer::{liveness_response, readiness_response, ProbeMethod};
-pub use crate::answer::{FixedBody, ResponseBody, ResponseFuture};
+use crate::answer::{AnswerBody, AnswerFuture, WrapBody};
 pub use crate::core::readiness::ReadinessStatus;
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
@@ -209,8 +210,34 @@ where
             req.uri().path(),
             ProbeMethod::of(req.method()),
         ) {
-            Some(answer) => ResponseFuture::answered(answer),
-            None => ResponseFuture::inner(self.inner.call(req), None),
+            Some(answer) => ResponseFuture::new(AnswerFuture::answered(answer)),
+            None => ResponseFuture::new(AnswerFuture::inner(self.inner.call(req), None)),
         }
+    }
+}
+
+opaque_future! {
+    /// Response future of [`Probe`].
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it completed with a probe answer: like most
+    /// futures, it must not be polled after it returned `Ready`.
+    ResponseFuture(AnswerFuture<F, ProbeBody>) -> ResponseBody
+}
+
+opaque_body! {
+    /// Response body of [`Probe`]: the inner body, or the probe answer's.
+    ResponseBody(AnswerBody<B>)
+}
+
+/// Names [`Probe`]'s body.
+pub(crate) struct ProbeBody;
+
+impl<B> WrapBody<B> for ProbeBody {
+    type Out = ResponseBody<B>;
+    #[inline(always)]
+    fn wrap(body: AnswerBody<B>) -> ResponseBody<B> {
+        ResponseBody::new(body)
     }
 }
