@@ -16,7 +16,8 @@
 //!   24-byte preface) from HTTP/1.x, as hyper-util's `auto` server does (for
 //!   TLS, after the handshake, which runs here too). Bounded by the header
 //!   read timeout; a connection that has sent nothing when the drain is over
-//!   is idle and closed.
+//!   is idle and closed (one accepted less than the reuse grace before, when
+//!   that grace is up: its request may be on its way).
 //! * **serve**: hyper's connection, with the builder's settings.
 //! * **told to close**: HTTP/2 gets its graceful GOAWAY (requests already on
 //!   the wire are still served); HTTP/1.x is told by the draining layer
@@ -148,12 +149,14 @@ pub(crate) async fn run<I, S, B, A>(
     let mut close = pin!(drain_over(shared));
 
     // sniff
+    let accepted = tokio::time::Instant::now();
     let mut head = [0u8; PREFACE.len()];
     let mut n = 0;
     let sniffed = tokio::select! {
+        // Bytes that are there win over the end of the drain.
         biased;
-        _ = &mut close => Sniffed::Idle,
         s = sniff(&mut io, &mut head, &mut n, settings.header_read_timeout) => s,
+        _ = idle_at_drain_end(&mut close, shared, accepted) => Sniffed::Idle,
     };
     let h2 = match sniffed {
         Sniffed::Http1 => false,
@@ -302,6 +305,26 @@ async fn closing<F: Future>(
                 }
             }
         }
+    }
+}
+
+/// When a connection that has sent nothing is idle enough to close: once the
+/// drain is over, and at least the reuse grace
+/// ([`Builder::reuse_grace`](crate::Builder::reuse_grace)) after it was
+/// accepted. A client that opened a connection just before (one taken from
+/// the backlog at drain start, say) is about to send its request on it:
+/// closing it at once would lose that request; within the grace it is
+/// answered (served, or rejected with the close announced, by the drain
+/// policy). A forced stop does not wait.
+async fn idle_at_drain_end<F: Future>(
+    close: &mut Pin<&mut F>,
+    shared: &Shared,
+    accepted: tokio::time::Instant,
+) {
+    close.as_mut().await;
+    tokio::select! {
+        _ = tokio::time::sleep_until(accepted + shared.policy.reuse_grace) => {}
+        _ = shared.hard.cancelled() => {}
     }
 }
 
