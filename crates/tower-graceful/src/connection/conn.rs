@@ -146,7 +146,6 @@ pub(crate) async fn run<I, S, B, A>(
     let owner = open.shared.clone();
     let shared: &Shared = &owner;
     let reset = service.reset.clone();
-    let mut close = pin!(drain_over(shared));
 
     // sniff
     let accepted = tokio::time::Instant::now();
@@ -156,7 +155,7 @@ pub(crate) async fn run<I, S, B, A>(
         // Bytes that are there win over the end of the drain.
         biased;
         s = sniff(&mut io, &mut head, &mut n, settings.header_read_timeout) => s,
-        _ = idle_at_drain_end(&mut close, shared, accepted) => Sniffed::Idle,
+        _ = idle_at_drain_end(shared, accepted) => Sniffed::Idle,
     };
     let h2 = match sniffed {
         Sniffed::Http1 => false,
@@ -194,7 +193,7 @@ pub(crate) async fn run<I, S, B, A>(
             let at_end = tokio::select! {
                 _ = conn.as_mut() => return Closing::Finished,
                 _ = goaway_time(shared, late) => false,
-                _ = &mut close => true,
+                _ = drain_over(shared) => true,
             };
             // told to close: GOAWAY with the highest stream id first, so
             // requests already on the wire are still served; then the real
@@ -205,7 +204,7 @@ pub(crate) async fn run<I, S, B, A>(
                 // Still open when the drain completes: closed then.
                 tokio::select! {
                     _ = conn.as_mut() => return Closing::Finished,
-                    _ = &mut close => {}
+                    _ = drain_over(shared) => {}
                 }
             }
             open.closed_idle();
@@ -219,9 +218,16 @@ pub(crate) async fn run<I, S, B, A>(
                 .http1
                 .serve_connection(io, service)
                 .with_upgrades());
+            // One poll first, so that hyper reads the bytes the sniff took:
+            // told to shut down before it has read anything, hyper closes
+            // the connection at once, under the request those bytes begin.
+            let finished = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_ready()));
+            if finished.await {
+                return Closing::Finished;
+            }
             tokio::select! {
                 _ = conn.as_mut() => return Closing::Finished,
-                _ = &mut close => open.closed_idle(),
+                _ = drain_over(shared) => open.closed_idle(),
             }
             // told to close: nothing is in flight (or the drain was cut
             // short): an idle connection closes now, a busy one after its
@@ -316,12 +322,8 @@ async fn closing<F: Future>(
 /// closing it at once would lose that request; within the grace it is
 /// answered (served, or rejected with the close announced, by the drain
 /// policy). A forced stop does not wait.
-async fn idle_at_drain_end<F: Future>(
-    close: &mut Pin<&mut F>,
-    shared: &Shared,
-    accepted: tokio::time::Instant,
-) {
-    close.as_mut().await;
+async fn idle_at_drain_end(shared: &Shared, accepted: tokio::time::Instant) {
+    drain_over(shared).await;
     tokio::select! {
         _ = tokio::time::sleep_until(accepted + shared.policy.reuse_grace) => {}
         _ = shared.hard.cancelled() => {}
@@ -329,7 +331,8 @@ async fn idle_at_drain_end<F: Future>(
 }
 
 /// When nothing is left in flight after draining began, or the drain was cut
-/// short.
+/// short. Made afresh where awaited (it completes at once once true): a
+/// completed future must not be polled again.
 async fn drain_over(shared: &Shared) {
     tokio::select! {
         _ = shared.tracker.drained() => {}
