@@ -138,7 +138,9 @@ async fn a_half_sent_head_is_timed_out_and_does_not_hold_the_shutdown() {
     // While serving: closed after the timeout, not before.
     let t0 = Instant::now();
     let mut half = TcpStream::connect(running.addr).await.unwrap();
-    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let _ = read_to_end(&mut half).await;
     let took = t0.elapsed();
     assert!(took >= TIMEOUT, "closed after {took:?}, before the timeout");
@@ -151,7 +153,9 @@ async fn a_half_sent_head_is_timed_out_and_does_not_hold_the_shutdown() {
 
     // Around the trigger: the report is not held by it.
     let mut half = TcpStream::connect(running.addr).await.unwrap();
-    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let (report, took) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     assert!(took < NOT_HELD, "the report took {took:?}");
@@ -166,7 +170,10 @@ async fn at_the_connection_limit_the_next_connection_waits_and_is_served() {
     let graceful = coordinator_for(Duration::from_secs(5));
     let running = start(Server::new(&graceful).max_connections(1), router(&graceful)).await;
     let mut first = H1::connect(running.addr).await;
-    assert_eq!(body_text(first.get("/").await.unwrap()).await.unwrap(), "hello\n");
+    assert_eq!(
+        body_text(first.get("/").await.unwrap()).await.unwrap(),
+        "hello\n"
+    );
 
     // The second connects (the kernel queues it) and sends its request.
     let mut second = TcpStream::connect(running.addr).await.unwrap();
@@ -209,7 +216,9 @@ async fn connect_info_reaches_axum_handlers() {
         .header("host", "x")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let res = within("GET /whoami", sender.send_request(req)).await.unwrap();
+    let res = within("GET /whoami", sender.send_request(req))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         body_text(res).await.unwrap(),
@@ -241,13 +250,21 @@ async fn a_unix_socket_is_served_and_drained() {
     let app = Router::new()
         .route(
             "/",
-            get(|Extension(info): Extension<ConnectionInfo<UnixAddr>>| async move {
-                format!("unix {:?}\n", info.local.as_pathname().map(|p| p.file_name()))
-            }),
+            get(
+                |Extension(info): Extension<ConnectionInfo<UnixAddr>>| async move {
+                    format!(
+                        "unix {:?}\n",
+                        info.local.as_pathname().map(|p| p.file_name())
+                    )
+                },
+            ),
         )
         .layer(graceful.layer());
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    assert!(Listener::local_addr(&listener).unwrap().as_pathname().is_some());
+    assert!(Listener::local_addr(&listener)
+        .unwrap()
+        .as_pathname()
+        .is_some());
     let task = tokio::spawn(Server::new(&graceful).serve(listener, app));
 
     let stream = within("unix connect", tokio::net::UnixStream::connect(&path))
@@ -365,7 +382,9 @@ mod tls {
         let req = http::Request::get("https://localhost/whoami")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let res = within("h2 GET /whoami", h2.send_request(req)).await.unwrap();
+        let res = within("h2 GET /whoami", h2.send_request(req))
+            .await
+            .unwrap();
         assert_eq!(res.version(), Version::HTTP_2);
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(body_text(res).await.unwrap(), format!("{me} {addr}"));
@@ -470,7 +489,10 @@ async fn no_connection_is_reset_at_drain_start() {
         let (was_refused, failures) = within_for(Duration::from_secs(30), "a client loop", c)
             .await
             .unwrap();
-        assert!(failures.is_empty(), "reset or cut after sending: {failures:#?}");
+        assert!(
+            failures.is_empty(),
+            "reset or cut after sending: {failures:#?}"
+        );
         refused += usize::from(was_refused);
     }
     assert_eq!(refused, CLIENTS, "every loop ends at a refused connect");
@@ -495,7 +517,10 @@ async fn an_untracked_h2_stream_is_reset_when_the_drain_completes() {
     let h2 = H2::connect(running.addr).await;
     let res = within("GET /forever", h2.get("/forever")).await.unwrap();
     let mut body = res.into_body();
-    let first = within("the first chunk", body.frame()).await.unwrap().unwrap();
+    let first = within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.into_data().unwrap(), "first\n");
 
     let (report, took) = shut_down(&graceful).await;
@@ -519,14 +544,20 @@ async fn an_untracked_http1_stream_is_cut_when_the_drain_completes() {
     let mut h1 = H1::connect(running.addr).await;
     let res = h1.get("/forever").await.unwrap();
     let mut body = res.into_body();
-    let first = within("the first chunk", body.frame()).await.unwrap().unwrap();
+    let first = within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.into_data().unwrap(), "first\n");
 
     let (report, took) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     assert!(took < NOT_HELD, "the report took {took:?}");
     let end = within("the end of the untracked stream", body.frame()).await;
-    assert!(matches!(end, Some(Err(_))), "cut, not ended cleanly: {end:?}");
+    assert!(
+        matches!(end, Some(Err(_))),
+        "cut, not ended cleanly: {end:?}"
+    );
     running.stopped().await;
 }
 
@@ -572,7 +603,9 @@ async fn a_peer_that_never_closes_does_not_hold_the_report() {
     let graceful = coordinator_for(LONG_CLEANUP);
     let running = start(Server::new(&graceful), router(&graceful)).await;
     let mut s = TcpStream::connect(running.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 4096];
     let n = within("the response", s.read(&mut buf)).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).ends_with("hello\n"));
@@ -596,7 +629,10 @@ async fn a_panicking_connection_does_not_stop_the_server() {
     let mut h1 = H1::connect(running.addr).await;
     assert!(h1.get("/panic").await.is_err());
     let mut again = H1::connect(running.addr).await;
-    assert_eq!(body_text(again.get("/").await.unwrap()).await.unwrap(), "hello\n");
+    assert_eq!(
+        body_text(again.get("/").await.unwrap()).await.unwrap(),
+        "hello\n"
+    );
     let (report, took) = shut_down(&graceful).await;
     assert!(took < NOT_HELD, "the report took {took:?}");
     assert!(report.stragglers.is_empty(), "{report}");
@@ -613,7 +649,9 @@ async fn bad_heads_get_400_or_431_and_a_close() {
     let running = start(Server::new(&graceful), router(&graceful)).await;
 
     let mut s = TcpStream::connect(running.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
+        .await
+        .unwrap();
     let (got, _) = read_to_end(&mut s).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 400 Bad Request"), "{text}");
@@ -634,10 +672,15 @@ async fn bad_heads_get_400_or_431_and_a_close() {
 
     // Not HTTP at all.
     let mut s = TcpStream::connect(running.addr).await.unwrap();
-    s.write_all(b"\x16\x03\x01\x00\x05hello\r\n\r\n").await.unwrap();
+    s.write_all(b"\x16\x03\x01\x00\x05hello\r\n\r\n")
+        .await
+        .unwrap();
     let (got, _) = read_to_end(&mut s).await;
     let text = String::from_utf8_lossy(&got);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
 
     let (report, took) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");

@@ -59,8 +59,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 use tokio::net::unix::SocketAddr as UnixAddr;
+use tokio_util::sync::CancellationToken;
 use tower_graceful::connection::{Listener, Server, TlsListener};
 use tower_graceful::systemd::{self, Socket};
 use tower_graceful::{Coordinator, ShutdownSignal};
@@ -186,17 +186,23 @@ async fn whoami(req: axum::extract::Request) -> String {
 
 /// The TLS configuration from `TLS_CERT` / `TLS_KEY` (PEM), with ring as the
 /// crypto provider; `TlsListener` adds ALPN (`h2`, `http/1.1`).
-fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, String> {
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("TLS_CERT {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS_KEY {}: {e}", key.display()))?;
-    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| format!("TLS configuration: {e}"))
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS_KEY {}: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+    .map_err(|e| format!("TLS configuration: {e}"))
 }
 
 /// Serves `app` on `listener`, through TLS if configured.
@@ -296,10 +302,13 @@ async fn run_builtin(settings: &Settings) -> Result<(), String> {
         .route("/live", get(|| async { "live\n" }))
         .layer(Extension(never));
     let (listener, _) = bind(settings.port).await?;
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(ctrl_c_or_sigterm())
-        .await
-        .map_err(|e| e.to_string())?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(ctrl_c_or_sigterm())
+    .await
+    .map_err(|e| e.to_string())?;
     println!("shutdown complete (builtin mode: axum's with_graceful_shutdown only, no report)");
     Ok(())
 }

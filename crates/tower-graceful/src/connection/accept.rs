@@ -99,7 +99,16 @@ where
             None => break,
             Some(Ok((io, peer))) => {
                 queued += 1;
-                spawn(&mut connections, &listener, io, peer, &service, &owner, &settings, None);
+                spawn(
+                    &mut connections,
+                    &listener,
+                    io,
+                    peer,
+                    &service,
+                    &owner,
+                    &settings,
+                    None,
+                );
             }
             Some(Err(e)) if is_per_connection(&e) => {}
             Some(Err(e)) => {

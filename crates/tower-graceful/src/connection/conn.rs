@@ -214,14 +214,12 @@ pub(crate) async fn run<I, S, B, A>(
         .await
     } else {
         async {
-            let mut conn = pin!(settings
-                .http1
-                .serve_connection(io, service)
-                .with_upgrades());
+            let mut conn = pin!(settings.http1.serve_connection(io, service).with_upgrades());
             // One poll first, so that hyper reads the bytes the sniff took:
             // told to shut down before it has read anything, hyper closes
             // the connection at once, under the request those bytes begin.
-            let finished = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_ready()));
+            let finished =
+                std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_ready()));
             if finished.await {
                 return Closing::Finished;
             }
@@ -387,7 +385,11 @@ impl<I> Rewind<I> {
     }
 
     #[inline]
-    fn count<T>(&self, done: Poll<io::Result<T>>, n: impl FnOnce(&T) -> usize) -> Poll<io::Result<T>> {
+    fn count<T>(
+        &self,
+        done: Poll<io::Result<T>>,
+        n: impl FnOnce(&T) -> usize,
+    ) -> Poll<io::Result<T>> {
         if let Poll::Ready(Ok(v)) = &done {
             // Relaxed: a progress counter read by the same connection's task.
             self.moved.fetch_add(n(v) as u64, Ordering::Relaxed);

@@ -183,10 +183,9 @@ mod tests {
         let mut listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = Listener::local_addr(&listener).unwrap();
         assert!(listener.accept_queued().is_none());
-        let clients: Vec<_> = futures_util::future::join_all(
-            (0..3).map(|_| tokio::net::TcpStream::connect(addr)),
-        )
-        .await;
+        let clients: Vec<_> =
+            futures_util::future::join_all((0..3).map(|_| tokio::net::TcpStream::connect(addr)))
+                .await;
         let mut taken = 0;
         for _ in 0..3 {
             let (io, peer) = listener.accept_queued().expect("queued").unwrap();

@@ -163,8 +163,7 @@ where
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.waiting.is_none() {
-            this.waiting
-                .set(Some(this.reset.clone().cancelled_owned()));
+            this.waiting.set(Some(this.reset.clone().cancelled_owned()));
         }
         let waiting = this.waiting.as_pin_mut().expect("set above");
         ready!(waiting.poll(cx));
