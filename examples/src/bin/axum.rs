@@ -9,7 +9,9 @@
 //! 200 ms apart; without `chunks` it streams until shutdown, then ends
 //! cleanly), `/sse` (events until shutdown, then a final `shutdown` event),
 //! `/ws` (echo; on shutdown a close frame 1012 "service restart", then the
-//! close handshake), `/ready`, `/live`.
+//! close handshake), `/whoami` (the client's address, from axum's
+//! `ConnectInfo`, and this process's id: `127.0.0.1:50312 pid 4242`),
+//! `/ready`, `/live`.
 //!
 //! Environment:
 //!
@@ -25,6 +27,13 @@
 //!   at the signal, the phases and in-flight count in `STATUS=`, the stop
 //!   timeout extended phase by phase, `WATCHDOG=1` if `WatchdogSec=` is set
 //!   (`tower_graceful::systemd::notify`). See `examples/systemd/`.
+//! * `UNIX_SOCKET=PATH`: serve on a Unix socket at `PATH` instead of TCP
+//!   (`PORT` is ignored; the line printed is `listening on unix:PATH`).
+//!   The socket file is not removed on exit; a stale one makes the bind
+//!   fail.
+//! * `TLS_CERT=PEM` and `TLS_KEY=PEM` (both or neither): serve HTTPS, ALPN
+//!   offering HTTP/2 and HTTP/1.1 (`curl -k https://localhost:3000/whoami`;
+//!   `--http1.1` for the other). On TCP or on the Unix socket.
 //! * `GRACEFUL_PRE_DRAIN` (default `0s`): how long readiness is down before
 //!   draining starts, e.g. `5s` behind a load balancer.
 //! * `GRACEFUL_DEADLINE` (default `10s`): how long draining may take.
@@ -43,14 +52,16 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::Query;
+use axum::extract::{ConnectInfo, Query};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
+use tokio::net::unix::SocketAddr as UnixAddr;
 use tokio_util::sync::CancellationToken;
+use tower_graceful::connection::{Listener, Server, TlsListener};
 use tower_graceful::systemd::{self, Socket};
 use tower_graceful::{Coordinator, ShutdownSignal};
 use tower_graceful_examples::parse_duration;
@@ -65,6 +76,8 @@ enum Mode {
 
 struct Settings {
     port: u16,
+    unix_socket: Option<std::path::PathBuf>,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pre_drain: Duration,
     deadline: Duration,
     mode: Mode,
@@ -96,8 +109,15 @@ fn settings() -> Result<Settings, String> {
             ))
         }
     };
+    let tls = match (var("TLS_CERT"), var("TLS_KEY")) {
+        (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+        (None, None) => None,
+        _ => return Err("set both TLS_CERT and TLS_KEY (PEM files), or neither".into()),
+    };
     Ok(Settings {
         port,
+        unix_socket: var("UNIX_SOCKET").map(Into::into),
+        tls,
         pre_drain: duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?,
         deadline: duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?,
         mode,
@@ -143,6 +163,60 @@ fn routes() -> Router {
         .route("/stream", get(stream_chunks))
         .route("/sse", get(sse))
         .route("/ws", get(websocket))
+        .route("/whoami", get(whoami))
+}
+
+/// The client's address, as axum's `ConnectInfo` gives it (`serve` puts it
+/// in every request: `SocketAddr` on TCP, the Unix peer's address on a Unix
+/// socket), and this process's id.
+async fn whoami(req: axum::extract::Request) -> String {
+    let ext = req.extensions();
+    let addr = if let Some(ConnectInfo(addr)) = ext.get::<ConnectInfo<SocketAddr>>() {
+        addr.to_string()
+    } else if let Some(ConnectInfo(addr)) = ext.get::<ConnectInfo<UnixAddr>>() {
+        match addr.as_pathname() {
+            Some(path) => format!("unix:{}", path.display()),
+            None => "unix:(unnamed)".to_owned(),
+        }
+    } else {
+        "unknown".to_owned()
+    };
+    format!("{addr} pid {}\n", std::process::id())
+}
+
+/// The TLS configuration from `TLS_CERT` / `TLS_KEY` (PEM), with ring as the
+/// crypto provider; `TlsListener` adds ALPN (`h2`, `http/1.1`).
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("TLS_CERT {}: {e}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS_KEY {}: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+    .map_err(|e| format!("TLS configuration: {e}"))
+}
+
+/// Serves `app` on `listener`, through TLS if configured.
+fn serve_on<L: Listener>(
+    listener: L,
+    app: Router,
+    graceful: &Coordinator,
+    tls: Option<rustls::ServerConfig>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let server = Server::new(graceful);
+    match tls {
+        Some(config) => tokio::spawn(server.serve(TlsListener::new(listener, config), app)),
+        None => tokio::spawn(server.serve(listener, app)),
+    }
 }
 
 /// The socket passed by the service manager (`LISTEN_FDS=1`), or
@@ -174,14 +248,28 @@ async fn run_graceful(settings: &Settings) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let app = routes().layer(graceful.layer());
-    let (listener, _) = bind(settings.port).await?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tls_config(cert, key)?),
+        None => None,
+    };
 
     // Owns the connections: from the trigger, HTTP/1.1 responses announce
     // `Connection: close` (a rising share over the pre-drain delay) and
     // HTTP/2 connections get GOAWAY; the listener closes when draining
     // starts; open connections are still served, and idle ones are closed
     // once nothing is in flight.
-    let server = tokio::spawn(tower_graceful::serve(listener, app, &graceful));
+    let server = match &settings.unix_socket {
+        Some(path) => {
+            let listener = tokio::net::UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+            println!("listening on unix:{}", path.display());
+            serve_on(listener, app, &graceful, tls)
+        }
+        None => {
+            let (listener, _) = bind(settings.port).await?;
+            serve_on(listener, app, &graceful, tls)
+        }
+    };
     // Under systemd (`Type=notify`): READY=1 now that the socket is served
     // (no readiness gate here), then the shutdown's phases. A no-op otherwise.
     tokio::spawn(systemd::notify(&graceful));
@@ -214,10 +302,13 @@ async fn run_builtin(settings: &Settings) -> Result<(), String> {
         .route("/live", get(|| async { "live\n" }))
         .layer(Extension(never));
     let (listener, _) = bind(settings.port).await?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(ctrl_c_or_sigterm())
-        .await
-        .map_err(|e| e.to_string())?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(ctrl_c_or_sigterm())
+    .await
+    .map_err(|e| e.to_string())?;
     println!("shutdown complete (builtin mode: axum's with_graceful_shutdown only, no report)");
     Ok(())
 }

@@ -40,8 +40,45 @@
 //! `Router`, tonic's `Routes`, a `ServiceBuilder` stack around either.
 //! HTTP/1.1 (with upgrades, for WebSockets) and HTTP/2 with prior knowledge
 //! (gRPC) are told apart by the connection preface, as hyper-util's `auto`
-//! server does. TLS is out of scope: terminate it in front, or keep your own
-//! accept loop with the layer and [`Coordinator::close_connections`].
+//! server does.
+//!
+//! What else a production server needs:
+//!
+//! * **Settings** ([`Server`]): hyper's own HTTP/1 and HTTP/2 builders, a
+//!   timer (so the header read timeout works: 30 s by default, also for a
+//!   connection's first bytes and its TLS handshake), a connection limit
+//!   (the accept loop waits at it), `TCP_NODELAY` and TCP keep-alive.
+//! * **Any listener** ([`Listener`], the shape of axum 0.8's): TCP, Unix
+//!   sockets, sockets passed by systemd (they are `TcpListener`s), and TLS
+//!   through rustls ([`TlsListener`], feature `tls`), ALPN offering `h2` and
+//!   `http/1.1`.
+//! * **Connection info**: every request carries a [`ConnectionInfo`] (the
+//!   peer's and the local address) and, with feature `axum`, axum's
+//!   `ConnectInfo<addr>`, so `ConnectInfo<SocketAddr>` works in handlers
+//!   with no extra wiring.
+//! * **Nothing the kernel accepted is reset**: at drain start the
+//!   connections already in the listener's backlog are taken (a
+//!   non-blocking `accept` until the kernel says none is queued) and served
+//!   like any other, and only then is the listener closed. Closing the
+//!   listener with them queued would reset them after their clients may have
+//!   sent their requests. What is left is the time between the kernel's last
+//!   "none queued" and the close, microseconds, in which a new connection
+//!   can still complete its handshake.
+//! * **Every end is bounded** (see [`conn`](self#the-states-of-a-connection)):
+//!   a request head that never ends (the header read timeout), an untracked
+//!   response still open when the drain is over (ended: HTTP/2 resets its
+//!   stream, HTTP/1.1 closes), a client that never reads, a half-sent head
+//!   after the drain ([`Server::stall_timeout`]), a peer that never closes
+//!   during the lingering close (half a second). A panic in a connection's
+//!   task is logged.
+//! * **Bad input** gets hyper's answers: a malformed request head `400`, one
+//!   too large for the read buffer `431`, then the connection is closed.
+//!
+//! # The states of a connection
+//!
+//! Sniff → serve HTTP/1.x or HTTP/2 → told to close → closing → lingering:
+//! each state, what moves a connection on and what bounds it, is written
+//! down in `connection/conn.rs`.
 //!
 //! # Example
 //!
@@ -58,6 +95,8 @@
 //!     .route("/", get(|| async { "hello" }))
 //!     .layer(graceful.layer());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // Or with settings:
+//! // `Server::new(&graceful).header_read_timeout(Duration::from_secs(5)).serve(listener, app)`.
 //! tokio::spawn(tower_graceful::serve(listener, app, &graceful));
 //! let report = graceful.wait().await;
 //! println!("{report}");
@@ -67,31 +106,42 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tower_service::Service;
 
-use crate::core::state::Shared;
-use crate::core::sync::Arc;
 use crate::Coordinator;
+
+mod accept;
+mod builder;
+mod conn;
+mod goaway;
+mod listener;
+mod service;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use builder::{Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_STALL_TIMEOUT};
+pub use listener::Listener;
+pub use service::ConnectionInfo;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use tls::{TlsIo, TlsListener, ALPN};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// What an HTTP/2 client sends first (RFC 9113, 3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// What the connection tasks hold of the coordinator's state: a clonable
+/// owner that derefs to it. The one place this module names its type.
+type Owner = crate::core::sync::Arc<crate::core::state::Shared>;
 
 /// Serves `service` on `listener` until the coordinator's shutdown is over,
-/// owning the connections as the [module docs](crate::connection) describe.
+/// owning the connections as the [module docs](crate::connection) describe,
+/// with the default settings ([`Server`] for others).
+///
+/// `listener` is any [`Listener`]: a `tokio::net::TcpListener`, a
+/// `tokio::net::UnixListener`, a [`TlsListener`](crate::connection) around
+/// either (feature `tls`), or your own.
 ///
 /// The future is `'static` and `Send`: spawn it, and wait for the
 /// coordinator ([`Coordinator::wait`]) in `main`. It resolves once the
@@ -105,12 +155,13 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// connection (tasks of a `JoinSet`). Dropping it closes the listener and
 /// aborts the connections at once, requests in flight included; to stop
 /// gracefully, trigger the coordinator and let the future end by itself.
-pub fn serve<S, B>(
-    listener: TcpListener,
+pub fn serve<L, S, B>(
+    listener: L,
     service: S,
     coordinator: &Coordinator,
 ) -> impl Future<Output = io::Result<()>> + Send + 'static
 where
+    L: Listener,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -118,370 +169,5 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = coordinator.shared.clone();
-    shared.connections.served.store(true, Ordering::Release);
-    accept_loop(listener, service, shared)
-}
-
-async fn accept_loop<S, B>(listener: TcpListener, service: S, shared: Arc<Shared>) -> io::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let local = listener.local_addr().ok();
-    let mut connections = JoinSet::new();
-    let mut draining = pin!(shared.soft.cancelled());
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut draining => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    // Counted before the task exists, so the count at the end
-                    // of the drain includes connections not yet polled.
-                    let open = Open::new(shared.clone());
-                    // Accepted after the trigger: the balancer has not
-                    // noticed yet. A GOAWAY now would only send the client
-                    // back here; it gets one when draining starts.
-                    let late = shared.triggered();
-                    connections.spawn(connection(open, stream, service.clone(), late));
-                }
-                Err(e) if is_per_connection(&e) => {}
-                Err(e) => {
-                    tracing::error!(target: "tower_graceful", error = %e, "accept failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        _ = &mut draining => break,
-                    }
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    tracing::info!(
-        target: "tower_graceful",
-        addr = ?local,
-        open = connections.len(),
-        "draining: listener closed; open connections are still served"
-    );
-    let mut done = pin!(shared.done.wait());
-    loop {
-        tokio::select! {
-            joined = connections.join_next() => if joined.is_none() { break },
-            _ = &mut done => {
-                // The report is out: after a forced stop, or after a clean
-                // drain once the cleanup time is up (until then the report
-                // waits for these tasks to end). The process is closing.
-                connections.abort_all();
-                while connections.join_next().await.is_some() {}
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
-/// One open connection in `ConnectionCounts::open`. A connection that
-/// `serve` closes because nothing was left in flight stays in the count
-/// ([`Open::closed_idle`]): read after the drain, the count is then exactly
-/// the connections open, all idle, when it completed, whichever task runs
-/// first.
-struct Open {
-    shared: Arc<Shared>,
-    counted: bool,
-}
-
-impl Open {
-    fn new(shared: Arc<Shared>) -> Self {
-        shared.connections.open.fetch_add(1, Ordering::AcqRel);
-        shared.connections.task_started();
-        Self {
-            shared,
-            counted: true,
-        }
-    }
-
-    /// This connection is closed because the drain completed.
-    fn closed_idle(&mut self) {
-        if !self.shared.hard.is_cancelled() {
-            self.counted = false;
-        }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        if self.counted {
-            self.shared.connections.open.fetch_sub(1, Ordering::AcqRel);
-        }
-        // Dropped with the connection task, after its socket (the task's
-        // other locals go first): what the driver's cleanup waits for.
-        self.shared.connections.task_ended();
-    }
-}
-
-// `open` first: parameters are dropped in reverse order, so it goes last,
-// after the stream (see `Open`'s `Drop`).
-async fn connection<S, B>(mut open: Open, mut stream: TcpStream, service: S, late: bool)
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let _ = stream.set_nodelay(true);
-    // A reference of the connection's own: `open` is consumed on the way.
-    let shared = open.shared.clone();
-    let shared = &*shared;
-    let mut close = pin!(close_connections(shared));
-    // Tell HTTP/2 (prior knowledge) from HTTP/1.x by the first bytes. A
-    // connection that has sent nothing by the end of the drain is idle.
-    let mut head = [0u8; PREFACE.len()];
-    let mut n = 0;
-    let h2 = loop {
-        tokio::select! {
-            biased;
-            _ = &mut close => {
-                open.closed_idle();
-                return;
-            }
-            read = stream.read(&mut head[n..]) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(k) => {
-                    n += k;
-                    if head[..n] != PREFACE[..n] {
-                        break false;
-                    }
-                    if n == PREFACE.len() {
-                        break true;
-                    }
-                }
-            },
-        }
-    };
-    let (give_back, given_back) = tokio::sync::oneshot::channel();
-    let io = TokioIo::new(Rewind {
-        head,
-        pos: 0,
-        len: n,
-        inner: Some(stream),
-        give_back: Some(give_back),
-    });
-    let service = TowerToHyperService::new(service);
-    // Each branch owns (and drops) hyper's connection, and with it the
-    // stream, which then comes back here for a lingering close.
-    if h2 {
-        async {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, service);
-            let mut conn = pin!(conn);
-            let at_end = tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = goaway_time(shared, late) => false,
-                _ = &mut close => true,
-            };
-            if at_end {
-                open.closed_idle();
-            }
-            // Graceful: GOAWAY with the highest stream id first, so requests
-            // already on the wire are still served; then the real last id.
-            conn.as_mut().graceful_shutdown();
-            shared.connections.goaway.fetch_add(1, Ordering::AcqRel);
-            if !at_end {
-                // Still open when the drain completes: closed then, idle.
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = &mut close => open.closed_idle(),
-                }
-            }
-            finish(conn, shared).await;
-        }
-        .await;
-    } else {
-        async {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .with_upgrades();
-            let mut conn = pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = &mut close => open.closed_idle(),
-            }
-            // Nothing is in flight (or the drain was cut short): an idle
-            // connection closes now, a busy one after its response.
-            conn.as_mut().graceful_shutdown();
-            finish(conn, shared).await;
-        }
-        .await;
-    }
-    // An upgraded connection (WebSocket) comes back when its session ends.
-    let stream = tokio::select! {
-        s = given_back => s,
-        _ = shared.done.wait() => return,
-    };
-    if let Ok(stream) = stream {
-        linger_close(stream, shared).await;
-    }
-}
-
-/// Closes our end without destroying what the peer has not read yet. A
-/// client may still have frames on the wire when the server is done with a
-/// connection (an HTTP/2 request racing the GOAWAY, a PING ack, a window
-/// update); arriving at a closed socket they make the kernel answer with a
-/// reset, and a reset discards the client's unread data: the end of the
-/// last response. So: send FIN, then read and discard until the client
-/// closes its side, for at most a moment (or until the report is out).
-async fn linger_close(mut stream: TcpStream, shared: &Shared) {
-    use tokio::io::AsyncWriteExt;
-    let _ = stream.shutdown().await;
-    let mut scratch = [0u8; 1024];
-    let drain = async {
-        // Bounded: at most this many reads, each ending the linger on EOF or
-        // an error.
-        for _ in 0..256 {
-            match stream.read(&mut scratch).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        _ = drain => {}
-        _ = tokio::time::sleep(LINGER) => {}
-        _ = shared.done.wait() => {}
-    }
-}
-
-/// How long [`linger_close`] waits for the client to close its side.
-const LINGER: Duration = Duration::from_millis(500);
-
-/// Runs a connection told to shut down to its end, or until the report is
-/// out after a forced stop.
-async fn finish<F: Future>(conn: Pin<&mut F>, shared: &Shared) {
-    tokio::select! {
-        _ = conn => {}
-        _ = shared.done.wait() => {}
-    }
-}
-
-/// When nothing is left in flight after draining began, or the drain was cut
-/// short.
-async fn close_connections(shared: &Shared) {
-    tokio::select! {
-        _ = shared.tracker.drained() => {}
-        _ = shared.hard.cancelled() => {}
-    }
-}
-
-/// When this HTTP/2 connection gets its GOAWAY: at a random point of the
-/// lame-duck window after the trigger, so reconnections spread out as
-/// HTTP/1.x's do; for a connection accepted after the trigger, when
-/// draining starts.
-async fn goaway_time(shared: &Shared, late: bool) {
-    if late {
-        return shared.soft.cancelled().await;
-    }
-    shared.triggered.wait().await;
-    let window = shared.policy.lame_duck_window;
-    if window.is_zero() || shared.draining() {
-        return;
-    }
-    let Some(t0) = shared.triggered_at.get().copied() else {
-        return;
-    };
-    let at = window.mul_f64(crate::lame_duck::random_unit());
-    tokio::select! {
-        _ = tokio::time::sleep_until(t0 + at) => {}
-        _ = shared.soft.cancelled() => {}
-    }
-}
-
-/// The stream with the bytes read to tell the protocol put back in front.
-/// When hyper drops it, the stream goes back to the connection task for a
-/// lingering close.
-struct Rewind {
-    head: [u8; PREFACE.len()],
-    pos: usize,
-    len: usize,
-    inner: Option<TcpStream>,
-    give_back: Option<tokio::sync::oneshot::Sender<TcpStream>>,
-}
-
-impl Rewind {
-    fn stream(&mut self) -> &mut TcpStream {
-        self.inner.as_mut().expect("only taken on drop")
-    }
-}
-
-impl Drop for Rewind {
-    fn drop(&mut self) {
-        if let (Some(stream), Some(tx)) = (self.inner.take(), self.give_back.take()) {
-            let _ = tx.send(stream);
-        }
-    }
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.len {
-            let n = (this.len - this.pos).min(buf.remaining());
-            buf.put_slice(&this.head[this.pos..this.pos + n]);
-            this.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(this.stream()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().stream()).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().stream()).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(TcpStream::is_write_vectored)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().stream()).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().stream()).poll_shutdown(cx)
-    }
+    Server::new(coordinator).serve(listener, service)
 }

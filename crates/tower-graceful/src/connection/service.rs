@@ -1,0 +1,183 @@
+//! What `serve` puts around the user's service on each connection: the
+//! [`ConnectionInfo`] in every request's extensions (and axum's
+//! `ConnectInfo` with feature `axum`), and response bodies that the
+//! connection can end when the drain is over.
+//!
+//! Why bodies: when nothing tracked is left in flight, a response body that
+//! is still open belongs to a request the user chose not to track (a gRPC
+//! health `Watch`, an untracked stream). Nothing would ever end it, and its
+//! connection would hold the shutdown until the cleanup time is up. So each
+//! connection has a `reset` token, cancelled when the drain completes; a
+//! body that then waits for its next frame ends with an error, which hyper
+//! turns into a reset of that stream (HTTP/2) or a close of the connection
+//! (HTTP/1.1). A body that still has frames ready is not cut: a tracked
+//! body that has ended never waits again, so the end of a tracked response
+//! is never turned into an error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower_service::Service;
+
+use super::BoxError;
+
+/// Where a request came from, in every request's extensions under
+/// [`serve`](super::serve).
+///
+/// `A` is the listener's address type: [`std::net::SocketAddr`] for TCP
+/// (and TLS over TCP), `tokio::net::unix::SocketAddr` for Unix sockets.
+///
+/// ```
+/// # use std::net::SocketAddr;
+/// use tower_graceful::connection::ConnectionInfo;
+///
+/// fn peer(req: &http::Request<()>) -> Option<SocketAddr> {
+///     req.extensions().get::<ConnectionInfo>().map(|c| c.peer)
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo<A = std::net::SocketAddr> {
+    /// The peer's address.
+    pub peer: A,
+    /// The local address this connection reached (for a listener on a
+    /// wildcard address, the one the peer connected to).
+    pub local: A,
+}
+
+impl<A> ConnectionInfo<A> {
+    /// The info of one connection.
+    pub fn new(peer: A, local: A) -> Self {
+        Self { peer, local }
+    }
+}
+
+/// The user's service on one connection.
+#[derive(Clone)]
+pub(crate) struct ConnService<S, A> {
+    pub(crate) inner: S,
+    pub(crate) info: ConnectionInfo<A>,
+    pub(crate) reset: CancellationToken,
+}
+
+impl<S, A, B> Service<Request<hyper::body::Incoming>> for ConnService<S, A>
+where
+    S: Service<Request<hyper::body::Incoming>, Response = Response<B>>,
+    A: Clone + Send + Sync + 'static,
+{
+    type Response = Response<ConnBody<B>>;
+    type Error = S::Error;
+    type Future = ConnFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        let ext = req.extensions_mut();
+        #[cfg(feature = "axum")]
+        ext.insert(axum::extract::ConnectInfo(self.info.peer.clone()));
+        ext.insert(self.info.clone());
+        ConnFuture {
+            inner: self.inner.call(req),
+            reset: Some(self.reset.clone()),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ConnService`].
+    pub(crate) struct ConnFuture<F> {
+        #[pin]
+        inner: F,
+        reset: Option<CancellationToken>,
+    }
+}
+
+impl<F, B, E> Future for ConnFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ConnBody<B>>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        let reset = this.reset.take().expect("polled after completion");
+        Poll::Ready(Ok(res.map(|inner| ConnBody {
+            inner,
+            reset,
+            waiting: None,
+        })))
+    }
+}
+
+pin_project! {
+    /// A response body on a connection of `serve`: the user's, ended with
+    /// an error if it is still waiting for a frame when the drain is over.
+    pub(crate) struct ConnBody<B> {
+        #[pin]
+        inner: B,
+        reset: CancellationToken,
+        // Made on the first wait only: a body whose frames are ready when
+        // polled never needs it.
+        #[pin]
+        waiting: Option<WaitForCancellationFutureOwned>,
+    }
+}
+
+/// The error a body open at the end of the drain ends with.
+#[derive(Debug)]
+struct ResetAtDrainEnd;
+
+impl std::fmt::Display for ResetAtDrainEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("untracked response still open when the drain completed: reset")
+    }
+}
+
+impl std::error::Error for ResetAtDrainEnd {}
+
+impl<B> Body for ConnBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.waiting.is_none() {
+            this.waiting.set(Some(this.reset.clone().cancelled_owned()));
+        }
+        let waiting = this.waiting.as_pin_mut().expect("set above");
+        ready!(waiting.poll(cx));
+        tracing::debug!(target: "tower_graceful", "{ResetAtDrainEnd}");
+        Poll::Ready(Some(Err(ResetAtDrainEnd.into())))
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
