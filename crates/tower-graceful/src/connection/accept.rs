@@ -13,9 +13,9 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use super::builder::Settings;
 use super::conn::{self, Open};
 use super::service::ConnService;
+use super::settings::Settings;
 use super::{BoxError, ConnectionInfo, Listener, Owner};
 
 /// At most this many connections are taken from the backlog at drain start

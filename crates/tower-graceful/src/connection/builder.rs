@@ -12,6 +12,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use super::settings::Settings;
 use super::{accept, BoxError, Listener, Owner};
 use crate::Coordinator;
 
@@ -71,17 +72,6 @@ pub struct Server {
     owner: Owner,
     settings: Settings,
     max_connections: Option<usize>,
-}
-
-/// What every connection reads (shared behind an `Arc` by the loop).
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) http1: http1::Builder,
-    pub(crate) http2: http2::Builder<TokioExecutor>,
-    pub(crate) header_read_timeout: Option<Duration>,
-    pub(crate) stall_timeout: Duration,
-    pub(crate) nodelay: bool,
-    pub(crate) keepalive: Option<Duration>,
 }
 
 impl std::fmt::Debug for Server {

@@ -49,9 +49,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tower_service::Service;
 
-use super::builder::Settings;
 use super::goaway::goaway_time;
 use super::service::ConnService;
+use super::settings::Settings;
 use super::{BoxError, Owner};
 use crate::core::state::Shared;
 

@@ -119,6 +119,7 @@ mod conn;
 mod goaway;
 mod listener;
 mod service;
+mod settings;
 #[cfg(feature = "tls")]
 mod tls;
 
