@@ -443,7 +443,8 @@ EOF
         haproxy -db -f "$rundir/haproxy.cfg" >"$rundir/haproxy.log" 2>&1 &
         HAP_PID=$!
         track "$HAP_PID" haproxy
-        local deadline=$(( SECONDS + 5 ))
+        # Generous: on a machine busy with builds the first answer can be slow.
+        local deadline=$(( SECONDS + 15 ))
         while (( SECONDS < deadline )) && running "$HAP_PID"; do
             if { hap "show info" 2>/dev/null || true; } | grep -q '^Name: HAProxy'; then
                 return 0
