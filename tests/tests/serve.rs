@@ -450,8 +450,20 @@ async fn no_connection_is_reset_at_drain_start() {
                     }
                     let mut s = match TcpStream::connect(addr).await {
                         Ok(s) => s,
+                        // Refused, or reset before `connect` returned: the
+                        // listener closed with the handshake unfinished on our
+                        // side, so the client knows nothing was sent (what it
+                        // retries elsewhere). A reset *after* sending is the
+                        // loss this test is about, and fails below.
                         Err(e) => {
-                            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                            assert!(
+                                matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::ConnectionRefused
+                                        | std::io::ErrorKind::ConnectionReset
+                                ),
+                                "{e}"
+                            );
                             refused = true;
                             break;
                         }
