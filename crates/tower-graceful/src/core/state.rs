@@ -26,8 +26,10 @@ pub enum Phase {
     /// Shutdown was triggered: readiness is down, requests are still served
     /// during the pre-drain delay so load balancers can notice.
     Triggered,
-    /// [`ShutdownSignal`](crate::ShutdownSignal) has fired; new requests are
-    /// rejected; the coordinator waits for in-flight work.
+    /// [`ShutdownSignal`](crate::ShutdownSignal) has fired; requests on open
+    /// connections are still served (the rejection is only for what cannot
+    /// finish: see [`drain`](crate::drain)); the coordinator waits for
+    /// in-flight work.
     Draining,
     /// The drain deadline passed (or a second signal arrived): the hard
     /// signal has fired and stragglers were recorded.
