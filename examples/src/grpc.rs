@@ -18,7 +18,7 @@ pub async fn serve_grpc(
     listener: TcpListener,
 ) -> JoinHandle<std::io::Result<()>> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    // SERVING now, NOT_SERVING from the trigger.
+    // SERVING while ready (every gate open), NOT_SERVING from the trigger.
     tower_graceful::grpc_health::report_health(graceful, reporter, [demo::SERVICE_NAME]).await;
 
     let routes = Routes::new(health).add_service(DemoServer::new());

@@ -497,3 +497,79 @@ async fn serving_status(
         .into_inner()
         .status()
 }
+
+/// Health agrees with readiness: a warm-up gate that holds `/ready` at 503
+/// holds gRPC health at `NOT_SERVING` too; opening it makes the services
+/// `SERVING`, closing it again `NOT_SERVING`, and the trigger `NOT_SERVING`
+/// for good. Every flip is seen on a `Watch` stream of a real tonic-health
+/// client, as an event.
+#[tokio::test]
+async fn health_follows_readiness_gates() {
+    let graceful = coordinator(Duration::from_secs(1));
+    let warm_up = graceful.readiness().gate("warm-up");
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tower_graceful::grpc_health::report_health(&graceful, reporter, ["demo.v1.Bare"]).await;
+    let (l, addr) = listener().await;
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(graceful.layer())
+            .add_service(health)
+            .serve_with_incoming_shutdown(TcpIncoming::from(l), graceful.draining()),
+    );
+    let mut health = HealthClient::new(health_channel(addr).await);
+    for service in ["", "demo.v1.Bare"] {
+        assert_eq!(
+            serving_status(&mut health, service).await,
+            ServingStatus::NotServing,
+            "{service:?} while the warm-up gate is closed"
+        );
+    }
+    let mut watch = within(
+        "watch",
+        health.watch(HealthCheckRequest {
+            service: "demo.v1.Bare".into(),
+        }),
+    )
+    .await
+    .expect("watch accepted")
+    .into_inner();
+    assert_eq!(next(&mut watch).await, ServingStatus::NotServing);
+
+    warm_up.set_ready(true);
+    assert_eq!(next(&mut watch).await, ServingStatus::Serving, "gate opened");
+    assert_eq!(
+        serving_status(&mut health, "").await,
+        ServingStatus::Serving
+    );
+    warm_up.set_ready(false);
+    assert_eq!(next(&mut watch).await, ServingStatus::NotServing, "gate closed again");
+    warm_up.set_ready(true);
+    assert_eq!(next(&mut watch).await, ServingStatus::Serving, "gate opened again");
+
+    graceful.trigger();
+    assert_eq!(next(&mut watch).await, ServingStatus::NotServing, "triggered");
+    drop(watch);
+    // A gate that opens after the trigger changes nothing.
+    drop(warm_up);
+    for service in ["", "demo.v1.Bare"] {
+        assert_eq!(
+            serving_status(&mut health, service).await,
+            ServingStatus::NotServing,
+            "{service:?} after the trigger"
+        );
+    }
+    let report = within("shutdown report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}
+
+/// The next status on a health `Watch` stream (bounded).
+async fn next(
+    watch: &mut tonic::codec::Streaming<tonic_health::pb::HealthCheckResponse>,
+) -> ServingStatus {
+    within("next watch message", watch.message())
+        .await
+        .expect("watch stream ok")
+        .expect("a status")
+        .status()
+}

@@ -100,8 +100,9 @@
 //!
 //! * `axum`: `ShutdownSignal` implements axum-core's `FromRequestParts` and
 //!   `OptionalFromRequestParts`.
-//! * `tonic`: [`grpc_health::report_health`] marks services `SERVING` in
-//!   `tonic-health`, and `NOT_SERVING` when shutdown is triggered.
+//! * `tonic`: [`grpc_health::report_health`] reports readiness in
+//!   `tonic-health`: `SERVING` while every readiness gate is open,
+//!   `NOT_SERVING` otherwise and from the trigger on.
 //! * `metrics`: [`shutdown_metrics::Emitter`] records the coordinator's state
 //!   (in-flight requests and tasks, readiness, phase, rejections, the
 //!   report's counters and phase durations) with the `metrics` facade, off

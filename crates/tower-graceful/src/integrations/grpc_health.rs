@@ -8,17 +8,28 @@ use tokio::task::JoinHandle;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::{Coordinator, Phase};
+use crate::core::readiness::ReadinessStatus;
+use crate::core::state::Shared;
+use crate::Coordinator;
 
-/// Marks the whole server (`""`) and every service in `services` `SERVING`
-/// now, and `NOT_SERVING` as soon as shutdown is triggered: the gRPC
-/// counterpart of the readiness probe. Returns once the services are marked,
-/// with the task that waits for the trigger.
+/// Reports the coordinator's readiness as gRPC health: the whole server
+/// (`""`) and every service in `services` are `SERVING` exactly while the
+/// readiness probe would answer `200` (every
+/// [readiness gate](crate::probe::Readiness::gate) ready, shutdown not
+/// triggered), `NOT_SERVING` otherwise, and `NOT_SERVING` for good once
+/// shutdown is triggered: the gRPC counterpart of the readiness probe.
+/// Returns once the services are marked with the current status, with the
+/// task that follows the changes.
+///
+/// The task follows the changes as events (a gate set or dropped, the
+/// trigger), never by polling, and writes a status only when it changes, so
+/// a `Watch` stream sees each flip once. It ends at the trigger, after
+/// marking everything `NOT_SERVING`.
 ///
 /// `tonic-health` answers `NotFound` for a service nobody has marked, so
-/// without the first half a balancer that checks `helloworld.Greeter` would
-/// see it unknown until shutdown. If shutdown was already triggered when this
-/// is called, the services are marked `NOT_SERVING` straight away.
+/// without the first step a balancer that checks `helloworld.Greeter` would
+/// see it unknown until shutdown. A service held by a warm-up gate is
+/// `NOT_SERVING` (not unknown) until the gate opens.
 ///
 /// The health `Watch` stream is not counted in flight by default
 /// ([`GRPC_HEALTH_WATCH`](crate::coordinator::GRPC_HEALTH_WATCH)), so a balancer watching
@@ -30,8 +41,10 @@ use crate::{Coordinator, Phase};
 /// ```no_run
 /// # #[tokio::main] async fn main() {
 /// let graceful = tower_graceful::Coordinator::builder().build().unwrap();
+/// let warm_up = graceful.readiness().gate("warm-up"); // NOT_SERVING until ready
 /// let (reporter, health_service) = tonic_health::server::health_reporter();
 /// tower_graceful::grpc_health::report_health(&graceful, reporter, ["helloworld.Greeter"]).await;
+/// warm_up.set_ready(true); // SERVING
 /// # let _ = health_service;
 /// # }
 /// ```
@@ -39,8 +52,8 @@ use crate::{Coordinator, Phase};
 /// # Cancel safety
 ///
 /// Not cancel safe in a useful sense: if the returned future is dropped
-/// before it completes, some services may be marked `SERVING` and nothing
-/// will mark them `NOT_SERVING` at the trigger. Await it to the end.
+/// before it completes, some services may not be marked, and nothing follows
+/// the changes. Await it to the end.
 pub async fn report_health<I, N>(
     coordinator: &Coordinator,
     reporter: HealthReporter,
@@ -53,23 +66,44 @@ where
     let names: Vec<String> = std::iter::once(String::new())
         .chain(services.into_iter().map(Into::into))
         .collect();
-    // A trigger between this check and the loop is fine: the task below
-    // marks everything NOT_SERVING right after.
-    if coordinator.phase() == Phase::Serving {
-        for name in &names {
-            reporter
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-    }
-    let coordinator = coordinator.clone();
+    let shared = coordinator.shared.clone();
+    // Subscribed before the first look: a gate that changes between the look
+    // and the task's first await is not lost (the receiver keeps the version
+    // it saw).
+    let mut gates = shared.gates_changed.subscribe();
+    let mut reported = serving_status(&shared);
+    mark(&reporter, &names, reported).await;
     tokio::spawn(async move {
-        coordinator.triggered().await;
-        for name in &names {
-            reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
+        while !shared.triggered.is_set() {
+            tokio::select! {
+                biased;
+                _ = shared.triggered.wait() => break,
+                // Err only if the sender is gone, which it cannot be while
+                // `shared` is held.
+                _ = gates.changed() => {}
+            }
+            let now = serving_status(&shared);
+            if now != reported {
+                mark(&reporter, &names, now).await;
+                tracing::info!(target: "tower_graceful", services = ?names, status = ?now, "gRPC health changed with readiness");
+                reported = now;
+            }
         }
+        mark(&reporter, &names, ServingStatus::NotServing).await;
         tracing::info!(target: "tower_graceful", services = ?names, "gRPC health: NOT_SERVING");
     })
+}
+
+/// The gRPC status of the readiness status.
+fn serving_status(shared: &Shared) -> ServingStatus {
+    match shared.readiness() {
+        ReadinessStatus::Ready => ServingStatus::Serving,
+        _ => ServingStatus::NotServing,
+    }
+}
+
+async fn mark(reporter: &HealthReporter, names: &[String], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(name, status).await;
+    }
 }
