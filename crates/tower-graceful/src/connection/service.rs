@@ -181,3 +181,64 @@ where
         self.inner.size_hint()
     }
 }
+
+/// The hyper service of an HTTP/2 connection of `serve`: once shutdown is
+/// triggered, each request holds the drain open from hyper's `call` until
+/// its response future has completed (or is dropped).
+///
+/// Why: hyper's HTTP/2 server calls the service synchronously while it
+/// reads the request's HEADERS, but hyper-util's tower adapter defers the
+/// tower `call` (and so the layer's count) to the request's own task, which
+/// runs later. The connection's hold on the drain ends once the client's
+/// ack of the GOAWAY's PING has been read (`conn.rs`); a request read just
+/// before the ack would otherwise reach the layer only after the drain
+/// completed, and be rejected. Taken after the trigger only: before it, no
+/// drain can complete, and one phase load is all it costs per request.
+pub(crate) struct Held<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: super::Owner,
+}
+
+impl<S, R> hyper::service::Service<R> for Held<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = HeldFuture<S::Future>;
+
+    #[inline]
+    fn call(&self, req: R) -> Self::Future {
+        let hold = if self.shared.triggered() {
+            crate::core::guard::DrainHold::acquire(&self.shared)
+        } else {
+            None
+        };
+        HeldFuture {
+            inner: self.inner.call(req),
+            hold,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Held`].
+    pub(crate) struct HeldFuture<F> {
+        #[pin]
+        inner: F,
+        hold: Option<crate::core::guard::DrainHold>,
+    }
+}
+
+impl<F: Future> Future for HeldFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        // The layer has counted (or answered) the request by now.
+        *this.hold = None;
+        Poll::Ready(out)
+    }
+}

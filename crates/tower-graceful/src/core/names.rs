@@ -108,6 +108,8 @@ pub(crate) enum LiveKind {
     Request { method: String, path: String },
     Task { name: Cow<'static, str> },
     Unnamed { count: usize },
+    /// HTTP/2 connections whose GOAWAY exchange was not over (holds).
+    Connections { count: usize },
 }
 
 /// A live entry at the moment of a snapshot.
