@@ -128,9 +128,18 @@ async fn h2_client(
         .await
         .unwrap();
     let conn = tokio::spawn(conn);
-    let client = within("the client to be ready", client.ready())
+    let mut client = within("the client to be ready", client.ready())
         .await
         .unwrap();
+    // One request first, so the server surely serves the connection (not
+    // only accepted it) and it is idle.
+    let (res, _) = client
+        .send_request(http::Request::get("http://x/").body(()).unwrap(), true)
+        .unwrap();
+    let res = within("the first response", res).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+    let mut body = res.into_body();
+    while within("the first body", body.data()).await.is_some() {}
     (client, conn)
 }
 
@@ -139,18 +148,7 @@ async fn a_request_crossing_the_goaway_is_served() {
     let graceful = coordinator();
     let addr = start(&graceful, Duration::from_secs(2)).await;
     let (stream, mut gate) = gated(addr).await;
-    let (mut client, conn) = h2_client(stream).await;
-    // One request first, so the connection is surely up and idle.
-    let (res, _) = client
-        .send_request(
-            http::Request::get(format!("http://{addr}/")).body(()).unwrap(),
-            true,
-        )
-        .unwrap();
-    let res = within("the first response", res).await.unwrap();
-    assert_eq!(res.status(), http::StatusCode::OK);
-    let mut body = res.into_body();
-    while within("the first body", body.data()).await.is_some() {}
+    let (client, conn) = h2_client(stream).await;
 
     // Hold the server's bytes: the client will not see the GOAWAY.
     gate.open.send_replace(false);
