@@ -154,9 +154,12 @@ async fn a_request_crossing_the_goaway_is_served() {
     gate.open.send_replace(false);
     let t0 = Instant::now();
     graceful.trigger();
-    within("the GOAWAY to reach the proxy", gate.goaway.wait_for(|g| *g))
-        .await
-        .unwrap();
+    within(
+        "the GOAWAY to reach the proxy",
+        gate.goaway.wait_for(|g| *g),
+    )
+    .await
+    .unwrap();
     // The request crosses the GOAWAY: sent before the client read it.
     let sent_before = *gate.sent.borrow();
     let mut client = within("the client to be ready", client.ready())
@@ -164,7 +167,9 @@ async fn a_request_crossing_the_goaway_is_served() {
         .unwrap();
     let (res, _) = client
         .send_request(
-            http::Request::get(format!("http://{addr}/")).body(()).unwrap(),
+            http::Request::get(format!("http://{addr}/"))
+                .body(())
+                .unwrap(),
             true,
         )
         .unwrap();
@@ -223,9 +228,12 @@ async fn a_client_that_never_acks_holds_the_drain_for_the_stall_timeout_only() {
     let (client, conn) = h2_client(stream).await;
     gate.open.send_replace(false); // it never reads again
     graceful.trigger();
-    within("the GOAWAY to reach the proxy", gate.goaway.wait_for(|g| *g))
-        .await
-        .unwrap();
+    within(
+        "the GOAWAY to reach the proxy",
+        gate.goaway.wait_for(|g| *g),
+    )
+    .await
+    .unwrap();
     within("drained", graceful.drained()).await;
     let report = within("the report", graceful.wait()).await;
     assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");

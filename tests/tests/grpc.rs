@@ -536,18 +536,34 @@ async fn health_follows_readiness_gates() {
     assert_eq!(next(&mut watch).await, ServingStatus::NotServing);
 
     warm_up.set_ready(true);
-    assert_eq!(next(&mut watch).await, ServingStatus::Serving, "gate opened");
+    assert_eq!(
+        next(&mut watch).await,
+        ServingStatus::Serving,
+        "gate opened"
+    );
     assert_eq!(
         serving_status(&mut health, "").await,
         ServingStatus::Serving
     );
     warm_up.set_ready(false);
-    assert_eq!(next(&mut watch).await, ServingStatus::NotServing, "gate closed again");
+    assert_eq!(
+        next(&mut watch).await,
+        ServingStatus::NotServing,
+        "gate closed again"
+    );
     warm_up.set_ready(true);
-    assert_eq!(next(&mut watch).await, ServingStatus::Serving, "gate opened again");
+    assert_eq!(
+        next(&mut watch).await,
+        ServingStatus::Serving,
+        "gate opened again"
+    );
 
     graceful.trigger();
-    assert_eq!(next(&mut watch).await, ServingStatus::NotServing, "triggered");
+    assert_eq!(
+        next(&mut watch).await,
+        ServingStatus::NotServing,
+        "triggered"
+    );
     drop(watch);
     // A gate that opens after the trigger changes nothing.
     drop(warm_up);

@@ -485,7 +485,11 @@ async fn custom_rejection_sees_the_reason_and_can_fall_back() {
     tokio::time::advance(Duration::from_millis(8_100)).await;
     let res = svc.clone().oneshot(get("/a")).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(res.headers()["retry-after"], "3", "added to a custom answer");
+    assert_eq!(
+        res.headers()["retry-after"],
+        "3",
+        "added to a custom answer"
+    );
     assert_eq!(body_text(res).await, "too late for the deadline GET /a");
     let res = svc.clone().oneshot(grpc()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "built-in: trailers-only");
@@ -505,7 +509,11 @@ async fn custom_rejection_sees_the_reason_and_can_fall_back() {
     drop(job);
     timeout(WAIT, c.wait()).await.unwrap();
     let res = svc.clone().oneshot(get("/c")).await.unwrap();
-    assert_eq!(body_text(res).await, "forced stop GET /c", "forced stays forced");
+    assert_eq!(
+        body_text(res).await,
+        "forced stop GET /c",
+        "forced stays forced"
+    );
 }
 
 /// After a clean drain: "drain completed"; `default_response` is the

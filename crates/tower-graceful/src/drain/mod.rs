@@ -98,9 +98,9 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use crate::answer::{RejectContext, RejectReason};
 use crate::answer::{Answer, RejectConfig};
 use crate::answer::{AnswerBody, AnswerFuture, WrapBody};
+pub use crate::answer::{RejectContext, RejectReason};
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
 use crate::stack::Stack;
