@@ -103,6 +103,13 @@ pub enum StragglerKind {
         /// The name given to `track`.
         name: Cow<'static, str>,
     },
+    /// HTTP/2 connections of [`serve`](crate::serve) whose graceful GOAWAY
+    /// exchange (GOAWAY, PING, the client's PING ack) had not ended: a
+    /// client that never answered the PING, within the drain.
+    Connections {
+        /// How many.
+        count: usize,
+    },
 }
 
 impl fmt::Display for Straggler {
@@ -119,6 +126,13 @@ impl fmt::Display for Straggler {
                     f,
                     "{count} more request{s}, unnamed (age {ge}{:.1?})",
                     self.age
+                )
+            }
+            StragglerKind::Connections { count } => {
+                let s = if *count == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "{count} HTTP/2 connection{s} whose GOAWAY exchange had not ended"
                 )
             }
         }

@@ -181,3 +181,86 @@ where
         self.inner.size_hint()
     }
 }
+
+/// The hyper service of an HTTP/2 connection of `serve`: each request
+/// holds the drain open from hyper's `call` until its response future has
+/// completed (or is dropped).
+///
+/// Why: hyper's HTTP/2 server calls the service synchronously while it
+/// reads the request's HEADERS, but hyper-util's tower adapter defers the
+/// tower `call` (and so the layer's count) to the request's own task, which
+/// runs later. The connection's hold on the drain ends once the client's
+/// ack of the GOAWAY's PING has been read (`conn.rs`); a request read just
+/// before the ack would otherwise reach the layer only after the drain
+/// completed, and be rejected.
+///
+/// Which hold: while the connection's own hold is alive, a request shares
+/// it (an upgrade of a per-connection `Weak`: one read-modify-write on a
+/// count only this connection's streams touch, nothing global). So a
+/// request that hyper called *before* the trigger, whose task first runs
+/// after the exchange is over, still finds the drain open: a check of the
+/// phase at `call` would miss exactly that request (checked before the
+/// trigger, acted on after it). Once the connection has let its hold go,
+/// a request called after the trigger takes a hold of its own.
+pub(crate) struct Held<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: super::Owner,
+    /// The connection's hold (see `conn.rs`), while it lives.
+    pub(crate) connection: std::sync::Weak<crate::core::guard::DrainHold>,
+}
+
+/// The hold a request of [`Held`] keeps until its response future is done.
+enum RequestHold {
+    Connection(#[allow(dead_code)] std::sync::Arc<crate::core::guard::DrainHold>),
+    Own(#[allow(dead_code)] crate::core::guard::DrainHold),
+}
+
+impl<S, R> hyper::service::Service<R> for Held<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = HeldFuture<S::Future>;
+
+    #[inline]
+    fn call(&self, req: R) -> Self::Future {
+        let hold = match self.connection.upgrade() {
+            Some(hold) => Some(RequestHold::Connection(hold)),
+            // The connection's hold is gone: its exchange is over (or the
+            // drain completed). Before the trigger no drain can complete;
+            // after it, a hold of the request's own (none once the drain
+            // has completed: the layer answers the request then).
+            None if self.shared.triggered() => {
+                crate::core::guard::DrainHold::acquire(&self.shared).map(RequestHold::Own)
+            }
+            None => None,
+        };
+        HeldFuture {
+            inner: self.inner.call(req),
+            hold,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Held`].
+    pub(crate) struct HeldFuture<F> {
+        #[pin]
+        inner: F,
+        hold: Option<RequestHold>,
+    }
+}
+
+impl<F: Future> Future for HeldFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        // The layer has counted (or answered) the request by now.
+        *this.hold = None;
+        Poll::Ready(out)
+    }
+}

@@ -250,6 +250,7 @@ async fn drain(shared: &Shared, t_drain: Instant) -> DrainEnd {
                     LiveKind::Request { method, path } => StragglerKind::Request { method, path },
                     LiveKind::Task { name } => StragglerKind::Task { name },
                     LiveKind::Unnamed { count } => StragglerKind::Unnamed { count },
+                    LiveKind::Connections { count } => StragglerKind::Connections { count },
                 },
                 age: l
                     .since
