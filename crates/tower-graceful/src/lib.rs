@@ -150,7 +150,7 @@ pub mod signal;
 mod stack;
 pub mod testing;
 
-pub use crate::coordinator::{Builder, Coordinator};
+pub use crate::coordinator::{Builder, Coordinator, PreDrain};
 pub use crate::core::state::Phase;
 pub use crate::graceful::{Graceful, GracefulLayer};
 #[cfg(feature = "axum")]

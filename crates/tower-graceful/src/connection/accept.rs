@@ -183,10 +183,16 @@ fn spawn<L, S, B>(
     };
     let open = Open::new(owner.clone());
     let late = owner.triggered();
+    if late {
+        // A balancer still sends new connections here: the adaptive
+        // pre-drain's quiet window starts again.
+        owner.evidence.arrivals.record();
+    }
     let service = ConnService {
         inner: service.clone(),
         info: ConnectionInfo::new(peer, local),
         reset: CancellationToken::new(),
+        late: late.then(|| owner.clone()),
     };
     connections.spawn(conn::run(open, permit, io, service, settings.clone(), late));
 }

@@ -63,6 +63,10 @@ pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
     pub(crate) info: ConnectionInfo<A>,
     pub(crate) reset: CancellationToken,
+    /// For a connection accepted after the trigger: the state, whose
+    /// pre-drain evidence each of its requests is (`None` for the others,
+    /// so a connection accepted before the trigger pays one branch).
+    pub(crate) late: Option<super::Owner>,
 }
 
 impl<S, A, B> Service<Request<hyper::body::Incoming>> for ConnService<S, A>
@@ -80,6 +84,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(owner) = &self.late {
+            owner.evidence.arrivals.record();
+        }
         let ext = req.extensions_mut();
         #[cfg(feature = "axum")]
         ext.insert(axum::extract::ConnectInfo(self.info.peer.clone()));
