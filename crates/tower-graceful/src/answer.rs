@@ -331,7 +331,8 @@ fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody>
 
 pub(crate) fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
     let status = shared.readiness();
-    if matches!(status, ReadinessStatus::ShuttingDown) && (method == Method::GET || method == Method::HEAD)
+    if matches!(status, ReadinessStatus::ShuttingDown)
+        && (method == Method::GET || method == Method::HEAD)
     {
         // A balancer's check, refused: the adaptive pre-drain's evidence.
         shared.evidence.check_refused();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::answer::RejectConfig;
 use super::pre_drain::PreDrain;
+use crate::answer::RejectConfig;
 use crate::core::state::Policy;
 use crate::core::sync::Arc;
 use crate::stack::ProbePaths;

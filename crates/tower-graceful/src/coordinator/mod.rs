@@ -72,9 +72,9 @@ pub use self::builder::{
     DEFAULT_PRE_DRAIN_DELAY, DEFAULT_RETRY_AFTER, DEFAULT_REUSE_GRACE, GRPC_HEALTH_WATCH,
 };
 pub(crate) use self::driver::trigger_with;
-pub use self::pre_drain::{PreDrain, DEFAULT_QUIET_WINDOW, DEFAULT_READINESS_CHECKS};
 pub use self::hooks::HookRegistrationError;
 use self::hooks::{BoxError, Hooks};
+pub use self::pre_drain::{PreDrain, DEFAULT_QUIET_WINDOW, DEFAULT_READINESS_CHECKS};
 use self::state::{coordination, Coordination, Progress};
 pub use crate::core::state::Phase;
 use crate::core::state::Shared;

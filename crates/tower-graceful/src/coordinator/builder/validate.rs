@@ -212,7 +212,12 @@ impl Builder {
                     "{} + drain_deadline ({:?}) + cleanup_timeout ({:?}) + \
                      exit margin ({:?}) = {:?} exceeds total_budget ({:?}): shorten a phase, or \
                      leave drain_deadline unset to derive it from the budget",
-                    self.pre_drain_described(), deadline, self.cleanup_timeout, margin, need, total
+                    self.pre_drain_described(),
+                    deadline,
+                    self.cleanup_timeout,
+                    margin,
+                    need,
+                    total
                 ),
             ));
         }
@@ -229,7 +234,10 @@ impl Builder {
                     "{} + cleanup_timeout ({:?}) + exit margin ({:?}) leave \
                      no time to drain within total_budget ({:?}): raise total_budget or shorten \
                      those phases",
-                    self.pre_drain_described(), self.cleanup_timeout, margin, total
+                    self.pre_drain_described(),
+                    self.cleanup_timeout,
+                    margin,
+                    total
                 ),
             )),
         }
@@ -257,7 +265,9 @@ impl Builder {
             format!(
                 "{} + drain deadline ({:?}) + cleanup_timeout ({:?}) exceeds \
                  a week: shutdown budgets are seconds to minutes, shorten {field}",
-                self.pre_drain_described(), deadline.value, self.cleanup_timeout
+                self.pre_drain_described(),
+                deadline.value,
+                self.cleanup_timeout
             ),
         ))
     }
