@@ -1,8 +1,8 @@
 //! The adaptive pre-drain on tokio's paused clock: what ends it (readiness
 //! checks refused and a quiet window, between its minimum and maximum), what
 //! starts the quiet window again (a request through the layer; with `serve`,
-//! a new connection or a request on one, and not a request on a connection
-//! opened before the trigger), and what cuts it short.
+//! a request on a new connection, and not a probe nor a request on a
+//! connection opened before the trigger), and what cuts it short.
 
 use std::time::Duration;
 
@@ -251,7 +251,7 @@ mod serve {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn with_serve_new_connections_start_the_quiet_window_again_and_old_ones_do_not() {
+    async fn with_serve_only_requests_on_new_connections_restart_the_quiet_window() {
         let c = coordinator_with(adaptive(0, 10));
         let addr = serving(&c).await;
         let mut old = TcpStream::connect(addr).await.unwrap();
@@ -267,15 +267,20 @@ mod serve {
         at(t0, Duration::from_millis(500)).await;
         let status = request_on(&mut old, "/").await;
         assert!(status.contains("200"), "{status}");
-        // A new connection at 800 ms does.
+        // A request on a new connection at 800 ms does.
         at(t0, Duration::from_millis(800)).await;
-        let _new = TcpStream::connect(addr).await.unwrap();
+        let mut new = TcpStream::connect(addr).await.unwrap();
+        assert!(request_on(&mut new, "/").await.contains("200"));
+        // A health check on a connection of its own (HAProxy's) does not.
+        at(t0, Duration::from_millis(1_500)).await;
+        let mut check = TcpStream::connect(addr).await.unwrap();
+        assert!(request_on(&mut check, "/ready").await.contains("503"));
         let report = report(&c).await;
         assert_eq!(report.pre_drain_end, PreDrainEnd::Evidence, "{report}");
         let took = report.pre_drain;
         assert!(
             took >= Duration::from_millis(1_800) && took < Duration::from_millis(1_900),
-            "the quiet window counts from the new connection at 800 ms: {report}"
+            "the quiet window counts from the request on the new connection at 800 ms: {report}"
         );
     }
 }

@@ -182,12 +182,10 @@ fn spawn<L, S, B>(
         }
     };
     let open = Open::new(owner.clone());
+    // A connection accepted after the trigger: its requests (not its
+    // accept: a balancer's health check opens a connection too) are the
+    // adaptive pre-drain's evidence (see `ConnFuture`).
     let late = owner.triggered();
-    if late {
-        // A balancer still sends new connections here: the adaptive
-        // pre-drain's quiet window starts again.
-        owner.evidence.arrivals.record();
-    }
     let service = ConnService {
         inner: service.clone(),
         info: ConnectionInfo::new(peer, local),

@@ -39,12 +39,13 @@ pub const DEFAULT_QUIET_WINDOW: Duration = Duration::from_secs(1);
 ///    balancers, count all their checks (or raise the number).
 /// 2. **A quiet window**: for [`quiet_window`](Self::quiet_window) (default
 ///    1 s, [`DEFAULT_QUIET_WINDOW`]) nothing has arrived that a balancer
-///    sent after the trigger: with [`serve`](crate::serve), no new
-///    connection and no request on a connection accepted after the trigger
-///    (requests on connections opened before it are the clients' pools, not
-///    the balancer's choice, and are told to close by the lame duck); without
-///    `serve`, where the crate cannot tell connections apart, no request at
-///    all through the layer. The window counts from the trigger, so a service
+///    sent after the trigger: with [`serve`](crate::serve), no request on
+///    a connection accepted after the trigger, probes aside (a balancer's
+///    health check opens connections of its own; requests on connections
+///    opened before the trigger are the clients' pools, not the balancer's
+///    choice, and are told to close by the lame duck); without `serve`,
+///    where the crate cannot tell connections apart, no request at all
+///    through the layer (probes aside). The window counts from the trigger, so a service
 ///    with no traffic has it after `quiet_window`.
 ///
 /// and never before `min` nor after `max`. A second signal

@@ -1,8 +1,8 @@
 //! What the adaptive pre-drain watches to tell that the load balancers have
 //! stopped sending (see [`PreDrain::adaptive`](crate::coordinator::PreDrain::adaptive)):
 //! how many readiness checks were answered `503` since the trigger, and when
-//! the last *arrival* was (a connection accepted after the trigger, or a
-//! request on one). The serving paths only write here, each with one
+//! the last *arrival* was (a request, not a probe, on a connection accepted
+//! after the trigger; without `serve`, any request admitted after it). The serving paths only write here, each with one
 //! relaxed atomic; the driver reads it when its timer fires.
 //!
 //! Nothing here knows HTTP: the probe answer calls [`Evidence::check_refused`],
@@ -33,7 +33,8 @@ pub(crate) struct Evidence {
     /// Set when `checks` reaches `needed` (at once when none are needed):
     /// what the driver awaits while it lacks them.
     enough_checks: Event,
-    /// Connections `serve` accepted after the trigger, and requests on them.
+    /// Requests (not probes) on connections `serve` accepted after the
+    /// trigger.
     pub(crate) arrivals: Arrivals,
 }
 
