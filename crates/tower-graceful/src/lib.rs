@@ -23,7 +23,8 @@
 //!   GOAWAY during the pre-drain, idle connections closed only when nothing
 //!   is in flight), for L4 balancers and pooled clients.
 //! * [`Coordinator`] ([`coordinator`]): SIGTERM/SIGINT (a second one
-//!   forces), pre-drain delay, drain deadline, cleanup hooks with timeouts,
+//!   forces), pre-drain delay (fixed, or [adaptive](PreDrain::adaptive):
+//!   ended by the balancers' visible retreat), drain deadline, cleanup hooks with timeouts,
 //!   tracked background work and a [`ShutdownReport`] ([`report`]) logged
 //!   with `tracing`.
 //!
@@ -45,7 +46,8 @@
 //! signal        ShutdownSignal, TaskGuard
 //! core          per-coordinator state, no HTTP: guard (what a request
 //!               holds) → state (phase, signals, gates) → counter (slots,
-//!               seal), names, tasks → event (the latch)
+//!               seal), names, tasks → evidence (the adaptive pre-drain's)
+//!               → event (the latch)
 //! integrations  axum extractor, tonic health, systemd, metrics (leaves)
 //! ```
 //!
@@ -151,7 +153,7 @@ pub mod signal;
 mod stack;
 pub mod testing;
 
-pub use crate::coordinator::{Builder, Coordinator};
+pub use crate::coordinator::{Builder, Coordinator, PreDrain};
 pub use crate::core::state::Phase;
 pub use crate::graceful::{Graceful, GracefulLayer};
 #[cfg(feature = "axum")]

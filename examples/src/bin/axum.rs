@@ -35,7 +35,12 @@
 //!   offering HTTP/2 and HTTP/1.1 (`curl -k https://localhost:3000/whoami`;
 //!   `--http1.1` for the other). On TCP or on the Unix socket.
 //! * `GRACEFUL_PRE_DRAIN` (default `0s`): how long readiness is down before
-//!   draining starts, e.g. `5s` behind a load balancer.
+//!   draining starts, e.g. `5s` behind a load balancer; or `auto`: until
+//!   the balancers have visibly stopped sending (readiness refused to
+//!   `GRACEFUL_PRE_DRAIN_CHECKS` checks, default 3, and no new connection
+//!   or request on one for `GRACEFUL_PRE_DRAIN_QUIET`, default 1s), at
+//!   least `GRACEFUL_PRE_DRAIN_MIN` (default 1s) and at most
+//!   `GRACEFUL_PRE_DRAIN_MAX` (default 10s).
 //! * `GRACEFUL_DEADLINE` (default `10s`): how long draining may take.
 //! * `GRACEFUL_MODE=builtin`: for comparison, only axum's own
 //!   `with_graceful_shutdown` (no readiness flip, no pre-drain, no 503, and the
@@ -78,7 +83,7 @@ struct Settings {
     port: u16,
     unix_socket: Option<std::path::PathBuf>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    pre_drain: Duration,
+    pre_drain: tower_graceful::PreDrain,
     deadline: Duration,
     mode: Mode,
 }
@@ -118,7 +123,11 @@ fn settings() -> Result<Settings, String> {
         port,
         unix_socket: var("UNIX_SOCKET").map(Into::into),
         tls,
-        pre_drain: duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?,
+        pre_drain: tower_graceful_examples::pre_drain_from_env(var, |name| {
+            var(name)
+                .map(|v| parse_duration(&v).map_err(|e| format!("invalid {name}: {e}")))
+                .transpose()
+        })?,
         deadline: duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?,
         mode,
     })
@@ -233,7 +242,7 @@ async fn bind(port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), String
 
 async fn run_graceful(settings: &Settings) -> Result<(), String> {
     let graceful = Coordinator::builder()
-        .pre_drain_delay(settings.pre_drain)
+        .pre_drain(settings.pre_drain)
         .drain_deadline(settings.deadline)
         .readiness_path("/ready")
         .liveness_path("/live")

@@ -25,6 +25,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
 use super::BoxError;
+use crate::answer::ProbeAnswer;
 
 /// Where a request came from, in every request's extensions under
 /// [`serve`](super::serve).
@@ -63,6 +64,11 @@ pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
     pub(crate) info: ConnectionInfo<A>,
     pub(crate) reset: CancellationToken,
+    /// For a connection accepted after the trigger: the state, whose
+    /// pre-drain evidence each of its requests that is not a probe is
+    /// (`None` for the others, so a connection accepted before the trigger
+    /// pays one branch).
+    pub(crate) late: Option<super::Owner>,
 }
 
 impl<S, A, B> Service<Request<hyper::body::Incoming>> for ConnService<S, A>
@@ -87,6 +93,7 @@ where
         ConnFuture {
             inner: self.inner.call(req),
             reset: Some(self.reset.clone()),
+            late: self.late.clone(),
         }
     }
 }
@@ -97,6 +104,8 @@ pin_project! {
         #[pin]
         inner: F,
         reset: Option<CancellationToken>,
+        // See `ConnService::late`.
+        late: Option<super::Owner>,
     }
 }
 
@@ -110,6 +119,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
+        if let Some(owner) = this.late.take() {
+            // Recorded when the response head is ready, where a probe's
+            // answer can be told apart (a long request counts late, which
+            // only lengthens the quiet window).
+            if res.extensions().get::<ProbeAnswer>().is_none() {
+                owner.evidence.arrivals.record();
+            }
+        }
         let reset = this.reset.take().expect("polled after completion");
         Poll::Ready(Ok(res.map(|inner| ConnBody {
             inner,

@@ -196,11 +196,15 @@ async fn lifecycle(shared: &Shared, config: &Config) {
     }
 
     // Triggered: readiness is down, the pre-drain delay runs.
-    let detail = format!("; draining in {:?}", config.pre_drain);
+    let detail = if config.pre_drain.is_adaptive() {
+        format!("; draining in at most {:?}", config.pre_drain.max())
+    } else {
+        format!("; draining in {:?}", config.pre_drain.max())
+    };
     send(&[
         NotifyState::Stopping,
         NotifyState::Status(&status(shared, "triggered", &detail)),
-        extend(config.pre_drain),
+        extend(config.pre_drain.max()),
     ]);
 
     // Draining (a forced stop during the pre-drain starts draining too).
