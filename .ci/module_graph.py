@@ -17,7 +17,7 @@ ROOT_ITEMS = {
     "ShutdownReport": "report", "ShutdownSignal": "signal",
     "MissingShutdownSignal": "integrations", "serve": "connection",
     "grpc_health": "integrations", "shutdown_metrics": "integrations",
-    "systemd": "integrations",
+    "systemd": "integrations", "restart": "integrations",
 }
 SKIP = {"lib.rs", "tests.rs", "model_tests.rs"}
 

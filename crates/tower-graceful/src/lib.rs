@@ -114,6 +114,9 @@
 //! * `systemd` (unix): the `systemd` module: `sd_notify` readiness, shutdown
 //!   progress and watchdog driven by the coordinator (`sd-notify`), and
 //!   listeners passed by socket activation (`listenfd`).
+//! * `restart` (unix): the `restart` module: restart in place on `SIGHUP`
+//!   or by call, the successor started on the same sockets and ready before
+//!   this process drains (implies `systemd`).
 //!
 //! # Testing
 //!
@@ -171,6 +174,9 @@ pub use crate::integrations::grpc_health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use crate::integrations::metrics as shutdown_metrics;
+#[cfg(all(feature = "restart", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "restart", unix))))]
+pub use crate::integrations::restart;
 #[cfg(all(feature = "systemd", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
 pub use crate::integrations::systemd;

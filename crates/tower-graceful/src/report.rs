@@ -40,6 +40,13 @@ pub enum TriggerCause {
     Api,
     /// An OS signal (`"SIGTERM"`, `"SIGINT"`, `"ctrl-c"`).
     Signal(&'static str),
+    /// The service was handed over to a successor process that reported
+    /// ready (its process id): a restart in place
+    /// (`restart::Restart`, feature `restart`).
+    Restart {
+        /// The successor's process id.
+        successor: u32,
+    },
 }
 
 impl fmt::Display for TriggerCause {
@@ -47,6 +54,7 @@ impl fmt::Display for TriggerCause {
         match self {
             TriggerCause::Api => f.write_str("api"),
             TriggerCause::Signal(s) => f.write_str(s),
+            TriggerCause::Restart { successor } => write!(f, "restart (successor pid {successor})"),
         }
     }
 }

@@ -27,6 +27,15 @@
 //!   at the signal, the phases and in-flight count in `STATUS=`, the stop
 //!   timeout extended phase by phase, `WATCHDOG=1` if `WatchdogSec=` is set
 //!   (`tower_graceful::systemd::notify`). See `examples/systemd/`.
+//! * `SIGHUP` (TCP): restart in place (`tower_graceful::restart`). A
+//!   successor is started on the same socket (`LISTEN_FDS`, so it takes
+//!   the socket-activation path above), and once it has sent `READY=1`
+//!   this process drains and exits; `GET /whoami` names the process that
+//!   answered. A successor that fails to start or to become ready within
+//!   `GRACEFUL_RESTART_TIMEOUT` (default `30s`) is ended, an `ERROR` line
+//!   says why, and this process serves on. `GRACEFUL_RESTART_PROGRAM`
+//!   starts another program instead of this one (to try a failing
+//!   successor: `/bin/false`).
 //! * `UNIX_SOCKET=PATH`: serve on a Unix socket at `PATH` instead of TCP
 //!   (`PORT` is ignored; the line printed is `listening on unix:PATH`).
 //!   The socket file is not removed on exit; a stale one makes the bind
@@ -67,6 +76,7 @@ use serde::Deserialize;
 use tokio::net::unix::SocketAddr as UnixAddr;
 use tokio_util::sync::CancellationToken;
 use tower_graceful::connection::{Listener, Server, TlsListener};
+use tower_graceful::restart::Restart;
 use tower_graceful::systemd::{self, Socket};
 use tower_graceful::{Coordinator, ShutdownSignal};
 use tower_graceful_examples::parse_duration;
@@ -85,6 +95,8 @@ struct Settings {
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pre_drain: tower_graceful::PreDrain,
     deadline: Duration,
+    restart_timeout: Duration,
+    restart_program: Option<std::path::PathBuf>,
     mode: Mode,
 }
 
@@ -129,6 +141,8 @@ fn settings() -> Result<Settings, String> {
                 .transpose()
         })?,
         deadline: duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?,
+        restart_timeout: duration("GRACEFUL_RESTART_TIMEOUT", Duration::from_secs(30))?,
+        restart_program: var("GRACEFUL_RESTART_PROGRAM").map(Into::into),
         mode,
     })
 }
@@ -228,15 +242,13 @@ fn serve_on<L: Listener>(
     }
 }
 
-/// The socket passed by the service manager (`LISTEN_FDS=1`), or
-/// `127.0.0.1:PORT` bound now.
+/// The socket passed by the service manager or the predecessor
+/// (`LISTEN_FDS=1`), or `127.0.0.1:PORT` bound now.
 async fn bind(port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
     let listener = systemd::tcp_listener(Socket::Index(0), ("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on the passed socket or 127.0.0.1:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    // Tests and scripts wait for this exact line.
-    println!("listening on {addr}");
     Ok((listener, addr))
 }
 
@@ -275,7 +287,20 @@ async fn run_graceful(settings: &Settings) -> Result<(), String> {
             serve_on(listener, app, &graceful, tls)
         }
         None => {
-            let (listener, _) = bind(settings.port).await?;
+            let (listener, addr) = bind(settings.port).await?;
+            // SIGHUP: a successor on this same socket, then this process
+            // drains (see `tower_graceful::restart`).
+            let mut restart = Restart::new(&graceful)
+                .socket("http", &listener)
+                .map_err(|e| format!("restart in place: {e}"))?
+                .ready_timeout(settings.restart_timeout);
+            if let Some(program) = &settings.restart_program {
+                restart = restart.program(program);
+            }
+            restart.spawn();
+            // Tests and scripts wait for this exact line: from here on the
+            // socket is served and SIGHUP is a restart.
+            println!("listening on {addr}");
             serve_on(listener, app, &graceful, tls)
         }
     };
@@ -310,7 +335,8 @@ async fn run_builtin(settings: &Settings) -> Result<(), String> {
         .route("/ready", get(|| async { "ready\n" }))
         .route("/live", get(|| async { "live\n" }))
         .layer(Extension(never));
-    let (listener, _) = bind(settings.port).await?;
+    let (listener, addr) = bind(settings.port).await?;
+    println!("listening on {addr}");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

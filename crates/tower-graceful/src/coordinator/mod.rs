@@ -86,6 +86,11 @@ pub use crate::signal::Draining;
 use crate::signal::{ShutdownSignal, TaskGuard};
 use crate::stack::Stack;
 
+/// What started the shutdown (see [`Coordinator::cause`]).
+pub(crate) fn cause_of(shared: &Shared) -> Option<TriggerCause> {
+    lock(&coordination(shared).cause).clone()
+}
+
 mod builder;
 mod driver;
 mod hooks;
@@ -283,6 +288,13 @@ impl Coordinator {
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.shared.phase()
+    }
+
+    /// What started the shutdown, once it has started (`None` before the
+    /// trigger). The first cause recorded wins: a later trigger or signal
+    /// does not change it.
+    pub fn cause(&self) -> Option<TriggerCause> {
+        cause_of(&self.shared)
     }
 
     /// Requests and tracked tasks in flight now (sums the shards: for gauges

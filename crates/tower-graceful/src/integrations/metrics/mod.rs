@@ -79,7 +79,7 @@ use std::time::Duration;
 
 use metrics::{Label, Recorder, SharedString, Unit};
 
-use crate::report::{DrainOutcome, HookOutcome, ShutdownReport, StragglerKind};
+use crate::report::{DrainOutcome, HookOutcome, ShutdownReport, StragglerKind, TriggerCause};
 use crate::{Coordinator, Phase};
 
 /// Requests in flight (OpenTelemetry's `http.server.active_requests`;
@@ -515,7 +515,14 @@ impl Emitter {
         }
 
         let shutdown = self.labels(&[
-            ("cause", report.cause.to_string().into()),
+            // A label, so no process id in it (one series per cause).
+            (
+                "cause",
+                match &report.cause {
+                    TriggerCause::Restart { .. } => "restart".into(),
+                    other => other.to_string().into(),
+                },
+            ),
             ("outcome", drain_outcome(report.drain_outcome).into()),
         ]);
         metrics::counter!(SHUTDOWNS, shutdown).increment(1);
