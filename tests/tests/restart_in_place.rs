@@ -239,3 +239,64 @@ async fn a_successor_that_never_becomes_ready_is_ended_after_the_timeout() {
     old.exited_zero().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// By call, for a program that decides itself: the successor (the `axum`
+/// example, on this test's socket) is ready, the call returns it, and this
+/// coordinator's shutdown was triggered by the handover. A program that
+/// cannot be started is an error that names it, and serving goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_by_call_returns_the_successor_and_triggers_the_shutdown() {
+    use tower_graceful::report::TriggerCause;
+    use tower_graceful::restart::{Restart, RestartError};
+
+    let graceful = tower_graceful::Coordinator::builder()
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let missing = Restart::new(&graceful)
+        .socket("http", &listener)
+        .unwrap()
+        .program("/nonexistent/successor")
+        .on_sighup(false)
+        .spawn();
+    let err = within("the failed restart", missing.restart())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestartError::Spawn(_)), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/successor"), "{err}");
+    assert_eq!(missing.failures().len(), 1);
+    assert_eq!(graceful.phase(), tower_graceful::Phase::Serving);
+    assert_eq!(graceful.cause(), None);
+
+    let bin = tokio::task::spawn_blocking(tower_graceful_tests::example::axum_binary)
+        .await
+        .unwrap();
+    let restarts = Restart::new(&graceful)
+        .socket("http", &listener)
+        .unwrap()
+        .program(bin)
+        .args(Vec::<String>::new())
+        .on_sighup(false)
+        .spawn();
+    let successor = within("the restart", restarts.restart()).await.unwrap();
+    let _end = Orphan(successor.pid);
+    assert_eq!(
+        graceful.cause(),
+        Some(TriggerCause::Restart {
+            successor: successor.pid
+        })
+    );
+    // This process never served: every answer is the successor's.
+    drop(listener);
+    assert_eq!(pid_of(&get(addr, "/whoami").await), successor.pid);
+    let report = within("the report", graceful.wait()).await;
+    assert!(report.is_clean(), "{report}");
+    // Once triggered, no restart starts.
+    let again = within("a restart after the trigger", restarts.restart())
+        .await
+        .unwrap_err();
+    assert!(matches!(again, RestartError::ShuttingDown), "{again:?}");
+}

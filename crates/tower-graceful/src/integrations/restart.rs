@@ -352,6 +352,27 @@ impl Restart {
             Some(a) => a.clone(),
             None => std::env::args_os().skip(1).collect(),
         };
+        // `sh` would report a missing program only as exit status 127:
+        // checked here, so the error names it. (A bare name is looked up in
+        // `PATH` by `sh`.)
+        if program.components().count() > 1 {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(&program) {
+                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+                Ok(_) => {
+                    return Err(RestartError::from(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("cannot start {}: not an executable file", program.display()),
+                    )))
+                }
+                Err(e) => {
+                    return Err(RestartError::from(io::Error::new(
+                        e.kind(),
+                        format!("cannot start {}: {e}", program.display()),
+                    )))
+                }
+            }
+        }
         let block = Block::new(&self.sockets).map_err(RestartError::from)?;
         // `sh` sets LISTEN_PID to its own pid, which `exec` keeps for the
         // program: the successor's pid, unknown before it exists.
