@@ -9,7 +9,6 @@
 //! of the stdout pipe it shares with the old process.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -190,7 +190,8 @@ pub use crate::integrations::systemd;
     feature = "tonic",
     feature = "serve",
     feature = "metrics",
-    feature = "systemd"
+    feature = "systemd",
+    feature = "restart"
 ))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
