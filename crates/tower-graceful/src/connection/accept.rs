@@ -39,6 +39,12 @@ where
     B::Error: Into<BoxError>,
 {
     let local = listener.local_addr().ok();
+    // The accept loop counts as a connection task until its listener is
+    // closed and that is logged: a clean shutdown's report (and its
+    // "shutdown complete" line) comes after the "listener closed" line,
+    // whichever task runs first. A guard: a `serve` future dropped early
+    // does not hold the report.
+    let listening = Listening::new(owner.clone());
     let limit = max_connections.map(|n| Arc::new(Semaphore::new(n)));
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut connections = JoinSet::new();
@@ -125,6 +131,7 @@ where
         taken_from_backlog = queued,
         "draining: listener closed; open connections are still served"
     );
+    drop(listening);
     let mut done = pin!(owner.done.wait());
     loop {
         tokio::select! {
@@ -230,4 +237,20 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+/// The accept loop, counted with the connection tasks (see [`run`]).
+struct Listening(Owner);
+
+impl Listening {
+    fn new(owner: Owner) -> Self {
+        owner.connections.task_started();
+        Self(owner)
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.connections.task_ended();
+    }
 }
