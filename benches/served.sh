@@ -13,13 +13,21 @@
 #   bash benches/served.sh                          # 5 rounds x 3 s, ~4 min
 #   ROUNDS=3 DUR=2 SERVERS="serve axum hyper-util" PROTOS="h1 h2c" bash benches/served.sh
 #   SMOKE=1 bash benches/served.sh                  # 1 round x 1 s: the script works
+#   ICOUNT=1 bash benches/served.sh                 # user-space instructions per request
+#
+# ICOUNT=1: each server in turn under valgrind's callgrind (one at a time, no
+# pinning); per protocol the counters are zeroed, the load runs DUR seconds,
+# and the instructions since the zero (user space only: the kernel's share of
+# the CPU is not in them) are divided by the requests completed. Repeatable to
+# a fraction of a per cent on a busy machine, where requests/s are not.
 #
 # Knobs: ROUNDS (5), DUR seconds per run (3), CONNS (32: HTTP/1.1 connections),
 # H2_CONNS (4) x H2_STREAMS (8) concurrent streams for h2c, SERVERS ("serve
-# serve-bare serve-around axum axum-graceful hyper-util"), PROTOS ("h1
+# serve-bare serve-bare-nt axum axum-graceful hyper-util hyper-util-timer"; also
+# serve-around; see benches/src/bin/served.rs), PROTOS ("h1
 # h1-close h2c"), SERVER_WORKERS (1 tokio worker), PIN (1: servers on CPU 0,
 # the load generator on CPU 1, with taskset, when there are >= 2 CPUs),
-# CARGO_TARGET_DIR (target). Load generators: wrk (HTTP/1.1; Debian: apt-get
+# CARGO_TARGET_DIR (target), SERVED_BIN (a served binary to use as it is). Load generators: wrk (HTTP/1.1; Debian: apt-get
 # install -y wrk) and h2load (h2c, prior knowledge; Debian: apt-get install -y
 # nghttp2-client). Loopback only. Every server it starts is ended by its PID;
 # every run is bounded by `timeout`.
@@ -36,7 +44,7 @@ WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-32}
 H2_CONNS=${H2_CONNS:-4}
 H2_STREAMS=${H2_STREAMS:-8}
-SERVERS=${SERVERS:-"serve serve-bare serve-around axum axum-graceful hyper-util"}
+SERVERS=${SERVERS:-"serve serve-bare serve-bare-nt axum axum-graceful hyper-util hyper-util-timer"}
 PROTOS=${PROTOS:-"h1 h1-close h2c"}
 PIN=${PIN:-1}
 export SERVER_WORKERS=${SERVER_WORKERS:-1}
@@ -52,8 +60,12 @@ done
 
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p tower-graceful-benches --bin served
-BIN="$CARGO_TARGET_DIR/release/served"
+if [ -n "${SERVED_BIN:-}" ]; then
+    BIN=$SERVED_BIN # a binary built elsewhere (another commit), not rebuilt
+else
+    cargo build --release -q -p tower-graceful-benches --bin served
+    BIN="$CARGO_TARGET_DIR/release/served"
+fi
 
 SERVER_PIN=()
 LOAD_PIN=()
@@ -135,6 +147,50 @@ if [ "$WARMUP" -ge 1 ]; then
     for p in $PROTOS; do
         for s in $SERVERS; do load "$p" "${PORT[$s]}" 1 >/dev/null; done
     done
+fi
+
+if [ "${ICOUNT:-0}" = 1 ]; then
+    command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+        { echo "valgrind is missing (Debian: apt-get install -y valgrind)" >&2; exit 1; }
+    echo "# served, instructions: $(date -u +%FT%TZ), dur=${DUR}s h1 conns=$CONNS h2c ${H2_CONNS}x${H2_STREAMS} streams, $(valgrind --version)"
+    : >"$WORK/icount"
+    for s in $SERVERS; do
+        valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$s.out" \
+            "$BIN" --server "$s" --addr 127.0.0.1:0 >"$WORK/vg.$s.log" 2>&1 &
+        vpid=$!
+        PIDS+=("$vpid")
+        port=""
+        for _ in $(seq 1 300); do
+            port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/vg.$s.log")
+            [ -n "$port" ] && break
+            sleep 0.1
+        done
+        [ -n "$port" ] || { echo "server $s did not start under valgrind" >&2; exit 1; }
+        i=0
+        for p in $PROTOS; do
+            load "$p" "$port" 1 >/dev/null
+            callgrind_control -z "$vpid" >/dev/null 2>&1
+            read -r n e _ < <(load "$p" "$port" "$DUR")
+            callgrind_control -d "$vpid" >/dev/null 2>&1
+            i=$((i + 1))
+            f="$WORK/cg.$s.out.$i"
+            for _ in $(seq 1 100); do grep -q '^totals:' "$f" 2>/dev/null && break; sleep 0.1; done
+            ir=$(awk '/^totals:/ { print $2 }' "$f")
+            [ "$e" -gt 0 ] && echo "warning: $e errors for $p $s" >&2
+            awk -v p="$p" -v s="$s" -v ir="$ir" -v n="$n" 'BEGIN { printf "%s %s %d %.0f\n", p, s, n, ir / n }' |
+                tee -a "$WORK/icount"
+        done
+        kill "$vpid" 2>/dev/null || true
+        wait "$vpid" 2>/dev/null || true
+    done
+    echo
+    echo "| protocol | server | instructions/request | × best |"
+    echo "|---|---|---:|---:|"
+    for p in $PROTOS; do
+        best=$(awk -v p="$p" '$1 == p { print $4 }' "$WORK/icount" | sort -g | head -1)
+        awk -v p="$p" -v b="$best" '$1 == p { printf "| %s | %s | %d | %.3f |\n", $1, $2, $4, $4 / b }' "$WORK/icount"
+    done
+    exit 0
 fi
 
 read -r -a ORDER <<<"$SERVERS"

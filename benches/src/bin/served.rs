@@ -2,7 +2,7 @@
 //! `benches/served.sh` (issue 18): `GET /` answers `hello world`.
 //!
 //! ```text
-//! served --server <serve|serve-bare|serve-around|axum|axum-graceful|hyper-util> [--addr 127.0.0.1:0]
+//! served --server <serve|serve-bare|serve-bare-nt|serve-around|axum|axum-graceful|hyper-util|hyper-util-timer> [--addr 127.0.0.1:0]
 //! ```
 //!
 //! * `serve`: `tower_graceful::serve` with the graceful layer as the README
@@ -11,13 +11,17 @@
 //!   own cost, without the layer's);
 //! * `serve-around`: `tower_graceful::serve` with the layer around the
 //!   finished router (`ServiceBuilder::new().layer(graceful.layer())`);
+//! * `serve-bare-nt`: `serve-bare` with `header_read_timeout(None)`: no
+//!   per-request timer in hyper (what the header read timeout costs);
 //! * `axum`: plain `axum::serve`;
 //! * `axum-graceful`: `axum::serve` with the layer around the router and
 //!   `with_graceful_shutdown(graceful.close_connections())`, exactly the
 //!   README's wiring;
 //! * `hyper-util`: hyper-util's `auto::Builder` (`TokioExecutor`,
 //!   `TokioIo`) driven by a plain accept loop, the router through
-//!   `TowerToHyperService`, one task per connection.
+//!   `TowerToHyperService`, one task per connection;
+//! * `hyper-util-timer`: the same with a `TokioTimer` on HTTP/1, which turns
+//!   on hyper's 30 s header read timeout, as `serve` has it.
 //!
 //! Every variant sets `TCP_NODELAY` on accepted sockets (`serve` does by
 //! default; `axum::serve` through `tap_io`; the hyper-util loop itself), so
@@ -34,12 +38,12 @@ use std::net::SocketAddr;
 
 use axum::extract::Request;
 use axum::ServiceExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tower_graceful_benches::{coordinator, hello_router};
 
-const USAGE: &str = "usage: served --server <serve|serve-bare|serve-around|axum|axum-graceful|hyper-util> [--addr 127.0.0.1:0]";
+const USAGE: &str = "usage: served --server <serve|serve-bare|serve-bare-nt|serve-around|axum|axum-graceful|hyper-util|hyper-util-timer> [--addr 127.0.0.1:0]";
 
 fn main() {
     let mut server = None;
@@ -90,6 +94,12 @@ async fn run(server: &str, addr: SocketAddr) {
             tower_graceful::serve(listener, app, &graceful).await
         }
         "serve-bare" => tower_graceful::serve(listener, hello_router(), &graceful).await,
+        "serve-bare-nt" => {
+            tower_graceful::connection::Server::new(&graceful)
+                .header_read_timeout(None)
+                .serve(listener, hello_router())
+                .await
+        }
         "serve-around" => tower_graceful::serve(listener, around(), &graceful).await,
         "axum" => {
             let listener = axum::serve::ListenerExt::tap_io(listener, nodelay);
@@ -106,7 +116,8 @@ async fn run(server: &str, addr: SocketAddr) {
                 .with_graceful_shutdown(graceful.close_connections())
                 .await
         }
-        "hyper-util" => hyper_util_loop(listener).await,
+        "hyper-util" => hyper_util_loop(listener, false).await,
+        "hyper-util-timer" => hyper_util_loop(listener, true).await,
         _ => fail(USAGE),
     };
     result.expect("serve");
@@ -118,9 +129,13 @@ fn nodelay(tcp: &mut tokio::net::TcpStream) {
 
 /// hyper-util's `auto` server with its defaults, in the shortest loop that
 /// serves: accept, one task per connection, upgrades allowed (as
-/// `axum::serve` does).
-async fn hyper_util_loop(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// `axum::serve` does). `timer`: a `TokioTimer` on HTTP/1 (hyper's header
+/// read timeout, 30 s by default, then applies).
+async fn hyper_util_loop(listener: tokio::net::TcpListener, timer: bool) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if timer {
+        builder.http1().timer(TokioTimer::new());
+    }
     let app = hello_router();
     loop {
         let (tcp, _peer) = match listener.accept().await {
