@@ -8,9 +8,11 @@
 # machine noise falls on all of them alike. Reports requests/s and the
 # server's CPU time per request (utime+stime of the whole process, from
 # /proc/<pid>/stat, around each run), median and min-max over the rounds,
-# and each median against the best server of its protocol.
+# each median against the best server of its protocol, and each run as a
+# ratio to the reference server's run of the same round (paired: adjacent in
+# time, so slow drifts of a shared machine cancel), median and min-max.
 #
-#   bash benches/served.sh                          # 5 rounds x 3 s, ~4 min
+#   bash benches/served.sh                          # 5 servers x 3 protocols x 5 rounds x 3 s: ~4 min
 #   ROUNDS=3 DUR=2 SERVERS="serve axum hyper-util" PROTOS="h1 h2c" bash benches/served.sh
 #   SMOKE=1 bash benches/served.sh                  # 1 round x 1 s: the script works
 #   ICOUNT=1 bash benches/served.sh                 # user-space instructions per request
@@ -23,10 +25,11 @@
 #
 # Knobs: ROUNDS (5), DUR seconds per run (3), CONNS (32: HTTP/1.1 connections),
 # H2_CONNS (4) x H2_STREAMS (8) concurrent streams for h2c, SERVERS ("serve
-# serve-bare serve-bare-nt axum axum-graceful hyper-util hyper-util-timer"; also
-# serve-around; see benches/src/bin/served.rs), PROTOS ("h1
+# serve-bare axum axum-graceful hyper-util"; also serve-bare-nt, serve-around,
+# hyper-util-timer: see benches/src/bin/served.rs), PROTOS ("h1
 # h1-close h2c"), SERVER_WORKERS (1 tokio worker), PIN (1: servers on CPU 0,
-# the load generator on CPU 1, with taskset, when there are >= 2 CPUs),
+# the load generator on CPU 1, with taskset, when there are >= 2 CPUs), REF
+# (hyper-util: the server every run is paired with, in its round),
 # CARGO_TARGET_DIR (target), SERVED_BIN (a served binary to use as it is). Load generators: wrk (HTTP/1.1; Debian: apt-get
 # install -y wrk) and h2load (h2c, prior knowledge; Debian: apt-get install -y
 # nghttp2-client). Loopback only. Every server it starts is ended by its PID;
@@ -44,9 +47,10 @@ WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-32}
 H2_CONNS=${H2_CONNS:-4}
 H2_STREAMS=${H2_STREAMS:-8}
-SERVERS=${SERVERS:-"serve serve-bare serve-bare-nt axum axum-graceful hyper-util hyper-util-timer"}
+SERVERS=${SERVERS:-"serve serve-bare axum axum-graceful hyper-util"}
 PROTOS=${PROTOS:-"h1 h1-close h2c"}
 PIN=${PIN:-1}
+REF=${REF:-hyper-util}
 export SERVER_WORKERS=${SERVER_WORKERS:-1}
 
 for tool in wrk h2load; do
@@ -193,6 +197,7 @@ if [ "${ICOUNT:-0}" = 1 ]; then
     exit 0
 fi
 
+case " $SERVERS " in *" $REF "*) ;; *) REF=${SERVERS%% *} ;; esac
 read -r -a ORDER <<<"$SERVERS"
 NS=${#ORDER[@]}
 echo "# served: $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), rounds=$ROUNDS dur=${DUR}s h1 conns=$CONNS h2c ${H2_CONNS}x${H2_STREAMS} streams, server_workers=$SERVER_WORKERS, pin=${SERVER_PIN[*]:-none}/${LOAD_PIN[*]:-none}"
@@ -219,9 +224,17 @@ done
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col() { awk -v p="$1" -v s="$2" -v c="$3" '$2 == p && $3 == s { print $c }' "$WORK/results"; }
+# Paired: each run against the reference server's run of the same round and
+# protocol (adjacent in time), then the median of those ratios.
+paired() { # proto server column
+    awk -v p="$1" -v s="$2" -v ref="$REF" -v c="$3" '
+        $2 == p && $3 == s { v[$1] = $c }
+        $2 == p && $3 == ref { r[$1] = $c }
+        END { for (k in v) if (k in r && r[k] > 0) print v[k] / r[k] }' "$WORK/results"
+}
 echo
-echo "| protocol | server | req/s median (min–max) | × best | server CPU µs/req median (min–max) | × best | errors |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| protocol | server | req/s median (min–max) | × best | req/s ÷ $REF, paired: median (min–max) | server CPU µs/req median (min–max) | × best | CPU ÷ $REF, paired: median (min–max) | errors |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for p in $PROTOS; do
     best_rps=0
     best_cpu=1e18
@@ -239,9 +252,16 @@ for p in $PROTOS; do
         cmin=$(col "$p" "$s" 7 | sort -g | head -1)
         cmax=$(col "$p" "$s" 7 | sort -g | tail -1)
         errs=$(col "$p" "$s" 5 | awk '{ t += $1 } END { print t + 0 }')
+        pr=$(paired "$p" "$s" 6 | median)
+        pr0=$(paired "$p" "$s" 6 | sort -g | head -1)
+        pr1=$(paired "$p" "$s" 6 | sort -g | tail -1)
+        pc=$(paired "$p" "$s" 7 | median)
+        pc0=$(paired "$p" "$s" 7 | sort -g | head -1)
+        pc1=$(paired "$p" "$s" 7 | sort -g | tail -1)
         awk -v p="$p" -v s="$s" -v r="$rps" -v r0="$rmin" -v r1="$rmax" -v br="$best_rps" \
             -v c="$cpu" -v c0="$cmin" -v c1="$cmax" -v bc="$best_cpu" -v e="$errs" \
-            'BEGIN { printf "| %s | %s | %.0f (%.0f–%.0f) | %.3f | %.2f (%.2f–%.2f) | %.3f | %d |\n",
-                     p, s, r, r0, r1, r / br, c, c0, c1, c / bc, e }'
+            -v pr="${pr:-0}" -v pr0="${pr0:-0}" -v pr1="${pr1:-0}" -v pc="${pc:-0}" -v pc0="${pc0:-0}" -v pc1="${pc1:-0}" \
+            'BEGIN { printf "| %s | %s | %.0f (%.0f–%.0f) | %.3f | %.3f (%.3f–%.3f) | %.2f (%.2f–%.2f) | %.3f | %.3f (%.3f–%.3f) | %d |\n",
+                     p, s, r, r0, r1, r / br, pr, pr0, pr1, c, c0, c1, c / bc, pc, pc0, pc1, e }'
     done
 done
