@@ -556,7 +556,12 @@ async fn rejection_and_probes_do_not_depend_on_the_request_in_process() {
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(
             header_names(&parts.headers),
-            ["content-type", "grpc-message", "grpc-status"]
+            [
+                "content-type",
+                "grpc-message",
+                "grpc-retry-pushback-ms",
+                "grpc-status"
+            ]
         );
         assert_eq!(parts.headers["grpc-status"], "14");
         assert!(body.is_empty());

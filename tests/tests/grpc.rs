@@ -589,3 +589,74 @@ async fn next(
         .expect("a status")
         .status()
 }
+
+/// A custom rejection that answers HTTP in the API's own format and falls
+/// back (`None`) for gRPC: a real tonic client still gets the trailers-only
+/// `UNAVAILABLE`, with the retry hint of gRFC A6 (`grpc-retry-pushback-ms`,
+/// the `Retry-After` time in milliseconds) a retry policy acts on.
+#[tokio::test]
+async fn custom_rejection_falls_back_to_unavailable_with_retry_pushback() {
+    let graceful = Coordinator::builder()
+        .drain_deadline(Duration::from_secs(8))
+        .retry_after(Duration::from_secs(2))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let (started_tx, hook_started) = tokio::sync::oneshot::channel::<()>();
+    let (release_hook, hook_rx) = tokio::sync::oneshot::channel::<()>();
+    graceful
+        .on_shutdown("blocked hook", move || async move {
+            let _ = started_tx.send(());
+            let _ = hook_rx.await;
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    let (reasons_tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();
+    let layer = graceful.layer().respond_with_or_default(move |ctx| {
+        let _ = reasons_tx.send((ctx.reason(), ctx.method().clone(), ctx.path().to_owned()));
+        if ctx.is_grpc() {
+            return None;
+        }
+        Some(http::Response::new(bytes::Bytes::from_static(
+            b"{\"error\":\"draining\"}",
+        )))
+    });
+    let (l, addr) = listener().await;
+    let done = graceful.clone();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(layer)
+            .add_service(DemoServer::new())
+            .serve_with_incoming_shutdown(TcpIncoming::from(l), async move {
+                done.wait().await;
+            }),
+    );
+    let mut c = client(addr).await;
+    within("hello", c.hello(HelloRequest::default()))
+        .await
+        .expect("served");
+    graceful.trigger();
+    // Nothing in flight: the drain completes, the hook holds the server up.
+    within("the hook to start", hook_started).await.unwrap();
+    let err = within("hello after the drain", c.hello(HelloRequest::default()))
+        .await
+        .expect_err("rejected after the drain completed");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(
+        err.metadata()
+            .get("grpc-retry-pushback-ms")
+            .map(|v| v.to_str().unwrap()),
+        Some("2000"),
+        "{err:?}"
+    );
+    let (reason, method, path) = within("the function's context", reasons.recv())
+        .await
+        .unwrap();
+    assert_eq!(reason, tower_graceful::drain::RejectReason::DrainCompleted);
+    assert_eq!(method, http::Method::POST);
+    assert_eq!(path, "/demo.v1.Demo/Hello");
+    release_hook.send(()).unwrap();
+    let report = within("shutdown report", graceful.wait()).await;
+    assert_eq!(report.rejected, 1, "{report}");
+    within("server stop", server).await.unwrap().unwrap();
+}

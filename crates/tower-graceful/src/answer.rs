@@ -31,6 +31,8 @@ const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grp
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// gRFC A6: how long a client's retry policy waits before its next attempt.
+const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// `s`, kept for the process: once per distinct text (see [`intern_bytes`]).
 fn intern(s: &str) -> &'static str {
@@ -54,14 +56,69 @@ fn intern_bytes(b: &[u8]) -> &'static [u8] {
     t
 }
 
+/// Why a request gets the draining rejection (see the policy table in
+/// [`drain`](crate::drain)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The drain had completed (nothing was left in flight): the process is
+    /// closing and nothing may start any more.
+    DrainCompleted,
+    /// The forced stop had begun (the drain deadline passed, or a second
+    /// signal / [`Coordinator::force`](crate::Coordinator::force)).
+    Forced,
+    /// Less than [`min_time_left`](crate::Builder::min_time_left) was left
+    /// before the drain deadline: the request could not finish anyway.
+    TooLate,
+}
+
+impl RejectReason {
+    /// A short lowercase name, as used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::DrainCompleted => "drain completed",
+            RejectReason::Forced => "forced stop",
+            RejectReason::TooLate => "too late for the deadline",
+        }
+    }
+
+    /// Why `shared` turns a request away now (called only for a request
+    /// being rejected).
+    pub(crate) fn of(shared: &Shared) -> Self {
+        // The hard signal fires only for a drain that did not complete (or
+        // was forced): it names the forced stop even if the count reaches
+        // zero afterwards. Then a completed drain; else the deadline is
+        // too near.
+        if shared.hard.is_cancelled() {
+            RejectReason::Forced
+        } else if shared.tracker.is_drained() {
+            RejectReason::DrainCompleted
+        } else if shared.phase() >= crate::Phase::Forced {
+            RejectReason::Forced
+        } else {
+            RejectReason::TooLate
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a custom rejection function sees of the rejected request: enough to
-/// pick a format, nothing to echo.
+/// pick a format, nothing to echo; and the built-in answer, to fall back on.
 #[derive(Debug)]
 pub struct RejectContext<'a> {
     version: Version,
     grpc: bool,
-    retry_after: &'a HeaderValue,
+    reason: RejectReason,
+    method: &'a Method,
     path: &'a str,
+    /// Index of the (jittered) `Retry-After` value of this rejection.
+    retry: usize,
+    config: &'a RejectConfig,
 }
 
 impl RejectContext<'_> {
@@ -75,9 +132,19 @@ impl RejectContext<'_> {
         self.grpc
     }
 
+    /// Why the request is turned away.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> &Method {
+        self.method
+    }
+
     /// The `Retry-After` value this rejection would carry (already jittered).
     pub fn retry_after(&self) -> &HeaderValue {
-        self.retry_after
+        &self.config.retry_after[self.retry]
     }
 
     /// The request path, for routing the choice of response. Do not echo it
@@ -85,15 +152,28 @@ impl RejectContext<'_> {
     pub fn path(&self) -> &str {
         self.path
     }
+
+    /// The built-in rejection of this request, with the same `Retry-After`:
+    /// for HTTP `503` with `Retry-After`, `Connection: close` on HTTP/1.x
+    /// and the configured body; for gRPC the trailers-only `UNAVAILABLE`
+    /// with `grpc-retry-pushback-ms`. What a custom function returns for the
+    /// requests it does not want to answer itself (gRPC ones, say), or
+    /// starts from to add a header.
+    pub fn default_response(&self) -> Response<Bytes> {
+        self.config.response(self.version, self.grpc, self.retry)
+    }
 }
 
-type Custom = dyn Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync;
+/// A custom rejection: `None` falls back to the built-in one.
+type Custom = dyn Fn(&RejectContext<'_>) -> Option<Response<Bytes>> + Send + Sync;
 
 /// The validated rejection settings (built by the coordinator's builder).
 #[derive(Clone)]
 pub(crate) struct RejectConfig {
     /// `Retry-After` values for base, base+1, … base+jitter seconds.
     pub(crate) retry_after: Arc<[HeaderValue]>,
+    /// The same in milliseconds, for gRPC's `grpc-retry-pushback-ms`.
+    pushback: Arc<[HeaderValue]>,
     pub(crate) body: Bytes,
     /// The rejection's headers, built once and cloned per rejection (two
     /// allocations and a copy instead of hashing and inserting each header):
@@ -130,17 +210,22 @@ impl RejectConfig {
         let retry_after: Arc<[HeaderValue]> = (retry_after_secs..=retry_after_secs + jitter_secs)
             .map(|s| HeaderValue::from_static(intern(&s.to_string())))
             .collect();
+        let pushback: Arc<[HeaderValue]> = (retry_after_secs..=retry_after_secs + jitter_secs)
+            .map(|s| HeaderValue::from_static(intern(&(u64::from(s) * 1000).to_string())))
+            .collect();
         let body = Bytes::from_static(intern_bytes(&body));
         let grpc_message =
             HeaderValue::from_static(intern(grpc_message.to_str().unwrap_or("unavailable")));
         let content_length = HeaderValue::from_static(intern(&body.len().to_string()));
         let templates = Arc::new(Self::templates(
             &retry_after[0],
+            &pushback[0],
             &content_length,
             &grpc_message,
         ));
         Self {
             retry_after,
+            pushback,
             body,
             templates,
             exempt: exempt.into(),
@@ -148,10 +233,10 @@ impl RejectConfig {
         }
     }
 
-    /// A copy with a custom rejection.
+    /// A copy with a custom rejection (`None` from it: the built-in one).
     pub(crate) fn with_custom<F>(&self, f: F) -> Self
     where
-        F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
+        F: Fn(&RejectContext<'_>) -> Option<Response<Bytes>> + Send + Sync + 'static,
     {
         let mut config = self.clone();
         config.custom = Some(Arc::new(f));
@@ -172,40 +257,47 @@ impl RejectConfig {
         self.exempt.iter().any(|p| p == path)
     }
 
-    fn pick_retry_after(&self) -> &HeaderValue {
+    /// The index of this rejection's `Retry-After` (jittered).
+    fn pick_retry_after(&self) -> usize {
         let n = self.retry_after.len();
         if n == 1 {
-            &self.retry_after[0]
+            0
         } else {
-            &self.retry_after[jitter(n)]
+            jitter(n)
         }
     }
 
-    /// Decides the rejection of `req`; the response itself is built when the
-    /// future is polled ([`Answer::into_response`]), which keeps every
-    /// response future of the stack small.
+    /// Decides the rejection of `req` (turned away for `reason`); the
+    /// built-in response is built when the future is polled
+    /// ([`Answer::into_response`]), which keeps every response future of
+    /// the stack small.
     #[inline]
-    pub(crate) fn reject<B>(&self, req: &Request<B>) -> Answer {
-        let this = self;
+    pub(crate) fn reject<B>(&self, req: &Request<B>, reason: RejectReason) -> Answer {
         let grpc = req
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if let Some(custom) = &this.custom {
-            let retry_after = this.pick_retry_after();
-            let mut res = custom(&RejectContext {
+        if let Some(custom) = &self.custom {
+            let retry = self.pick_retry_after();
+            let ctx = RejectContext {
                 version: req.version(),
                 grpc,
-                retry_after,
+                reason,
+                method: req.method(),
                 path: req.uri().path(),
-            });
+                retry,
+                config: self,
+            };
+            let Some(mut res) = custom(&ctx) else {
+                return Answer::Custom(Box::new(ctx.default_response()));
+            };
             // What makes the rejection retryable elsewhere stays, unless the
             // function set these headers itself: gRPC answers keep theirs
             // as they are (trailers-only status is the function's business).
             if !grpc {
                 let h = res.headers_mut();
                 if !h.contains_key(RETRY_AFTER) {
-                    h.insert(RETRY_AFTER, retry_after.clone());
+                    h.insert(RETRY_AFTER, self.retry_after[retry].clone());
                 }
                 if req.version() <= Version::HTTP_11 && !h.contains_key(CONNECTION) {
                     h.insert(CONNECTION, CLOSE);
@@ -214,7 +306,7 @@ impl RejectConfig {
             return Answer::Custom(Box::new(res));
         }
         Answer::Reject {
-            config: this.clone(),
+            config: self.clone(),
             version: req.version(),
             grpc,
         }
@@ -222,6 +314,7 @@ impl RejectConfig {
 
     fn templates(
         retry_after: &HeaderValue,
+        pushback: &HeaderValue,
         content_length: &HeaderValue,
         grpc_message: &HeaderValue,
     ) -> [HeaderMap; 3] {
@@ -233,27 +326,38 @@ impl RejectConfig {
         // Only HTTP/1.x has connection-level headers; HTTP/2 and 3 forbid
         // them (the server's GOAWAY does the job there).
         h1.insert(CONNECTION, CLOSE);
-        // Trailers-only: status in the headers, empty body.
-        let mut grpc = HeaderMap::with_capacity(3);
+        // Trailers-only: status in the headers, empty body. The retry hint
+        // is gRFC A6's pushback: a client whose retry policy lists
+        // UNAVAILABLE waits that long before its next attempt (which its
+        // balancer sends to another backend); the same time as the HTTP
+        // answer's `Retry-After`.
+        let mut grpc = HeaderMap::with_capacity(4);
         grpc.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
         grpc.insert(GRPC_STATUS, GRPC_UNAVAILABLE);
         grpc.insert(GRPC_MESSAGE, grpc_message.clone());
+        grpc.insert(GRPC_RETRY_PUSHBACK, pushback.clone());
         [h1, h2, grpc]
     }
 
-    fn response(&self, version: Version, grpc: bool) -> Response<Bytes> {
+    /// The built-in rejection, with the `retry`-th `Retry-After` value.
+    fn response(&self, version: Version, grpc: bool, retry: usize) -> Response<Bytes> {
         let mut res = Response::new(Bytes::new());
         *res.version_mut() = version;
+        let jittered = self.retry_after.len() > 1;
         if grpc {
-            *res.headers_mut() = self.templates[2].clone();
+            let h = res.headers_mut();
+            *h = self.templates[2].clone();
+            if jittered {
+                h.insert(GRPC_RETRY_PUSHBACK, self.pushback[retry].clone());
+            }
         } else {
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             let h1 = version <= Version::HTTP_11;
             let h = res.headers_mut();
             *h = self.templates[usize::from(!h1)].clone();
-            if self.retry_after.len() > 1 {
-                // Jittered: replaces the template's value in place.
-                h.insert(RETRY_AFTER, self.pick_retry_after().clone());
+            if jittered {
+                // Replaces the template's value in place.
+                h.insert(RETRY_AFTER, self.retry_after[retry].clone());
             }
             *res.body_mut() = self.body.clone();
         }
@@ -291,7 +395,10 @@ impl Answer {
                 config,
                 version,
                 grpc,
-            } => config.response(version, grpc),
+            } => {
+                let retry = config.pick_retry_after();
+                config.response(version, grpc, retry)
+            }
             Answer::Custom(res) => *res,
             Answer::Ready { shared, method } => {
                 readiness_response(&shared, &method.method()).map(FixedBody::into_bytes)
@@ -303,7 +410,21 @@ impl Answer {
     }
 }
 
+/// In the extensions of every probe answer, so that `serve` can tell a
+/// balancer's check from the traffic it sends: a check on a connection
+/// opened after the trigger is no evidence that the balancer still sends
+/// requests here (HAProxy opens a connection per check).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProbeAnswer;
+
 fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody> {
+    let mut res = probe_response_inner(method, ok, text);
+    // One small allocation per probe answer: probes are a few a second.
+    res.extensions_mut().insert(ProbeAnswer);
+    res
+}
+
+fn probe_response_inner(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody> {
     if method != Method::GET && method != Method::HEAD {
         let mut res = Response::new(FixedBody::empty());
         *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
@@ -331,6 +452,12 @@ fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody>
 
 pub(crate) fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
     let status = shared.readiness();
+    if matches!(status, ReadinessStatus::ShuttingDown)
+        && (method == Method::GET || method == Method::HEAD)
+    {
+        // A balancer's check, refused: the adaptive pre-drain's evidence.
+        shared.evidence.check_refused();
+    }
     let text = match &status {
         ReadinessStatus::Ready => Bytes::from_static(b"ready\n"),
         ReadinessStatus::ShuttingDown => Bytes::from_static(b"draining\n"),

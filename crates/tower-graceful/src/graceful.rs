@@ -91,6 +91,20 @@ impl GracefulLayer {
     where
         F: Fn(&crate::drain::RejectContext<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
     {
+        self.respond_with_or_default(move |ctx| Some(f(ctx)))
+    }
+
+    /// Like [`respond_with`](Self::respond_with), but `None` from the
+    /// function sends the built-in rejection, as
+    /// [`DrainLayer::respond_with_or_default`](crate::drain::DrainLayer::respond_with_or_default)
+    /// does (which see).
+    pub fn respond_with_or_default<F>(self, f: F) -> Self
+    where
+        F: Fn(&crate::drain::RejectContext<'_>) -> Option<http::Response<Bytes>>
+            + Send
+            + Sync
+            + 'static,
+    {
         let reject = self.stack.reject.with_custom(f);
         self.with_reject(reject)
     }

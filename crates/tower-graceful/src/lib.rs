@@ -23,7 +23,8 @@
 //!   GOAWAY during the pre-drain, idle connections closed only when nothing
 //!   is in flight), for L4 balancers and pooled clients.
 //! * [`Coordinator`] ([`coordinator`]): SIGTERM/SIGINT (a second one
-//!   forces), pre-drain delay, drain deadline, cleanup hooks with timeouts,
+//!   forces), pre-drain delay (fixed, or [adaptive](PreDrain::adaptive):
+//!   ended by the balancers' visible retreat), drain deadline, cleanup hooks with timeouts,
 //!   tracked background work and a [`ShutdownReport`] ([`report`]) logged
 //!   with `tracing`.
 //!
@@ -45,7 +46,8 @@
 //! signal        ShutdownSignal, TaskGuard
 //! core          per-coordinator state, no HTTP: guard (what a request
 //!               holds) → state (phase, signals, gates) → counter (slots,
-//!               seal), names, tasks → event (the latch)
+//!               seal), names, tasks → evidence (the adaptive pre-drain's)
+//!               → event (the latch)
 //! integrations  axum extractor, tonic health, systemd, metrics (leaves)
 //! ```
 //!
@@ -112,6 +114,9 @@
 //! * `systemd` (unix): the `systemd` module: `sd_notify` readiness, shutdown
 //!   progress and watchdog driven by the coordinator (`sd-notify`), and
 //!   listeners passed by socket activation (`listenfd`).
+//! * `restart` (unix): the `restart` module: restart in place on `SIGHUP`
+//!   or by call, the successor started on the same sockets and ready before
+//!   this process drains (implies `systemd`).
 //!
 //! # Testing
 //!
@@ -151,7 +156,7 @@ pub mod signal;
 mod stack;
 pub mod testing;
 
-pub use crate::coordinator::{Builder, Coordinator};
+pub use crate::coordinator::{Builder, Coordinator, PreDrain};
 pub use crate::core::state::Phase;
 pub use crate::graceful::{Graceful, GracefulLayer};
 #[cfg(feature = "axum")]
@@ -169,6 +174,9 @@ pub use crate::integrations::grpc_health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use crate::integrations::metrics as shutdown_metrics;
+#[cfg(all(feature = "restart", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "restart", unix))))]
+pub use crate::integrations::restart;
 #[cfg(all(feature = "systemd", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
 pub use crate::integrations::systemd;
@@ -182,7 +190,8 @@ pub use crate::integrations::systemd;
     feature = "tonic",
     feature = "serve",
     feature = "metrics",
-    feature = "systemd"
+    feature = "systemd",
+    feature = "restart"
 ))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

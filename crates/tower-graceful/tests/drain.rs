@@ -445,3 +445,141 @@ async fn an_unannounced_stream_ending_while_draining_holds_the_drain_for_the_reu
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.rejected, 0);
 }
+
+/// A custom rejection sees why (each reason of the policy table), the
+/// method and the path, and falls back to the built-in answer with `None`:
+/// the gRPC request keeps its trailers-only `UNAVAILABLE` while HTTP gets
+/// the custom body.
+#[tokio::test(start_paused = true)]
+async fn custom_rejection_sees_the_reason_and_can_fall_back() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .drain_deadline(Duration::from_secs(10))
+        .min_time_left(Duration::from_secs(2))
+        .retry_after(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(c.layer().respond_with_or_default(|ctx| {
+            if ctx.is_grpc() {
+                return None;
+            }
+            let body = format!("{} {} {}", ctx.reason(), ctx.method(), ctx.path());
+            let mut res = Response::new(Bytes::from(body));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            Some(res)
+        }))
+        .service(service_fn(ok_handler));
+    let grpc = || {
+        Request::post("/pkg.Svc/Method")
+            .version(Version::HTTP_2)
+            .header("content-type", "application/grpc")
+            .body(String::new())
+            .unwrap()
+    };
+    let job = c.track("job");
+    c.trigger();
+    timeout(WAIT, c.draining()).await.unwrap();
+
+    // Too late for the deadline.
+    tokio::time::advance(Duration::from_millis(8_100)).await;
+    let res = svc.clone().oneshot(get("/a")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.headers()["retry-after"],
+        "3",
+        "added to a custom answer"
+    );
+    assert_eq!(body_text(res).await, "too late for the deadline GET /a");
+    let res = svc.clone().oneshot(grpc()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "built-in: trailers-only");
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(res.headers()["grpc-retry-pushback-ms"], "3000");
+    assert!(res.body().is_end_stream());
+
+    // The forced stop (the deadline passes with the job still running).
+    tokio::time::advance(Duration::from_secs(2)).await;
+    timeout(WAIT, c.signal().forced()).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(Request::delete("/b").body(String::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(body_text(res).await, "forced stop DELETE /b");
+    drop(job);
+    timeout(WAIT, c.wait()).await.unwrap();
+    let res = svc.clone().oneshot(get("/c")).await.unwrap();
+    assert_eq!(
+        body_text(res).await,
+        "forced stop GET /c",
+        "forced stays forced"
+    );
+}
+
+/// After a clean drain: "drain completed"; `default_response` is the
+/// built-in answer, to start from.
+#[tokio::test(start_paused = true)]
+async fn custom_rejection_after_the_drain_and_default_response() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .retry_after(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(DrainLayer::new(&c).respond_with(|ctx| {
+            assert_eq!(ctx.reason(), RejectReason::DrainCompleted);
+            let mut res = ctx.default_response();
+            res.headers_mut()
+                .insert("x-reason", ctx.reason().as_str().parse().unwrap());
+            res
+        }))
+        .layer(InFlightLayer::new(&c))
+        .service(service_fn(ok_handler));
+    c.trigger();
+    timeout(WAIT, c.drained()).await.unwrap();
+    let res = svc.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["x-reason"], "drain completed");
+    assert_eq!(res.headers()["retry-after"], "2");
+    assert_eq!(res.headers()["connection"], "close");
+    assert_eq!(body_text(res).await, "service is shutting down; retry\n");
+    let mut req = get("/pkg.Svc/M");
+    req.headers_mut()
+        .insert("content-type", "application/grpc+proto".parse().unwrap());
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(res.headers()["grpc-retry-pushback-ms"], "2000");
+    assert!(res.headers().get("retry-after").is_none());
+}
+
+/// The gRPC retry hint follows the jittered `Retry-After`: 1000 × one of
+/// its seconds.
+#[tokio::test(start_paused = true)]
+async fn grpc_retry_pushback_follows_the_jitter() {
+    let c = Coordinator::builder()
+        .handle_signals(false)
+        .retry_after(Duration::from_secs(1))
+        .retry_after_jitter(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(c.layer())
+        .service(service_fn(ok_handler));
+    c.trigger();
+    timeout(WAIT, c.drained()).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..64 {
+        let mut req = get("/pkg.Svc/M");
+        req.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        let res = svc.clone().oneshot(req).await.unwrap();
+        let ms: u64 = res.headers()["grpc-retry-pushback-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1000..=5000).contains(&ms) && ms % 1000 == 0, "{ms}");
+        seen.insert(ms);
+    }
+    assert!(seen.len() >= 3, "jittered: {seen:?}");
+}

@@ -182,11 +182,15 @@ fn spawn<L, S, B>(
         }
     };
     let open = Open::new(owner.clone());
+    // A connection accepted after the trigger: its requests (not its
+    // accept: a balancer's health check opens a connection too) are the
+    // adaptive pre-drain's evidence (see `ConnFuture`).
     let late = owner.triggered();
     let service = ConnService {
         inner: service.clone(),
         info: ConnectionInfo::new(peer, local),
         reset: Arc::new(CancellationToken::new()),
+        late: late.then(|| owner.clone()),
     };
     connections.spawn(conn::run(open, permit, io, service, settings.clone(), late));
 }

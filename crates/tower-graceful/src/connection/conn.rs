@@ -49,11 +49,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tower_service::Service;
 
-use super::goaway::goaway_time;
+use super::goaway::{goaway_time, AckWatch};
 use super::on_wake::OnWake;
-use super::service::ConnService;
+use super::service::{ConnService, Held};
 use super::settings::Settings;
 use super::{BoxError, Owner};
+use crate::core::guard::DrainHold;
 use crate::core::state::Shared;
 
 /// What an HTTP/2 client sends first (RFC 9113, 3.4).
@@ -175,12 +176,14 @@ pub(crate) async fn run<I, S, B, A>(
 
     // serve
     let moved = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (give_back, given_back) = oneshot::channel();
     let io = TokioIo::new(Rewind {
         head,
         pos: 0,
         len: n,
         moved: moved.clone(),
+        ack: h2.then(|| AckWatch::new(PREFACE.len(), acked.clone())),
         inner: Some(io),
         give_back: Some(give_back),
     });
@@ -190,12 +193,24 @@ pub(crate) async fn run<I, S, B, A>(
     // stream, which then comes back here for a lingering close.
     let closing = if h2 {
         async {
+            // The connection's hold on the drain, from now until its GOAWAY
+            // exchange is over (see `exchange`); `None` once the drain has
+            // completed.
+            // Shared (`Arc`) with the requests hyper calls while it lives,
+            // so a request called before the trigger and first run after
+            // the exchange still holds the drain (see `Held`).
+            let mut hold = DrainHold::acquire(&owner).map(Arc::new);
+            let service = Held {
+                inner: service,
+                shared: owner.clone(),
+                connection: hold.as_ref().map(Arc::downgrade).unwrap_or_default(),
+            };
             let mut conn = pin!(settings.http2.serve_connection(io, service));
             // The connection first, and the others polled only when woken
             // (`OnWake`): this runs on every wake-up of the task.
             let at_end = tokio::select! {
                 biased;
-                _ = conn.as_mut() => return Closing::Finished,
+                _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
                 _ = OnWake::new(goaway_time(shared, late)) => false,
                 _ = OnWake::new(drain_over(shared)) => true,
             };
@@ -205,13 +220,29 @@ pub(crate) async fn run<I, S, B, A>(
             conn.as_mut().graceful_shutdown();
             shared.connections.goaway.fetch_add(1, Ordering::AcqRel);
             if !at_end {
-                // Still open when the drain completes: closed then.
-                tokio::select! {
-                    biased;
-                    _ = conn.as_mut() => return Closing::Finished,
-                    _ = OnWake::new(drain_over(shared)) => {}
+                // Still open when the drain completes: closed then. The
+                // drain does not complete before the exchange is over, or
+                // the stall timeout after the GOAWAY (a client that never
+                // answers the PING), or the deadline.
+                let mut ack_late = pin!(tokio::time::sleep(stall));
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
+                        _ = OnWake::new(drain_over(shared)) => break,
+                        _ = &mut ack_late, if hold.is_some() => {
+                            tracing::debug!(
+                                target: "tower_graceful",
+                                ?stall,
+                                "HTTP/2 client did not answer the GOAWAY's PING within the stall \
+                                 timeout: the drain no longer waits for it"
+                            );
+                            hold = None;
+                        }
+                    }
                 }
             }
+            drop(hold);
             open.closed_idle();
             reset.cancel();
             closing(conn, shared, &moved, stall).await
@@ -255,6 +286,32 @@ pub(crate) async fn run<I, S, B, A>(
     if let Ok(stream) = stream {
         linger_close(stream, shared).await;
     }
+}
+
+/// Polls an HTTP/2 connection, and ends its hold on the drain once its
+/// GOAWAY exchange is over: the client's ack of the GOAWAY's PING has been
+/// read ([`AckWatch`]) *and* hyper has then returned `Pending`. hyper's
+/// HTTP/2 server handles every frame it has read before it returns
+/// `Pending`, calling the service (whose [`Held`] wrapper holds the drain
+/// per request) for every request whose HEADERS came before the ack; h2
+/// sends the final GOAWAY on the ack, and refuses any later stream (which
+/// clients retry elsewhere). So no request that reached us before the
+/// exchange ended finds the drain completed. Returns when the connection
+/// ends.
+async fn exchange<F: Future>(
+    mut conn: Pin<&mut F>,
+    hold: &mut Option<Arc<DrainHold>>,
+    acked: &std::sync::atomic::AtomicBool,
+) -> F::Output {
+    std::future::poll_fn(|cx| {
+        let polled = conn.as_mut().poll(cx);
+        // Relaxed: set by `AckWatch` inside the poll above, on this task.
+        if polled.is_pending() && hold.is_some() && acked.load(Ordering::Relaxed) {
+            *hold = None;
+        }
+        polled
+    })
+    .await
 }
 
 /// Reads until the first bytes tell the protocol.
@@ -382,6 +439,8 @@ struct Rewind<I> {
     pos: usize,
     len: usize,
     moved: Arc<AtomicU64>,
+    /// HTTP/2: looks for the end of the GOAWAY exchange in what is read.
+    ack: Option<AckWatch>,
     inner: Option<I>,
     give_back: Option<oneshot::Sender<I>>,
 }
@@ -426,13 +485,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         let this = self.get_mut();
         if this.pos < this.len {
             let n = (this.len - this.pos).min(buf.remaining());
-            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            let replayed = &this.head[this.pos..this.pos + n];
+            if let Some(ack) = &mut this.ack {
+                ack.feed(replayed);
+            }
+            buf.put_slice(replayed);
             this.pos += n;
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let r = Pin::new(this.stream()).poll_read(cx, buf);
         let read = buf.filled().len() - before;
+        if let Some(ack) = &mut this.ack {
+            ack.feed(&buf.filled()[before..]);
+        }
         this.count(r, |_| read.max(1))
     }
 }

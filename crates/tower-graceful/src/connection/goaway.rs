@@ -1,4 +1,8 @@
-//! When each HTTP/2 connection is told to go away.
+//! When each HTTP/2 connection is told to go away, and when its GOAWAY
+//! exchange is over.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::core::state::Shared;
 
@@ -23,5 +27,129 @@ pub(crate) async fn goaway_time(shared: &Shared, late: bool) {
     tokio::select! {
         _ = tokio::time::sleep_until(t0 + at) => {}
         _ = shared.soft.cancelled() => {}
+    }
+}
+
+/// The payload of the PING that h2 sends with its graceful GOAWAY
+/// (`h2/src/frame/ping.rs`, `SHUTDOWN_PAYLOAD`; h2 0.4): the client's ack
+/// of it is what ends the GOAWAY exchange. hyper does not expose the
+/// moment, so [`AckWatch`] reads it off the client's bytes. Should h2 ever
+/// change the payload, no ack is recognised and the exchange ends at the
+/// stall timeout instead (`tests/tests/goaway_race.rs` would fail).
+const SHUTDOWN_PING: [u8; 8] = [0x0b, 0x7b, 0xa2, 0xf0, 0x8b, 0x9b, 0xfe, 0x54];
+/// HTTP/2 frame types and flags (RFC 9113, 6.7).
+const PING: u8 = 0x6;
+const ACK: u8 = 0x1;
+
+/// Follows the frames a client sends on an HTTP/2 connection (the bytes
+/// hyper reads, preface included) until it sees the ack of the shutdown
+/// PING. Only frame heads are looked at (payloads are skipped), and
+/// nothing once the ack was seen. A client that sends the ack without a
+/// PING only ends its own connection's hold on the drain early.
+pub(crate) struct AckWatch {
+    /// Bytes to skip: the preface, then each payload.
+    skip: usize,
+    head: [u8; 9],
+    head_len: usize,
+    /// Reading a PING ack's payload: its bytes so far.
+    ping: Option<([u8; 8], usize)>,
+    seen: Arc<AtomicBool>,
+}
+
+impl AckWatch {
+    /// A watch on a connection whose `preface` bytes come first.
+    pub(crate) fn new(preface: usize, seen: Arc<AtomicBool>) -> Self {
+        Self {
+            skip: preface,
+            head: [0; 9],
+            head_len: 0,
+            ping: None,
+            seen,
+        }
+    }
+
+    /// Looks at the next bytes the client sent.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        // Relaxed: the flag is set and read by the connection's own task.
+        while !bytes.is_empty() && !self.seen.load(Ordering::Relaxed) {
+            if let Some((payload, n)) = &mut self.ping {
+                let k = (8 - *n).min(bytes.len());
+                payload[*n..*n + k].copy_from_slice(&bytes[..k]);
+                *n += k;
+                bytes = &bytes[k..];
+                if *n == 8 {
+                    if *payload == SHUTDOWN_PING {
+                        self.seen.store(true, Ordering::Relaxed);
+                    }
+                    self.ping = None;
+                }
+                continue;
+            }
+            if self.skip > 0 {
+                let k = self.skip.min(bytes.len());
+                self.skip -= k;
+                bytes = &bytes[k..];
+                continue;
+            }
+            let k = (9 - self.head_len).min(bytes.len());
+            self.head[self.head_len..self.head_len + k].copy_from_slice(&bytes[..k]);
+            self.head_len += k;
+            bytes = &bytes[k..];
+            if self.head_len == 9 {
+                self.head_len = 0;
+                let h = &self.head;
+                let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                if h[3] == PING && h[4] & ACK != 0 && len == 8 {
+                    self.ping = Some(([0; 8], 0));
+                } else {
+                    self.skip = len;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            0,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn sees_the_shutdown_ping_ack_in_any_split() {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(frame(0x4, 0, &[0; 6])); // SETTINGS
+        bytes.extend(frame(0x1, 0x4, &[1; 40])); // HEADERS
+        bytes.extend(frame(PING, ACK, &[7; 8])); // another ack
+        bytes.extend(frame(PING, 0, &SHUTDOWN_PING)); // a PING, not an ack
+        let before = bytes.len();
+        bytes.extend(frame(PING, ACK, &SHUTDOWN_PING));
+        for chunk in [1, 2, 5, 9, 17, bytes.len()] {
+            let seen = Arc::new(AtomicBool::new(false));
+            let mut w = AckWatch::new(24, seen.clone());
+            for c in bytes[..before].chunks(chunk) {
+                w.feed(c);
+            }
+            assert!(!seen.load(Ordering::Relaxed), "chunk {chunk}: too early");
+            for c in bytes[before..].chunks(chunk) {
+                w.feed(c);
+            }
+            assert!(seen.load(Ordering::Relaxed), "chunk {chunk}");
+        }
     }
 }

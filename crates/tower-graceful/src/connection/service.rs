@@ -26,6 +26,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
 use super::BoxError;
+use crate::answer::ProbeAnswer;
 
 /// Where a request came from, in every request's extensions under
 /// [`serve`](super::serve).
@@ -68,6 +69,11 @@ pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
     pub(crate) info: ConnectionInfo<A>,
     pub(crate) reset: Arc<CancellationToken>,
+    /// For a connection accepted after the trigger: the state, whose
+    /// pre-drain evidence each of its requests that is not a probe is
+    /// (`None` for the others, so a connection accepted before the trigger
+    /// pays one branch).
+    pub(crate) late: Option<super::Owner>,
 }
 
 impl<S, A, B> Service<Request<hyper::body::Incoming>> for ConnService<S, A>
@@ -92,6 +98,7 @@ where
         ConnFuture {
             inner: self.inner.call(req),
             reset: Some(self.reset.clone()),
+            late: self.late.clone(),
         }
     }
 }
@@ -102,6 +109,8 @@ pin_project! {
         #[pin]
         inner: F,
         reset: Option<Arc<CancellationToken>>,
+        // See `ConnService::late`.
+        late: Option<super::Owner>,
     }
 }
 
@@ -115,6 +124,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
+        if let Some(owner) = this.late.take() {
+            // Recorded when the response head is ready, where a probe's
+            // answer can be told apart (a long request counts late, which
+            // only lengthens the quiet window).
+            if res.extensions().get::<ProbeAnswer>().is_none() {
+                owner.evidence.arrivals.record();
+            }
+        }
         let reset = this.reset.take().expect("polled after completion");
         Poll::Ready(Ok(res.map(|inner| ConnBody {
             inner,
@@ -185,5 +202,88 @@ where
     #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The hyper service of an HTTP/2 connection of `serve`: each request
+/// holds the drain open from hyper's `call` until its response future has
+/// completed (or is dropped).
+///
+/// Why: hyper's HTTP/2 server calls the service synchronously while it
+/// reads the request's HEADERS, but hyper-util's tower adapter defers the
+/// tower `call` (and so the layer's count) to the request's own task, which
+/// runs later. The connection's hold on the drain ends once the client's
+/// ack of the GOAWAY's PING has been read (`conn.rs`); a request read just
+/// before the ack would otherwise reach the layer only after the drain
+/// completed, and be rejected.
+///
+/// Which hold: while the connection's own hold is alive, a request shares
+/// it (an upgrade of a per-connection `Weak`: one read-modify-write on a
+/// count only this connection's streams touch, nothing global). So a
+/// request that hyper called *before* the trigger, whose task first runs
+/// after the exchange is over, still finds the drain open: a check of the
+/// phase at `call` would miss exactly that request (checked before the
+/// trigger, acted on after it). Once the connection has let its hold go,
+/// a request called after the trigger takes a hold of its own.
+pub(crate) struct Held<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: super::Owner,
+    /// The connection's hold (see `conn.rs`), while it lives.
+    pub(crate) connection: std::sync::Weak<crate::core::guard::DrainHold>,
+}
+
+/// The hold a request of [`Held`] keeps until its response future is done.
+enum RequestHold {
+    Connection(#[allow(dead_code)] std::sync::Arc<crate::core::guard::DrainHold>),
+    Own(#[allow(dead_code)] crate::core::guard::DrainHold),
+}
+
+impl<S, R> hyper::service::Service<R> for Held<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = HeldFuture<S::Future>;
+
+    #[inline]
+    fn call(&self, req: R) -> Self::Future {
+        let hold = match self.connection.upgrade() {
+            Some(hold) => Some(RequestHold::Connection(hold)),
+            // The connection's hold is gone: its exchange is over (or the
+            // drain completed). Before the trigger no drain can complete;
+            // after it, a hold of the request's own (none once the drain
+            // has completed: the layer answers the request then).
+            None if self.shared.triggered() => {
+                crate::core::guard::DrainHold::acquire(&self.shared).map(RequestHold::Own)
+            }
+            None => None,
+        };
+        HeldFuture {
+            inner: self.inner.call(req),
+            hold,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Held`].
+    pub(crate) struct HeldFuture<F> {
+        #[pin]
+        inner: F,
+        hold: Option<RequestHold>,
+    }
+}
+
+impl<F: Future> Future for HeldFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        // The layer has counted (or answered) the request by now.
+        *this.hold = None;
+        Poll::Ready(out)
     }
 }

@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::fmt;
 
-use crate::core::counter::Ticket;
+use crate::core::counter::{HoldTicket, Ticket};
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
 
@@ -170,5 +170,39 @@ impl Drop for Hold {
 impl fmt::Debug for Hold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Hold")
+    }
+}
+
+/// A hold on the drain that is neither a request nor a task (see
+/// [`HoldTicket`]): the drain does not complete while it lives. Dropped, it
+/// is released (and may complete the drain).
+pub(crate) struct DrainHold {
+    shared: Arc<Shared>,
+    ticket: Option<HoldTicket>,
+}
+
+impl DrainHold {
+    /// Takes a hold, or `None` once the drain has completed.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
+    pub(crate) fn acquire(shared: &Arc<Shared>) -> Option<Self> {
+        let ticket = shared.tracker.acquire_hold().ok()?;
+        Some(Self {
+            shared: shared.clone(),
+            ticket: Some(ticket),
+        })
+    }
+}
+
+impl Drop for DrainHold {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.tracker.release_hold(ticket);
+        }
+    }
+}
+
+impl fmt::Debug for DrainHold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DrainHold")
     }
 }

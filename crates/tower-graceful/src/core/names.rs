@@ -105,9 +105,20 @@ impl SlotName {
 /// What an in-flight entry is, for the straggler list.
 #[derive(Clone, Debug)]
 pub(crate) enum LiveKind {
-    Request { method: String, path: String },
-    Task { name: Cow<'static, str> },
-    Unnamed { count: usize },
+    Request {
+        method: String,
+        path: String,
+    },
+    Task {
+        name: Cow<'static, str>,
+    },
+    Unnamed {
+        count: usize,
+    },
+    /// HTTP/2 connections whose GOAWAY exchange was not over (holds).
+    Connections {
+        count: usize,
+    },
 }
 
 /// A live entry at the moment of a snapshot.

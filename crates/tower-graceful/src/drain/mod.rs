@@ -47,7 +47,8 @@
 //!   load balancer sends elsewhere), and a short `text/plain` body.
 //! * gRPC (`content-type: application/grpc*`): `200 OK` trailers-only with
 //!   `grpc-status: 14` (UNAVAILABLE) and a `grpc-message`; gRPC clients treat
-//!   UNAVAILABLE as retryable.
+//!   UNAVAILABLE as retryable, and `grpc-retry-pushback-ms` (gRFC A6: the
+//!   `Retry-After` time in milliseconds) for clients with a retry policy.
 //!
 //! "The drain completed" is decided by the counter itself
 //! ([`InFlight`](crate::in_flight::InFlight)): a claim after the count reached zero is
@@ -97,9 +98,9 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use crate::answer::RejectContext;
 use crate::answer::{Answer, RejectConfig};
 use crate::answer::{AnswerBody, AnswerFuture, WrapBody};
+pub use crate::answer::{RejectContext, RejectReason};
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
 use crate::stack::Stack;
@@ -129,12 +130,49 @@ impl DrainLayer {
 
     /// Replaces the built-in rejection with your own response (for example
     /// JSON in your API's error format). It is called once per rejected
-    /// request; keep it cheap and do not echo the request. `Retry-After` and,
-    /// on HTTP/1.x, `Connection: close` are added to an HTTP response that
-    /// does not set them itself (set them to opt out).
-    pub fn respond_with<F>(mut self, f: F) -> Self
+    /// request; keep it cheap and do not echo the request. The context says
+    /// why ([`RejectContext::reason`]), for which method and path, and
+    /// offers the built-in answer ([`RejectContext::default_response`]).
+    /// `Retry-After` and, on HTTP/1.x, `Connection: close` are added to an
+    /// HTTP response that does not set them itself (set them to opt out); a
+    /// response to a gRPC request is sent as it is.
+    ///
+    /// To keep the built-in answer for some requests (gRPC's trailers-only
+    /// `UNAVAILABLE`, say), use [`respond_with_or_default`](Self::respond_with_or_default).
+    pub fn respond_with<F>(self, f: F) -> Self
     where
         F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.respond_with_or_default(move |ctx| Some(f(ctx)))
+    }
+
+    /// Like [`respond_with`](Self::respond_with), but the function may
+    /// return `None` to send the built-in rejection instead: a custom HTTP
+    /// body that leaves gRPC requests their trailers-only `UNAVAILABLE`
+    /// (with its `grpc-retry-pushback-ms`).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Response, StatusCode};
+    /// use tower_graceful::{drain::DrainLayer, Coordinator};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
+    /// let layer = DrainLayer::new(&graceful).respond_with_or_default(|ctx| {
+    ///     if ctx.is_grpc() {
+    ///         return None; // trailers-only UNAVAILABLE
+    ///     }
+    ///     let body = format!("{{\"error\":\"{}\"}}", ctx.reason());
+    ///     let mut res = Response::new(Bytes::from(body));
+    ///     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    ///     Some(res)
+    /// });
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    pub fn respond_with_or_default<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&RejectContext<'_>) -> Option<Response<Bytes>> + Send + Sync + 'static,
     {
         let reject = self.stack.reject.with_custom(f);
         self.stack = Arc::new(self.stack.with_reject(reject));
@@ -269,11 +307,13 @@ impl<B> WrapBody<B> for DrainBody {
 /// Counts and logs one draining rejection, and decides its response.
 pub(crate) fn rejection<B>(shared: &Shared, config: &RejectConfig, req: &Request<B>) -> Answer {
     shared.count_rejected();
+    let reason = RejectReason::of(shared);
     tracing::debug!(
         target: "tower_graceful",
         method = %req.method(),
         path = req.uri().path(),
+        %reason,
         "rejected: draining"
     );
-    config.reject(req)
+    config.reject(req, reason)
 }

@@ -92,6 +92,7 @@ use sd_notify::NotifyState;
 use crate::coordinator::Config;
 use crate::core::readiness::ReadinessStatus;
 use crate::core::state::{Phase, Shared};
+use crate::report::TriggerCause;
 use crate::Coordinator;
 
 /// Added to each phase's budget in `EXTEND_TIMEOUT_USEC`: the time the
@@ -121,8 +122,12 @@ pub const EXTEND_MARGIN: Duration = Duration::from_secs(2);
 pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 'static {
     // Read now, in the caller's context: the environment is the process's,
     // and an application may clear it later.
-    let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-    let watchdog = if enabled {
+    let systemd = std::env::var_os("NOTIFY_SOCKET").is_some();
+    // A predecessor that started this process in place waits for READY=1
+    // on its own socket (see `crate::restart`).
+    let predecessor = std::env::var_os(READY_SOCKET_VAR).map(std::path::PathBuf::from);
+    let enabled = systemd || predecessor.is_some();
+    let watchdog = if systemd {
         sd_notify::watchdog_enabled()
     } else {
         None
@@ -137,7 +142,7 @@ pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 's
             return;
         }
         tracing::debug!(target: "tower_graceful", ?watchdog, "systemd notifications on");
-        let lifecycle = lifecycle(shared, config);
+        let lifecycle = lifecycle(shared, config, predecessor.as_deref());
         tokio::pin!(lifecycle);
         match watchdog {
             Some(period) if !period.is_zero() => {
@@ -151,7 +156,7 @@ pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 's
     }
 }
 
-async fn lifecycle(shared: &Shared, config: &Config) {
+async fn lifecycle(shared: &Shared, config: &Config, predecessor: Option<&std::path::Path>) {
     let mut gates = shared.gates_changed.subscribe();
     // Starting: READY=1 once every gate is open (never after the trigger).
     let mut last: Option<String> = None;
@@ -162,6 +167,9 @@ async fn lifecycle(shared: &Shared, config: &Config) {
                     NotifyState::Ready,
                     NotifyState::Status(&status(shared, "serving", "")),
                 ]);
+                if let Some(path) = predecessor {
+                    tell_predecessor(path);
+                }
                 break;
             }
             ReadinessStatus::ShuttingDown => break,
@@ -195,12 +203,23 @@ async fn lifecycle(shared: &Shared, config: &Config) {
         }
     }
 
+    // Handed over to a successor (restart in place): it is the unit's main
+    // process now; this one's STOPPING=1 would stop the service.
+    if let Some(TriggerCause::Restart { .. }) = crate::coordinator::cause_of(shared) {
+        tracing::debug!(target: "tower_graceful", "handed over: no more systemd notifications from this process");
+        return;
+    }
+
     // Triggered: readiness is down, the pre-drain delay runs.
-    let detail = format!("; draining in {:?}", config.pre_drain);
+    let detail = if config.pre_drain.is_adaptive() {
+        format!("; draining in at most {:?}", config.pre_drain.max())
+    } else {
+        format!("; draining in {:?}", config.pre_drain.max())
+    };
     send(&[
         NotifyState::Stopping,
         NotifyState::Status(&status(shared, "triggered", &detail)),
-        extend(config.pre_drain),
+        extend(config.pre_drain.max()),
     ]);
 
     // Draining (a forced stop during the pre-drain starts draining too).
@@ -268,6 +287,42 @@ fn extend(budget: Duration) -> NotifyState<'static> {
     NotifyState::ExtendTimeoutUsec(u32::try_from(usec).unwrap_or(u32::MAX))
 }
 
+/// The variable naming the datagram socket on which a predecessor that
+/// started this process ([`Restart`](crate::restart::Restart)) waits for
+/// `READY=1`.
+pub(crate) const READY_SOCKET_VAR: &str = "TOWER_GRACEFUL_READY_SOCKET";
+
+/// Tells the predecessor that this process is ready (`READY=1` and
+/// `MAINPID=`, in `sd_notify`'s format). Best effort: a predecessor that is
+/// gone no longer waits.
+fn tell_predecessor(path: &std::path::Path) {
+    let msg = format!("READY=1\nMAINPID={}\n", std::process::id());
+    let sent = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|sock| sock.send_to(msg.as_bytes(), path));
+    match sent {
+        Ok(_) => tracing::info!(
+            target: "tower_graceful",
+            socket = %path.display(),
+            "ready: told the process that started this one"
+        ),
+        Err(e) => tracing::warn!(
+            target: "tower_graceful",
+            socket = %path.display(),
+            error = %e,
+            "ready, but the process that started this one could not be told"
+        ),
+    }
+}
+
+/// Sends `MAINPID=pid` to systemd (when `NOTIFY_SOCKET` is set): the unit
+/// follows the successor. Nothing more is sent from this process: its
+/// notifications end at a trigger caused by the handover (see
+/// `lifecycle`).
+#[cfg_attr(not(feature = "restart"), allow(dead_code))]
+pub(crate) fn hand_over(pid: u32) -> io::Result<()> {
+    sd_notify::notify(&[NotifyState::MainPid(pid)])
+}
+
 fn send(states: &[NotifyState<'_>]) {
     static FAILED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = sd_notify::notify(states) {
@@ -298,8 +353,11 @@ pub enum Socket<'a> {
 enum Inspection {
     /// `LISTEN_FDS` unset: not started by socket activation (run by hand).
     NotActivated,
-    /// Sockets passed to this process: fds 3, 4, … (`count` of them).
+    /// Sockets passed to this process: fds `first`, `first + 1`, …
+    /// (`count` of them; `first` is 3 unless `LISTEN_FDS_FIRST_FD` says
+    /// otherwise).
     Passed {
+        first: usize,
         count: usize,
         /// One per socket, from `LISTEN_FDNAMES`; `Err` says why there are
         /// none (unset, or not one per socket), naming the variable.
@@ -316,6 +374,10 @@ struct ActivationEnv<'a> {
     listen_pid: Option<&'a str>,
     listen_fds: Option<&'a str>,
     listen_fdnames: Option<&'a str>,
+    /// `LISTEN_FDS_FIRST_FD`: where the block of passed descriptors starts
+    /// when it is not fd 3 (the `systemfd` / `listenfd` extension, which
+    /// [`Restart`](crate::restart::Restart) uses when fd 3 is taken).
+    listen_fds_first_fd: Option<&'a str>,
 }
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
@@ -352,13 +414,24 @@ fn inspect(env: ActivationEnv<'_>, pid: u32, fd_is_open: &dyn Fn(usize) -> bool)
             return Inspection::Unusable(format!("LISTEN_FDS={fds:?} is not a number of sockets"))
         }
     };
-    if FIRST_FD
+    let first = match env.listen_fds_first_fd.filter(|v| !v.is_empty()) {
+        None => FIRST_FD,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= FIRST_FD => n,
+            _ => {
+                return Inspection::Unusable(format!(
+                    "LISTEN_FDS_FIRST_FD={v:?} is not a descriptor number of 3 or more"
+                ))
+            }
+        },
+    };
+    if first
         .checked_add(count)
         .is_none_or(|end| end > i32::MAX as usize)
     {
         return Inspection::Unusable(format!("LISTEN_FDS={fds} is too large"));
     }
-    if let Some(fd) = (FIRST_FD..FIRST_FD + count).find(|&fd| !fd_is_open(fd)) {
+    if let Some(fd) = (first..first + count).find(|&fd| !fd_is_open(fd)) {
         return Inspection::Unusable(format!(
             "LISTEN_FDS={count} does not fit this process: fd {fd} is not open"
         ));
@@ -377,7 +450,11 @@ fn inspect(env: ActivationEnv<'_>, pid: u32, fd_is_open: &dyn Fn(usize) -> bool)
             }
         }
     };
-    Inspection::Passed { count, names }
+    Inspection::Passed {
+        first,
+        count,
+        names,
+    }
 }
 
 /// What [`take`] does for one request of a socket.
@@ -421,6 +498,7 @@ fn choose(inspection: &Inspection, socket: Socket<'_>) -> Choice {
             Inspection::Passed {
                 names: Ok(names),
                 count,
+                ..
             },
             Socket::Name(name),
         ) => match names.iter().position(|n| n == name) {
@@ -454,10 +532,12 @@ fn passed() -> std::sync::MutexGuard<'static, Passed> {
         let pid = std::env::var("LISTEN_PID").ok();
         let fds = std::env::var("LISTEN_FDS").ok();
         let names = std::env::var("LISTEN_FDNAMES").ok();
+        let first = std::env::var("LISTEN_FDS_FIRST_FD").ok();
         let env = ActivationEnv {
             listen_pid: pid.as_deref(),
             listen_fds: fds.as_deref(),
             listen_fdnames: names.as_deref(),
+            listen_fds_first_fd: first.as_deref(),
         };
         let inspection = inspect(env, std::process::id(), &fd_is_open);
         let fds = match &inspection {
@@ -466,7 +546,7 @@ fn passed() -> std::sync::MutexGuard<'static, Passed> {
                 tracing::warn!(target: "tower_graceful", "socket activation ignored: {why}");
                 listenfd::ListenFd::empty()
             }
-            Inspection::Passed { count, names } => {
+            Inspection::Passed { count, names, .. } => {
                 if let (Err(why), true) = (names, env.listen_fdnames.is_some()) {
                     tracing::warn!(target: "tower_graceful", "socket names ignored: {why}");
                 }
@@ -495,7 +575,7 @@ fn fd_is_open(fd: usize) -> bool {
 pub fn passed_sockets() -> Vec<Option<String>> {
     let p = passed();
     match &p.inspection {
-        Inspection::Passed { count, names } => (0..*count)
+        Inspection::Passed { count, names, .. } => (0..*count)
             .map(|i| names.as_ref().ok().and_then(|n| n.get(i).cloned()))
             .collect(),
         _ => Vec::new(),
@@ -537,6 +617,10 @@ enum Taken {
 
 fn take(socket: Socket<'_>) -> io::Result<Taken> {
     let mut p = passed();
+    let first = match &p.inspection {
+        Inspection::Passed { first, .. } => *first,
+        _ => FIRST_FD,
+    };
     let index = match choose(&p.inspection, socket) {
         Choice::Take(i) => i,
         Choice::Fallback(why) => return Ok(Taken::Missing(why)),
@@ -547,7 +631,7 @@ fn take(socket: Socket<'_>) -> io::Result<Taken> {
         None => {
             let why = format!(
                 "the passed socket {socket:?} (fd {}) was taken before",
-                FIRST_FD + index
+                first + index
             );
             match socket {
                 Socket::Index(_) => Ok(Taken::Missing(why)),
@@ -622,6 +706,7 @@ mod tests {
             listen_pid: pid,
             listen_fds: fds,
             listen_fdnames: names,
+            listen_fds_first_fd: None,
         }
     }
 
@@ -639,6 +724,7 @@ mod tests {
         assert_eq!(
             i,
             Inspection::Passed {
+                first: 3,
                 count: 2,
                 names: Ok(vec!["http".into(), "grpc".into()])
             }
@@ -648,6 +734,33 @@ mod tests {
         // An unset LISTEN_PID is accepted, as listenfd does.
         let i = inspect(env(None, Some("1"), None), PID, &all_open);
         assert_eq!(choose(&i, Socket::Index(0)), Choice::Take(0));
+    }
+
+    #[test]
+    fn a_block_that_starts_after_fd_3_is_taken_from_listen_fds_first_fd() {
+        let mut e = env(Some("4242"), Some("2"), Some("http:grpc"));
+        e.listen_fds_first_fd = Some("7");
+        let open = |fd: usize| fd == 7 || fd == 8;
+        let i = inspect(e, PID, &open);
+        assert_eq!(
+            i,
+            Inspection::Passed {
+                first: 7,
+                count: 2,
+                names: Ok(vec!["http".into(), "grpc".into()])
+            }
+        );
+        assert_eq!(choose(&i, Socket::Name("grpc")), Choice::Take(1));
+        e.listen_fds_first_fd = Some("2");
+        match inspect(e, PID, &open) {
+            Inspection::Unusable(why) => assert!(why.contains("LISTEN_FDS_FIRST_FD"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        e.listen_fds_first_fd = Some("6");
+        match inspect(e, PID, &open) {
+            Inspection::Unusable(why) => assert!(why.contains("fd 6 is not open"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -195,6 +195,59 @@ fn no_task_admitted_after_drained() {
     });
 }
 
+/// A hold (an HTTP/2 connection's GOAWAY exchange) taken before the
+/// trigger and released while the switch runs: it is in `global` on both
+/// sides of the switch, so the drain never completes before both the hold
+/// and the request are gone, and the count at drain start leaves the hold
+/// out.
+#[test]
+fn hold_released_during_switch() {
+    loom::model(|| {
+        let t = leak(Tracker::new(2));
+        let hold = t.acquire_hold().unwrap();
+        let req = t.acquire_request_in(0, &GET, "/").unwrap().0;
+        let t2 = t;
+        let h = thread::spawn(move || {
+            t2.release_hold(hold);
+            t2.release_request_in(1, req);
+        });
+        let at_drain = t.begin_drain().unwrap();
+        assert!(at_drain <= 1, "the hold is not a request: {at_drain}");
+        block_on(t.drained());
+        h.join().unwrap();
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.holds(), 0);
+    });
+}
+
+/// A hold taken while the last request ends after the switch: admitted,
+/// then the drain waits for it; refused only once the drain completed; and
+/// the in-flight gauge never counts the hold as a request once it settles.
+#[test]
+fn no_hold_admitted_after_drained() {
+    loom::model(|| {
+        let t = leak(Tracker::new(2));
+        let last = t.acquire_request_in(0, &GET, "/last").unwrap().0;
+        t.begin_drain();
+        let t2 = t;
+        let late = thread::spawn(move || match t2.acquire_hold() {
+            Ok(hold) => {
+                assert!(!t2.is_drained(), "admitted, so the drain must wait for it");
+                t2.release_hold(hold);
+            }
+            Err(Refused) => {
+                assert!(t2.is_drained() || t2.global.load(Acquire) == 0);
+                assert!(t2.acquire_hold().is_err(), "zero is terminal");
+            }
+        });
+        t.release_request_in(1, last);
+        block_on(t.drained());
+        late.join().unwrap();
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.holds(), 0);
+    });
+}
+
 /// A slot released while a snapshot reads it is either reported whole or
 /// skipped, never reported with a torn name.
 #[test]

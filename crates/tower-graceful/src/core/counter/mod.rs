@@ -69,6 +69,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::core::event::{Event, Wait};
+use crate::core::evidence::Arrivals;
 use crate::core::names::{Live, LiveKind, Name, SlotName, BEFORE_TRIGGER};
 use crate::core::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
 use crate::core::tasks::{TaskKey, Tasks};
@@ -149,6 +150,13 @@ pub(crate) struct Refused;
 #[derive(Debug)]
 pub(crate) struct TaskTicket(TaskKey);
 
+/// A hold on the drain that is neither a request nor a task (an HTTP/2
+/// connection of `serve` whose GOAWAY exchange is not over): counted in
+/// `global` only, so it keeps the drain open without showing in the
+/// in-flight gauge or the in-flight count at drain start.
+#[derive(Debug)]
+pub(crate) struct HoldTicket(());
+
 pub(crate) struct Tracker {
     shards: Box<[Padded<Shard>]>,
     global: AtomicIsize,
@@ -162,7 +170,13 @@ pub(crate) struct Tracker {
     /// Requests counted after the switch (served while draining).
     admitted_while_draining: AtomicUsize,
     tasks: Mutex<Tasks>,
+    /// Holds alive now ([`HoldTicket`]): a gauge, to keep them out of
+    /// [`in_flight`](Self::in_flight) and to name them at a forced stop.
+    holds: AtomicIsize,
     epoch: tokio::time::Instant,
+    /// Requests admitted after the trigger (the adaptive pre-drain's
+    /// evidence when `serve` does not own the connections).
+    pub(crate) admitted_after_trigger: Arrivals,
 }
 
 impl fmt::Debug for Tracker {
@@ -202,7 +216,9 @@ impl Tracker {
             completed_while_draining: AtomicUsize::new(0),
             admitted_while_draining: AtomicUsize::new(0),
             tasks: Mutex::new(Tasks::default()),
+            holds: AtomicIsize::new(0),
             epoch: tokio::time::Instant::now(),
+            admitted_after_trigger: Arrivals::new(),
         }
     }
 
@@ -362,6 +378,9 @@ impl Tracker {
     fn write_name(&self, slot: &Slot, name: Name<'_>) {
         fence(Release);
         let since = if self.stamping.load(Relaxed) {
+            // After the trigger only: the serving path before it pays
+            // nothing for the pre-drain's evidence.
+            self.admitted_after_trigger.record();
             self.now_stamp()
         } else {
             0
@@ -502,6 +521,35 @@ impl Tracker {
         self.shards.iter().map(|s| s.0.closes.load(Relaxed)).sum()
     }
 
+    // ---- holds ----
+
+    /// Takes a hold on the drain ([`HoldTicket`]), refused once the drain
+    /// has completed. Straight in `global`, before and after the switch:
+    /// before it, `global` is `BIAS` plus the holds, so the switch's
+    /// `sum - BIAS` leaves it at requests + tasks + holds, and it reaches
+    /// zero only when every hold is released too. One shared
+    /// read-modify-write per hold: taken once per connection, not per
+    /// request.
+    pub(crate) fn acquire_hold(&self) -> Result<HoldTicket, Refused> {
+        self.try_add_global()?;
+        // Relaxed: a gauge; `global` is what decides.
+        self.holds.fetch_add(1, Relaxed);
+        Ok(HoldTicket(()))
+    }
+
+    /// Releases a hold; the release that brings `global` to zero completes
+    /// the drain.
+    pub(crate) fn release_hold(&self, ticket: HoldTicket) {
+        let HoldTicket(()) = ticket;
+        self.holds.fetch_sub(1, Relaxed);
+        self.add_global(-1);
+    }
+
+    /// Holds alive now (a gauge).
+    pub(crate) fn holds(&self) -> usize {
+        self.holds.load(Relaxed).max(0) as usize
+    }
+
     // ---- tasks ----
 
     /// Counts a background task, or refuses it once the drain has completed
@@ -587,11 +635,16 @@ impl Tracker {
     /// Entries in flight now: exact once draining has switched, and before
     /// that exact when nothing moves (a gauge otherwise). Before the switch it
     /// reads every slot (`shards × SLOTS` loads): fine for metrics, not for a
-    /// per-request path.
+    /// per-request path. Holds are subtracted through their own gauge,
+    /// read apart from `global`: while a hold is being taken or released
+    /// the result may be one off for that moment (nothing decides on it;
+    /// the drain's completion is `global` alone).
     pub(crate) fn in_flight(&self) -> usize {
         let g = self.global.load(Acquire);
+        // Holds are in `global` but are neither requests nor tasks.
+        let holds = self.holds.load(Relaxed);
         if g < BIAS / 2 {
-            return g.max(0) as usize; // switched: exact
+            return (g - holds).max(0) as usize; // switched: exact
         }
         let mut n: isize = 0;
         for shard in self.shards.iter() {
@@ -608,7 +661,7 @@ impl Tracker {
             }
         }
         if self.draining.load(Acquire) {
-            n += g - BIAS;
+            n += g - BIAS - holds;
         }
         n.max(0) as usize
     }
@@ -665,6 +718,14 @@ impl Tracker {
                 kind: LiveKind::Unnamed {
                     count: unnamed as usize,
                 },
+                since: None,
+                lower_bound: true,
+            });
+        }
+        let holds = self.holds();
+        if holds > 0 {
+            out.push(Live {
+                kind: LiveKind::Connections { count: holds },
                 since: None,
                 lower_bound: true,
             });

@@ -156,6 +156,7 @@ fn snapshot_names_requests_and_tasks() {
             LiveKind::Request { method, path } => format!("{method} {path}"),
             LiveKind::Task { name } => format!("task {name}"),
             LiveKind::Unnamed { count } => format!("{count} unnamed"),
+            LiveKind::Connections { count } => format!("{count} connections"),
         })
         .collect();
     assert!(names.contains(&"PURGE /x".to_owned()), "{names:?}");
@@ -211,4 +212,29 @@ fn more_requests_than_slots_are_counted_and_reported_unnamed() {
     }
     assert_eq!(t.in_flight(), 0);
     assert!(t.snapshot().is_empty());
+}
+
+/// A hold keeps the drain open without counting as in flight (not in the
+/// gauge, not in the count at the switch); its release completes the
+/// drain; after that no hold is granted.
+#[test]
+fn a_hold_keeps_the_drain_open_but_is_not_in_flight() {
+    let t = Tracker::new(2);
+    let before = t.acquire_hold().expect("granted while serving");
+    assert_eq!(t.in_flight(), 0);
+    assert_eq!(t.begin_drain(), Some(0), "not a request or task");
+    assert!(!t.is_drained(), "the hold keeps the drain open");
+    let during = t.acquire_hold().expect("granted while draining");
+    assert_eq!(t.in_flight(), 0);
+    assert_eq!(t.holds(), 2);
+    t.release_hold(before);
+    assert!(!t.is_drained());
+    assert!(t
+        .snapshot()
+        .iter()
+        .any(|l| matches!(l.kind, LiveKind::Connections { count: 1 })));
+    t.release_hold(during);
+    assert!(t.is_drained(), "the last release completes the drain");
+    assert!(t.acquire_hold().is_err(), "refused once drained");
+    assert_eq!(t.completed_while_draining(), 0);
 }
