@@ -196,7 +196,7 @@ fn spawn<L, S, B>(
     let service = ConnService {
         inner: service.clone(),
         info: ConnectionInfo::new(peer, local),
-        reset: CancellationToken::new(),
+        reset: Arc::new(CancellationToken::new()),
         late: late.then(|| owner.clone()),
     };
     connections.spawn(conn::run(open, permit, io, service, settings.clone(), late));

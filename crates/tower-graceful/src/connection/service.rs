@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -59,11 +60,15 @@ impl<A> ConnectionInfo<A> {
 }
 
 /// The user's service on one connection.
+///
+/// hyper-util clones it for every request, and each response holds the
+/// token until its body ends: behind an `Arc`, that is one count up and
+/// down, where cloning a `CancellationToken` locks its node twice.
 #[derive(Clone)]
 pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
     pub(crate) info: ConnectionInfo<A>,
-    pub(crate) reset: CancellationToken,
+    pub(crate) reset: Arc<CancellationToken>,
     /// For a connection accepted after the trigger: the state, whose
     /// pre-drain evidence each of its requests that is not a probe is
     /// (`None` for the others, so a connection accepted before the trigger
@@ -103,7 +108,7 @@ pin_project! {
     pub(crate) struct ConnFuture<F> {
         #[pin]
         inner: F,
-        reset: Option<CancellationToken>,
+        reset: Option<Arc<CancellationToken>>,
         // See `ConnService::late`.
         late: Option<super::Owner>,
     }
@@ -142,7 +147,7 @@ pin_project! {
     pub(crate) struct ConnBody<B> {
         #[pin]
         inner: B,
-        reset: CancellationToken,
+        reset: Arc<CancellationToken>,
         // Made on the first wait only: a body whose frames are ready when
         // polled never needs it.
         #[pin]
@@ -180,7 +185,8 @@ where
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.waiting.is_none() {
-            this.waiting.set(Some(this.reset.clone().cancelled_owned()));
+            this.waiting
+                .set(Some(CancellationToken::clone(this.reset).cancelled_owned()));
         }
         let waiting = this.waiting.as_pin_mut().expect("set above");
         ready!(waiting.poll(cx));
