@@ -337,6 +337,8 @@ mod tests {
             let mut cx = Context::from_waker(&waker);
             let inner: Pin<Box<dyn Future<Output = ()> + Send>> = {
                 let probe = probe.clone();
+                // The block owns the `Arc` (a `&Probe` alone would borrow).
+                #[allow(clippy::redundant_async_block)]
                 Box::pin(async move { (&*probe).await })
             };
             let mut gated = Box::pin(OnWake::new(inner));
