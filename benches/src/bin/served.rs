@@ -2,7 +2,7 @@
 //! `benches/served.sh` (issue 18): `GET /` answers `hello world`.
 //!
 //! ```text
-//! served --server <serve|serve-bare|serve-bare-nt|serve-around|axum|axum-graceful|hyper-util|hyper-util-timer> [--addr 127.0.0.1:0]
+//! served --server <serve|serve-bare|serve-bare-nt|serve-bare-noinfo|serve-around|axum|axum-graceful|hyper-util|hyper-util-timer> [--addr 127.0.0.1:0]
 //! ```
 //!
 //! * `serve`: `tower_graceful::serve` with the graceful layer as the README
@@ -13,6 +13,8 @@
 //!   finished router (`ServiceBuilder::new().layer(graceful.layer())`);
 //! * `serve-bare-nt`: `serve-bare` with `header_read_timeout(None)`: no
 //!   per-request timer in hyper (what the header read timeout costs);
+//! * `serve-bare-noinfo`: `serve-bare` with `connection_info(false)` (no
+//!   `ConnectionInfo` / `ConnectInfo` inserted per request);
 //! * `axum`: plain `axum::serve`;
 //! * `axum-graceful`: `axum::serve` with the layer around the router and
 //!   `with_graceful_shutdown(graceful.close_connections())`, exactly the
@@ -43,7 +45,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tower_graceful_benches::{coordinator, hello_router};
 
-const USAGE: &str = "usage: served --server <serve|serve-bare|serve-bare-nt|serve-around|axum|axum-graceful|hyper-util|hyper-util-timer> [--addr 127.0.0.1:0]";
+const USAGE: &str = "usage: served --server <serve|serve-bare|serve-bare-nt|serve-bare-noinfo|serve-around|axum|axum-graceful|hyper-util|hyper-util-timer> [--addr 127.0.0.1:0]";
 
 fn main() {
     let mut server = None;
@@ -97,6 +99,12 @@ async fn run(server: &str, addr: SocketAddr) {
         "serve-bare-nt" => {
             tower_graceful::connection::Server::new(&graceful)
                 .header_read_timeout(None)
+                .serve(listener, hello_router())
+                .await
+        }
+        "serve-bare-noinfo" => {
+            tower_graceful::connection::Server::new(&graceful)
+                .connection_info(false)
                 .serve(listener, hello_router())
                 .await
         }

@@ -195,7 +195,9 @@ fn spawn<L, S, B>(
     let late = owner.triggered();
     let service = ConnService {
         inner: service.clone(),
-        info: ConnectionInfo::new(peer, local),
+        info: settings
+            .connection_info
+            .then(|| ConnectionInfo::new(peer, local)),
         reset: Arc::new(CancellationToken::new()),
         late: late.then(|| owner.clone()),
     };

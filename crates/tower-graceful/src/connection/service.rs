@@ -67,7 +67,8 @@ impl<A> ConnectionInfo<A> {
 #[derive(Clone)]
 pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
-    pub(crate) info: ConnectionInfo<A>,
+    /// `None` with `Server::connection_info(false)`.
+    pub(crate) info: Option<ConnectionInfo<A>>,
     pub(crate) reset: Arc<CancellationToken>,
     /// For a connection accepted after the trigger: the state, whose
     /// pre-drain evidence each of its requests that is not a probe is
@@ -91,10 +92,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
-        let ext = req.extensions_mut();
-        #[cfg(feature = "axum")]
-        ext.insert(axum::extract::ConnectInfo(self.info.peer.clone()));
-        ext.insert(self.info.clone());
+        if let Some(info) = &self.info {
+            let ext = req.extensions_mut();
+            #[cfg(feature = "axum")]
+            ext.insert(axum::extract::ConnectInfo(info.peer.clone()));
+            ext.insert(info.clone());
+        }
         ConnFuture {
             inner: self.inner.call(req),
             reset: Some(self.reset.clone()),
