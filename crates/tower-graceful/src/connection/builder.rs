@@ -154,7 +154,7 @@ impl Server {
     /// Whether every request carries the connection's
     /// [`ConnectionInfo`](super::ConnectionInfo) (and, with feature `axum`,
     /// axum's `ConnectInfo`) in its extensions. On by default; off saves
-    /// the two inserts per request (about 800 instructions of 14,000 for a
+    /// the two inserts per request (about 700 instructions of 13,800 for a
     /// small HTTP/1.1 request, `BENCHMARKS.md` Round 7) for an application
     /// that never asks where a request came from.
     pub fn connection_info(mut self, on: bool) -> Self {
