@@ -38,7 +38,9 @@
 //!   │           hooks, OS signals, the layers' constructors
 //! connection    serve: the listener, GOAWAY, idle close (feature `serve`)
 //! graceful      the fused layer
-//! in_flight  drain  probe  add_signal      one module per middleware
+//! in_flight  drain  probe  add_signal      one module per middleware; each
+//!               folder: mod (its policy and docs), layer, service, future,
+//!               body (its own opaque ResponseFuture / ResponseBody)
 //! stack         the settings the layers of one coordinator share (one Arc)
 //! answer        what the crate answers by itself (probe answers,
 //!   │           rejections) and the one response body every layer uses
@@ -48,7 +50,8 @@
 //!               holds) → state (phase, signals, gates) → counter (slots,
 //!               seal), names, tasks → evidence (the adaptive pre-drain's)
 //!               → event (the latch)
-//! integrations  axum extractor, tonic health, systemd, metrics (leaves)
+//! integrations  axum extractor, tonic health, systemd, restart, metrics
+//!               (leaves; restart uses systemd)
 //! ```
 //!
 //! A request reads top to bottom in one pass: the layer
