@@ -548,11 +548,13 @@ async fn no_connection_is_reset_at_drain_start() {
     assert_eq!(refused, CLIENTS, "every loop ends at a refused connect");
     let report = within("the report", graceful.wait()).await;
     assert!(report.is_clean(), "{report}");
+    assert!(report.connections_from_backlog.is_some(), "{report}");
     running.stopped().await;
     eprintln!(
-        "answered {} ({} before the trigger), every loop ended refused",
+        "answered {} ({} before the trigger), every loop ended refused, {:?} taken from the backlog",
         answered.load(Ordering::Relaxed),
-        before
+        before,
+        report.connections_from_backlog
     );
 }
 
@@ -576,6 +578,17 @@ async fn an_untracked_h2_stream_is_reset_when_the_drain_completes() {
     let (report, took) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     assert!(took < NOT_HELD, "the report took {took:?}");
+    assert_eq!(
+        report.streams_reset,
+        Some(1),
+        "the report says so: {report}"
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("1 untracked response reset at the end"),
+        "{report}"
+    );
     let end = within("the end of the untracked stream", body.frame()).await;
     assert!(
         matches!(end, Some(Err(_))),
@@ -603,6 +616,11 @@ async fn an_untracked_http1_stream_is_cut_when_the_drain_completes() {
     let (report, took) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     assert!(took < NOT_HELD, "the report took {took:?}");
+    assert_eq!(
+        report.streams_reset,
+        Some(1),
+        "the report says so: {report}"
+    );
     let end = within("the end of the untracked stream", body.frame()).await;
     assert!(
         matches!(end, Some(Err(_))),
@@ -639,6 +657,15 @@ async fn a_client_that_never_reads_is_cut_after_the_stall_timeout() {
     let (report, took) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     assert!(took < NOT_HELD, "the report took {took:?}");
+    assert_eq!(
+        report.connections_cut,
+        Some(1),
+        "the report says so: {report}"
+    );
+    assert!(
+        report.to_string().contains("1 cut for the stall timeout"),
+        "{report}"
+    );
     running.stopped().await;
     // What the client gets when it reads at last: less than the body.
     let (got, _) = read_to_end(&mut s).await;

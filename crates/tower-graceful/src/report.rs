@@ -279,6 +279,21 @@ pub struct ShutdownReport {
     /// `None` without [`serve`](crate::serve) (the server's own loop owns
     /// the connections).
     pub connections_closed_idle: Option<usize>,
+    /// Connections the kernel had already accepted when the listener
+    /// closed at drain start, taken from its backlog and served rather
+    /// than reset. `None` without [`serve`](crate::serve).
+    pub connections_from_backlog: Option<usize>,
+    /// Untracked responses (a gRPC health `Watch`, a route left out of
+    /// tracking) still open when the drain completed, ended then by
+    /// [`serve`](crate::serve) (an HTTP/2 stream reset, an HTTP/1.1
+    /// connection closed). `None` without `serve`.
+    pub streams_reset: Option<usize>,
+    /// Connections [`serve`](crate::serve) cut after the drain because no
+    /// byte moved on them for the
+    /// [stall timeout](crate::connection::Server::stall_timeout) (a client
+    /// that stopped reading, an unfinished request head). `None` without
+    /// `serve`, and counted only within the cleanup time the report waits.
+    pub connections_cut: Option<usize>,
     /// Requests and tasks still in flight when the drain was cut short.
     pub stragglers: Vec<Straggler>,
     /// Each hook, in the order they ran.
@@ -353,6 +368,15 @@ impl fmt::Display for ShutdownReport {
         if let Some(idle) = self.connections_closed_idle {
             write!(f, ", {idle} closed idle at the end")?;
         }
+        if let Some(n) = self.connections_from_backlog.filter(|n| *n > 0) {
+            write!(f, ", {n} taken from the backlog")?;
+        }
+        if let Some(n) = self.streams_reset.filter(|n| *n > 0) {
+            write!(f, ", {} reset at the end", Count(n, "untracked response"))?;
+        }
+        if let Some(n) = self.connections_cut.filter(|n| *n > 0) {
+            write!(f, ", {n} cut for the stall timeout")?;
+        }
         writeln!(
             f,
             "; {} served on open connections while draining",
@@ -392,6 +416,9 @@ mod tests {
             served_while_draining: 0,
             connections_told_to_close: 0,
             connections_closed_idle: None,
+            connections_from_backlog: None,
+            streams_reset: None,
+            connections_cut: None,
             stragglers,
             hooks: Vec::new(),
         }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use super::conn::{self, Open};
-use super::service::ConnService;
+use super::service::{ConnService, Reset};
 use super::settings::Settings;
 use super::{BoxError, ConnectionInfo, Listener, Owner};
 
@@ -124,6 +124,11 @@ where
         }
     }
     drop(listener);
+    // Relaxed: a count for the report.
+    owner
+        .connections
+        .from_backlog
+        .fetch_add(queued, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         target: "tower_graceful",
         addr = ?local,
@@ -198,7 +203,10 @@ fn spawn<L, S, B>(
         info: settings
             .connection_info
             .then(|| ConnectionInfo::new(peer, local)),
-        reset: Arc::new(CancellationToken::new()),
+        reset: Arc::new(Reset {
+            token: CancellationToken::new(),
+            owner: owner.clone(),
+        }),
         late: late.then(|| owner.clone()),
     };
     connections.spawn(conn::run(open, permit, io, service, settings.clone(), late));

@@ -244,7 +244,7 @@ pub(crate) async fn run<I, S, B, A>(
             }
             drop(hold);
             open.closed_idle();
-            reset.cancel();
+            reset.token.cancel();
             closing(conn, shared, &moved, stall).await
         }
         .await
@@ -269,7 +269,7 @@ pub(crate) async fn run<I, S, B, A>(
             // short): an idle connection closes now, a busy one after its
             // response.
             conn.as_mut().graceful_shutdown();
-            reset.cancel();
+            reset.token.cancel();
             closing(conn, shared, &moved, stall).await
         }
         .await
@@ -369,6 +369,9 @@ async fn closing<F: Future>(
                         "connection cut after the drain: no byte moved for the stall timeout \
                          (a client that stopped reading, or an unfinished request head)"
                     );
+                    // Relaxed: a count for the report (read after the
+                    // connection tasks ended).
+                    shared.connections.cut.fetch_add(1, Ordering::Relaxed);
                     return Closing::Cut;
                 }
             }

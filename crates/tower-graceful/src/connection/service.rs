@@ -59,6 +59,14 @@ impl<A> ConnectionInfo<A> {
     }
 }
 
+/// One connection's way to end its untracked responses when the drain
+/// completes: cancelled then; each body that then waits for a frame ends
+/// with an error (counted for the report).
+pub(crate) struct Reset {
+    pub(crate) token: CancellationToken,
+    pub(crate) owner: super::Owner,
+}
+
 /// The user's service on one connection.
 ///
 /// hyper-util clones it for every request, and each response holds the
@@ -69,7 +77,7 @@ pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
     /// `None` with `Server::connection_info(false)`.
     pub(crate) info: Option<ConnectionInfo<A>>,
-    pub(crate) reset: Arc<CancellationToken>,
+    pub(crate) reset: Arc<Reset>,
     /// For a connection accepted after the trigger: the state, whose
     /// pre-drain evidence each of its requests that is not a probe is
     /// (`None` for the others, so a connection accepted before the trigger
@@ -111,7 +119,7 @@ pin_project! {
     pub(crate) struct ConnFuture<F> {
         #[pin]
         inner: F,
-        reset: Option<Arc<CancellationToken>>,
+        reset: Option<Arc<Reset>>,
         // See `ConnService::late`.
         late: Option<super::Owner>,
     }
@@ -150,7 +158,7 @@ pin_project! {
     pub(crate) struct ConnBody<B> {
         #[pin]
         inner: B,
-        reset: Arc<CancellationToken>,
+        reset: Arc<Reset>,
         // Made on the first wait only: a body whose frames are ready when
         // polled never needs it.
         #[pin]
@@ -189,10 +197,17 @@ where
         }
         if this.waiting.is_none() {
             this.waiting
-                .set(Some(CancellationToken::clone(this.reset).cancelled_owned()));
+                .set(Some(this.reset.token.clone().cancelled_owned()));
         }
         let waiting = this.waiting.as_pin_mut().expect("set above");
         ready!(waiting.poll(cx));
+        // Relaxed: a count for the report, read after the connections
+        // closed (or the cleanup time is up).
+        this.reset
+            .owner
+            .connections
+            .streams_reset
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(target: "tower_graceful", "{ResetAtDrainEnd}");
         Poll::Ready(Some(Err(ResetAtDrainEnd.into())))
     }

@@ -192,6 +192,16 @@ async fn drive(shared: &Arc<Shared>) {
         let c = &shared.connections;
         (c.served.load(Acquire) && outcome == DrainOutcome::Drained).then(|| c.open.load(Acquire))
     };
+    // What `serve` did at the end conditions (read after the connection
+    // tasks ended, or the cleanup time is up; `None` without `serve`).
+    let serve_count = |n: &std::sync::atomic::AtomicUsize| {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        shared
+            .connections
+            .served
+            .load(Acquire)
+            .then(|| n.load(Relaxed))
+    };
 
     let report = ShutdownReport {
         cause,
@@ -217,6 +227,9 @@ async fn drive(shared: &Arc<Shared>) {
                 .goaway
                 .load(std::sync::atomic::Ordering::Acquire),
         connections_closed_idle,
+        connections_from_backlog: serve_count(&shared.connections.from_backlog),
+        streams_reset: serve_count(&shared.connections.streams_reset),
+        connections_cut: serve_count(&shared.connections.cut),
         stragglers: drain.stragglers.clone(),
         hooks,
     };

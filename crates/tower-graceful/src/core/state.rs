@@ -194,6 +194,12 @@ pub(crate) struct ConnectionCounts {
     pub(crate) open: std::sync::atomic::AtomicUsize,
     pub(crate) goaway: std::sync::atomic::AtomicUsize,
     pub(crate) served: std::sync::atomic::AtomicBool,
+    /// Connections taken from the kernel's backlog when the listener closed.
+    pub(crate) from_backlog: std::sync::atomic::AtomicUsize,
+    /// Untracked responses ended (reset) when the drain completed.
+    pub(crate) streams_reset: std::sync::atomic::AtomicUsize,
+    /// Connections cut after the drain for the stall timeout.
+    pub(crate) cut: std::sync::atomic::AtomicUsize,
     /// Connection tasks of `serve` not yet ended: a task ends only once its
     /// socket is closed, after hyper has written everything it had queued
     /// (the end of the last response). A `watch`, so the driver's wait for
@@ -208,6 +214,9 @@ impl Default for ConnectionCounts {
             open: Default::default(),
             goaway: Default::default(),
             served: Default::default(),
+            from_backlog: Default::default(),
+            streams_reset: Default::default(),
+            cut: Default::default(),
             live: tokio::sync::watch::Sender::new(0),
         }
     }
