@@ -260,7 +260,7 @@ impl Restart {
                 return;
             }
             // One restart at a time: calls that come meanwhile are refused,
-            // signals are logged (see `busy`).
+            // signals are logged and ignored.
             let attempt = self.restart_once();
             tokio::pin!(attempt);
             let result = loop {
@@ -279,6 +279,18 @@ impl Restart {
                 Ok(successor) => {
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(successor));
+                    }
+                    return;
+                }
+                Err(RestartError::ShuttingDown) => {
+                    // Not a failure: the shutdown began meanwhile (the
+                    // successor, if started, was ended).
+                    tracing::info!(
+                        target: "tower_graceful",
+                        "restart in place abandoned: the shutdown began"
+                    );
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(RestartError::ShuttingDown));
                     }
                     return;
                 }
