@@ -299,3 +299,39 @@ async fn a_restart_by_call_returns_the_successor_and_triggers_the_shutdown() {
         .unwrap_err();
     assert!(matches!(again, RestartError::ShuttingDown), "{again:?}");
 }
+
+/// A SIGTERM while a successor is starting wins: the old process shuts
+/// down as asked, and the successor is ended (SIGTERM), also when the
+/// process exits before the restart task could wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_a_restart_ends_the_successor_and_shuts_down() {
+    let dir = std::env::temp_dir().join(format!("tg-restart-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("slow-start");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (mut old, _addr) = Example::start(&[
+        ("GRACEFUL_RESTART_PROGRAM", script.to_str().unwrap()),
+        ("GRACEFUL_RESTART_TIMEOUT", "60s"),
+    ])
+    .await;
+    old.kill("HUP");
+    let started = old.stderr.wait_for("successor started").await;
+    let successor = Orphan(logged_pid(&started));
+    // Followed before anything can end it, so its exit is an event.
+    let pid = rustix::process::Pid::from_raw(successor.0 as i32).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    // Deprecated for inner types that can close their descriptor while
+    // registered; an `OwnedFd` moved in cannot.
+    #[allow(deprecated)]
+    let exit =
+        tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE).unwrap();
+    old.sigterm();
+    old.exited_zero().await;
+    within("the successor to be ended", exit.readable())
+        .await
+        .unwrap();
+    let out = old.stdout.text();
+    assert!(out.contains("shutdown report (cause: SIGTERM)"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -314,13 +314,16 @@ impl Restart {
     async fn restart_once(&self) -> Result<Successor, RestartError> {
         let dir = ReadyDir::new()?;
         let ready = tokio::net::UnixDatagram::bind(dir.socket()).map_err(RestartError::io)?;
-        let mut child = self.start(dir.socket())?;
-        let pid = child.id().unwrap_or(0);
+        // Guarded until it is ready: a shutdown that ends this task (the
+        // runtime dropped once the report is out) must not leave a
+        // half-started successor running.
+        let mut child = Starting(Some(self.start(dir.socket())?));
+        let pid = child.get().id().unwrap_or(0);
         tracing::info!(target: "tower_graceful", pid, "successor started; waiting for it to be ready");
         let mut buf = [0u8; 512];
         let outcome = tokio::select! {
             r = wait_ready(&ready, &mut buf, pid) => r,
-            status = child.wait() => Err(match status {
+            status = child.get().wait() => Err(match status {
                 Ok(status) => RestartError::Exited(status),
                 Err(e) => RestartError::io(e),
             }),
@@ -336,7 +339,7 @@ impl Restart {
                 let cause = TriggerCause::Restart { successor: pid };
                 self.coordinator.trigger_with(cause.clone());
                 if self.coordinator.cause().as_ref() != Some(&cause) {
-                    end(&mut child, self.kill_after).await;
+                    child.end(self.kill_after).await;
                     return Err(RestartError::ShuttingDown);
                 }
                 if let Err(e) = hand_over(pid) {
@@ -345,11 +348,11 @@ impl Restart {
                 tracing::info!(target: "tower_graceful", pid, "successor ready: draining this process");
                 // The successor outlives this process: never killed or
                 // waited for here.
-                drop(child);
+                drop(child.0.take());
                 Ok(Successor { pid })
             }
             Err(e) => {
-                end(&mut child, self.kill_after).await;
+                child.end(self.kill_after).await;
                 Err(e)
             }
         }
@@ -551,19 +554,47 @@ async fn wait_ready(
     }
 }
 
-/// Ends a successor that will not take over: `SIGTERM`, then `SIGKILL`
-/// after `grace`; reaped either way.
-async fn end(child: &mut tokio::process::Child, grace: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
+/// A successor not yet ready. Dropped while it still holds one (the task
+/// ended by the runtime's shutdown), it sends the successor `SIGTERM`: a
+/// successor that already accepts on the sockets drains what it took.
+struct Starting(Option<tokio::process::Child>);
+
+impl Starting {
+    fn get(&mut self) -> &mut tokio::process::Child {
+        self.0.as_mut().expect("held until ready or ended")
     }
-    if let Some(pid) = child.id() {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+
+    /// Ends a successor that will not take over: `SIGTERM`, then `SIGKILL`
+    /// after `grace`; reaped either way.
+    async fn end(&mut self, grace: Duration) {
+        let child = self.get();
+        if !matches!(child.try_wait(), Ok(Some(_))) {
+            if let Some(pid) = child.id() {
+                sigterm(pid);
+            }
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+        self.0 = None;
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.as_ref().and_then(|c| c.id()) {
+            sigterm(pid);
         }
     }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.kill().await;
+}
+
+/// `SIGTERM` to a child not yet reaped (so the pid is still its own).
+fn sigterm(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
 }
 
