@@ -40,7 +40,10 @@
 //!
 //! One restart runs at a time: a `SIGHUP` that arrives during one is
 //! logged and ignored, a call gets [`RestartError::InProgress`]. Once the
-//! shutdown is triggered (by anything), no restart starts.
+//! shutdown is triggered (by anything), no restart starts, and a successor
+//! still starting is sent `SIGTERM` (also when this process exits before it
+//! could wait for it): the trigger's first cause decides, so a SIGTERM that
+//! comes before the handover wins over it.
 //!
 //! # With and without systemd
 //!
