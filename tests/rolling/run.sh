@@ -128,20 +128,24 @@ if (( pre_drain_ms < INTER_MS * (FALL + 1) )); then
 fi
 EXIT_LIMIT_S=$(( $(secs_of "$PRE_DRAIN") + $(secs_of "$DEADLINE") + 5 ))
 
-scenarios=(l7 l4 grpc)
+scenarios=(l7 l4 grpc grpc-channel)
 if [[ -n ${ROLLING_ONLY:-} ]]; then
     IFS=', ' read -r -a scenarios <<<"$ROLLING_ONLY"
     for s in "${scenarios[@]}"; do
-        [[ $s == l7 || $s == l4 || $s == grpc ]] || die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc)"
+        [[ $s == l7 || $s == l4 || $s == grpc || $s == grpc-channel ]] ||
+            die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc, grpc-channel)"
     done
 fi
+is_grpc() { [[ $1 == grpc || $1 == grpc-channel ]]; }
+# The transport of grpc_load's tonic client in a gRPC scenario.
+transport_of() { [[ $1 == grpc-channel ]] && echo channel || echo pool; }
 case ${ROLLING_VARIANT:-} in
     "" | ours | builtin) ;;
     *) die "ROLLING_VARIANT must be ours or builtin" ;;
 esac
 variants_of() { # the variants of scenario $1
     local all=(ours)
-    [[ $1 == grpc ]] || all+=(builtin)
+    is_grpc "$1" || all+=(builtin)
     if [[ -n ${ROLLING_VARIANT:-} ]]; then
         [[ " ${all[*]} " == *" $ROLLING_VARIANT "* ]] && echo "$ROLLING_VARIANT"
     else
@@ -151,7 +155,7 @@ variants_of() { # the variants of scenario $1
 has() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
 need_http=0 need_grpc=0
 if has l7 || has l4; then need_http=1; fi
-if has grpc; then need_grpc=1; fi
+if has grpc || has grpc-channel; then need_grpc=1; fi
 
 # ---------------------------------------------------------------- tools --
 missing=()
@@ -481,7 +485,8 @@ start_loads() { # start_loads DURATION_S
         EXPECT_CONNS=$(( FAST_CONNS + SLOW_CONNS + STREAM_CONNS ))
     else
         LOADS=(unary stream)
-        "$GRPC_LOAD" --addr "127.0.0.1:$FRONT_PORT" --connections "$GRPC_CONNS" \
+        "$GRPC_LOAD" --addr "127.0.0.1:$FRONT_PORT" --transport "$(transport_of "$SCENARIO")" \
+            --connections "$GRPC_CONNS" \
             --duration "${d}s" --unary-interval-ms "$GRPC_UNARY_MS" \
             --stream-count "$GRPC_TICKS" --stream-interval-ms "$GRPC_TICK_MS" \
             --timeout-ms $(( REQUEST_TIMEOUT_S * 1000 )) \
@@ -615,7 +620,7 @@ run_one() { # run_one SCENARIO VARIANT RUN
     COL=$SCENARIO.$VARIANT.$run
     rundir=$work/$COL
     mkdir -p "$rundir"
-    [[ $SCENARIO == grpc ]] && KIND=multi || KIND=axum
+    is_grpc "$SCENARIO" && KIND=multi || KIND=axum
     [[ $SCENARIO == l7 ]] && mode=http || mode=tcp
     # The load is stopped (by signal) TAIL seconds after B is back UP; its
     # own limit is only a backstop, long enough for two restarts that each
@@ -681,7 +686,7 @@ run_one() { # run_one SCENARIO VARIANT RUN
     local clean=0
     [[ ${R[$COL.a.rc]} == 0 && ${R[$COL.b.rc]} == 0 && ${R[$COL.a.up]} != never &&
         ${R[$COL.b.up]} != never ]] && clean=1
-    if [[ $VARIANT == ours && $SCENARIO == grpc && ${ROLLING_GRPC_STRICT:-0} != 1 ]]; then
+    if [[ $VARIANT == ours && ${ROLLING_GRPC_STRICT:-0} != 1 ]] && is_grpc "$SCENARIO"; then
         # Measured and reported, not a gate (yet): hyper's HTTP/2 client (under
         # tonic) still fails the odd call that races a GOAWAY, which no server
         # can prevent (hyper#2500). The instances must still exit cleanly.
@@ -713,7 +718,8 @@ title() {
     case $1 in
         l7) echo "L7: HAProxy mode http, two axum instances, HTTP/1.1 keep-alive clients" ;;
         l4) echo "L4: HAProxy mode tcp, two axum instances, HTTP/1.1 keep-alive clients" ;;
-        grpc) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on HTTP/2" ;;
+        grpc) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on hyper-util's pool, HTTP/2" ;;
+        grpc-channel) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on tonic's Channel, HTTP/2" ;;
     esac
 }
 
@@ -730,12 +736,12 @@ print_table() { # print_table SCENARIO
     echo
     echo "== $(title "$s")"
     echo "   HAProxy: check GET /ready every ${INTER_MS}ms, fall $FALL, rise $RISE, retries 0, no redispatch"
-    if [[ $s == grpc ]]; then
+    if is_grpc "$s"; then
         echo "   load: $GRPC_CONNS connections, each: unary Hello every ${GRPC_UNARY_MS}ms + Count streams ($GRPC_TICKS ticks, ${GRPC_TICK_MS}ms apart) back to back"
     else
         echo "   load: fast GET / on $FAST_CONNS connections at $RATE/s; slow GET /slow?ms=$SLOW_MS on $SLOW_CONNS; stream GET /stream?chunks=$STREAM_CHUNKS on $STREAM_CONNS"
     fi
-    if [[ $s == grpc ]]; then
+    if is_grpc "$s"; then
         echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE"
     else
         echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE; builtin: GRACEFUL_MODE=builtin"
@@ -748,18 +754,18 @@ print_table() { # print_table SCENARIO
     echo "$line"
     row "requests ok" ok
     row "requests failed" failed
-    for l in $( [[ $s == grpc ]] && echo "unary stream" || echo "fast slow stream" ); do
+    for l in $( is_grpc "$s" && echo "unary stream" || echo "fast slow stream" ); do
         row "  $l: ok" "$l.ok"
         row "  $l: failed" "$l.failed"
     done
-    if [[ $s == grpc ]]; then row "  stream: ok, ended early by shutdown" stream.early; fi
+    if is_grpc "$s"; then row "  stream: ok, ended early by shutdown" stream.early; fi
     if ((${#kinds[@]})); then
         echo "failures by kind"
         for k in "${kinds[@]}"; do row "  $k" "kind.$k"; done
     else
         echo "failures by kind: none"
     fi
-    for l in $( [[ $s == grpc ]] && echo "unary stream" || echo "fast slow stream" ); do
+    for l in $( is_grpc "$s" && echo "unary stream" || echo "fast slow stream" ); do
         row "worst latency, $l (ms)" "$l.worst"
     done
     for n in a b; do
@@ -790,7 +796,7 @@ machine_lines() { # machine_lines SCENARIO
             [[ -n $n ]] && failures+="${failures:+,}${k// /_}:$n"
         done <<<"${KINDS_SEEN[$s]:-}"
         local loads="" l
-        for l in $( [[ $s == grpc ]] && echo "unary stream" || echo "fast slow stream" ); do
+        for l in $( is_grpc "$s" && echo "unary stream" || echo "fast slow stream" ); do
             loads+=" ${l}_ok=${R[$col.$l.ok]} ${l}_failed=${R[$col.$l.failed]} ${l}_worst_ms=${R[$col.$l.worst]}"
         done
         echo "ROLLING scenario=$s variant=$variant run=$run ok=${R[$col.ok]} failed=${R[$col.failed]} worst_ms=${R[$col.worst]}$loads a_down_s=${R[$col.a.down]} a_exit_s=${R[$col.a.exit]} a_rc=${R[$col.a.rc]} a_up_s=${R[$col.a.up]} b_down_s=${R[$col.b.down]} b_exit_s=${R[$col.b.exit]} b_rc=${R[$col.b.rc]} b_up_s=${R[$col.b.up]} result=${R[$col.result]} failures=${failures:-none}"
@@ -804,7 +810,7 @@ machine_lines() { # machine_lines SCENARIO
             failed=$(( failed + ${R[$col.failed]} ))
             [[ ${R[$col.result]} == FAIL || ${R[$col.failed]} != 0 ]] && bad=$(( bad + 1 ))
         done
-        if [[ $variant == ours && $s == grpc && ${ROLLING_GRPC_STRICT:-0} != 1 ]]; then
+        if [[ $variant == ours && ${ROLLING_GRPC_STRICT:-0} != 1 ]] && is_grpc "$s"; then
             result=reported
         elif [[ $variant == ours ]]; then
             (( bad == 0 )) && result=pass || result=FAIL
