@@ -49,7 +49,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tower_service::Service;
 
-use super::goaway::{goaway_time, AckWatch};
+use super::goaway::{goaway_time, AckWatch, OpenStreams};
 use super::service::{ConnService, Held};
 use super::settings::Settings;
 use super::{BoxError, Owner};
@@ -199,16 +199,22 @@ pub(crate) async fn run<I, S, B, A>(
             // so a request called before the trigger and first run after
             // the exchange still holds the drain (see `Held`).
             let mut hold = DrainHold::acquire(&owner).map(Arc::new);
+            let streams = Arc::new(OpenStreams::default());
             let service = Held {
                 inner: service,
                 shared: owner.clone(),
                 connection: hold.as_ref().map(Arc::downgrade).unwrap_or_default(),
+                streams: streams.clone(),
             };
             let mut conn = pin!(settings.http2.serve_connection(io, service));
             let at_end = tokio::select! {
-                _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
-                _ = goaway_time(shared, late) => false,
+                // The GOAWAY's moment first: woken by the end of the last
+                // stream, it is queued before h2 writes that stream's last
+                // frame (see `goaway_time`).
+                biased;
+                _ = goaway_time(shared, late, &streams) => false,
                 _ = drain_over(shared) => true,
+                _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
             };
             // told to close: GOAWAY with the highest stream id first, so
             // requests already on the wire are still served; then the real

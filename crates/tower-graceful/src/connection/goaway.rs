@@ -1,33 +1,150 @@
 //! When each HTTP/2 connection is told to go away, and when its GOAWAY
 //! exchange is over.
+//!
+//! # Why the moment matters: a GOAWAY on an idle connection
+//!
+//! hyper's HTTP/2 client (under tonic's `Channel`) does not notice a GOAWAY
+//! that arrives while a stream of its connection is open: the connection
+//! stays up for that stream, and the next call is queued on it, then failed
+//! locally (`operation was canceled: connection closed`, hyper#2500). A
+//! GOAWAY that arrives while *no* stream is open ends the client's
+//! connection at once; its readiness check fails and the next call goes to
+//! a new connection. So a connection gets its GOAWAY at a moment it has no
+//! stream open ([`OpenStreams`]), sent in the same write as the end of its
+//! last response when it can be (see [`goaway_time`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::core::state::Shared;
 
-/// When this HTTP/2 connection gets its GOAWAY: at a random point of the
-/// lame-duck window after the trigger, so reconnections spread out as
-/// HTTP/1.x's do; for a connection accepted after the trigger, when
-/// draining starts (a GOAWAY earlier would only send the client back here:
-/// the balancer has not noticed yet).
-pub(crate) async fn goaway_time(shared: &Shared, late: bool) {
+/// The streams open on one HTTP/2 connection, as the server sees them: from
+/// hyper's call of the service (synchronous, on the connection's task, as
+/// it reads the request's HEADERS) until the response body is dropped
+/// (after hyper has handed its last frame to h2, on the stream's task).
+/// Per connection: only this connection's streams touch the count.
+#[derive(Default)]
+pub(crate) struct OpenStreams {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One open stream of [`OpenStreams`], released on `Drop`.
+pub(crate) struct StreamGuard(Arc<OpenStreams>);
+
+impl OpenStreams {
+    /// A stream opens.
+    pub(crate) fn open(self: &Arc<Self>) -> StreamGuard {
+        // Relaxed: read (with Acquire) only by this connection's task, which
+        // also makes every increment (hyper calls the service on it).
+        self.count.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// Completes when no stream is open. The waiter is registered before
+    /// the count is read, so a last stream ending in between is not missed
+    /// (`notify_waiters` stores nothing for a waiter that comes later).
+    /// Re-reads the count on every wake-up: a stream opened meanwhile (on
+    /// this task) keeps it waiting.
+    async fn idle(&self) {
+        // Bounded by the streams' ends: each wake-up follows one.
+        loop {
+            let mut notified = pin!(self.idle.notified());
+            notified.as_mut().enable();
+            // Acquire: pairs with the release of the last guard's decrement.
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        // AcqRel: the last one wakes the connection's task (see `idle`).
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// When this HTTP/2 connection gets its GOAWAY.
+///
+/// * From a random point of the lame-duck window after the trigger (so
+///   reconnections spread out as HTTP/1.x's do), at the first moment the
+///   connection has no stream open, until draining starts. A connection
+///   accepted after the trigger waits for draining to start (a GOAWAY
+///   earlier would only send the client back here: the balancer has not
+///   noticed yet).
+/// * From the start of draining, a connection that has had no idle moment
+///   yet gets one more lame-duck window (at most half the time left before
+///   the deadline) to have one; requests it carries meanwhile are served
+///   (the drain waits for its GOAWAY exchange). Then it gets its GOAWAY
+///   whatever is open: a client whose streams never pause is told all the
+///   same.
+///
+/// The caller polls this before hyper's connection (`biased`), so when the
+/// last stream ends the GOAWAY is queued before h2 writes that stream's
+/// last frame, and both leave in one write.
+pub(crate) async fn goaway_time(shared: &Shared, late: bool, streams: &OpenStreams) {
+    tokio::select! {
+        biased;
+        _ = async {
+            start_time(shared, late).await;
+            streams.idle().await;
+        } => return,
+        _ = shared.soft.cancelled() => {}
+    }
+    let window = shared.policy.lame_duck_window;
+    let now = tokio::time::Instant::now();
+    let left = shared
+        .deadline
+        .get()
+        .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+    let bound = window.min(left / 2);
+    if bound.is_zero() {
+        return;
+    }
+    tokio::select! {
+        biased;
+        _ = streams.idle() => {}
+        _ = tokio::time::sleep(bound) => {
+            tracing::debug!(
+                target: "tower_graceful",
+                ?bound,
+                "HTTP/2 connection without an idle moment since draining began: GOAWAY with \
+                 streams open"
+            );
+        }
+        _ = shared.hard.cancelled() => {}
+    }
+}
+
+/// From when a connection's GOAWAY may be sent (see [`goaway_time`]); never
+/// completes for a connection accepted after the trigger (draining starts
+/// first).
+async fn start_time(shared: &Shared, late: bool) {
+    if late {
+        return std::future::pending().await;
+    }
     if late {
         return shared.soft.cancelled().await;
     }
     shared.triggered.wait().await;
     let window = shared.policy.lame_duck_window;
-    if window.is_zero() || shared.draining() {
+    if window.is_zero() {
         return;
     }
     let Some(t0) = shared.triggered_at.get().copied() else {
         return;
     };
     let at = window.mul_f64(crate::lame_duck::random_unit());
-    tokio::select! {
-        _ = tokio::time::sleep_until(t0 + at) => {}
-        _ = shared.soft.cancelled() => {}
-    }
+    tokio::time::sleep_until(t0 + at).await;
 }
 
 /// The payload of the PING that h2 sends with its graceful GOAWAY
