@@ -51,7 +51,8 @@
 # >= 5; cargo unless the binaries are given. Installs nothing itself.
 #
 # Environment:
-#   ROLLING_ONLY=l7|l4|grpc   scenarios to run (comma-separated; default all)
+#   ROLLING_ONLY=l7,l4,grpc,grpc-channel,grpc-channel-retry  scenarios to run
+#                             (comma-separated; default all)
 #   ROLLING_VARIANT=ours|builtin  one variant only (default both)
 #   ROLLING_RUNS=N            repeat every scenario N times (default 1)
 #   ROLLING_KEEP=1            keep the work directory (logs, configs, JSON)
@@ -128,17 +129,23 @@ if (( pre_drain_ms < INTER_MS * (FALL + 1) )); then
 fi
 EXIT_LIMIT_S=$(( $(secs_of "$PRE_DRAIN") + $(secs_of "$DEADLINE") + 5 ))
 
-scenarios=(l7 l4 grpc grpc-channel)
+# The transport of grpc_load's tonic client in a gRPC scenario.
+transport_of() {
+    case $1 in
+        grpc) echo pool ;;
+        grpc-channel) echo channel ;;
+        grpc-channel-retry) echo channel-retry ;;
+    esac
+}
+is_grpc() { [[ -n $(transport_of "$1") ]]; }
+scenarios=(l7 l4 grpc grpc-channel grpc-channel-retry)
 if [[ -n ${ROLLING_ONLY:-} ]]; then
     IFS=', ' read -r -a scenarios <<<"$ROLLING_ONLY"
     for s in "${scenarios[@]}"; do
-        [[ $s == l7 || $s == l4 || $s == grpc || $s == grpc-channel ]] ||
-            die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc, grpc-channel)"
+        [[ $s == l7 || $s == l4 ]] || is_grpc "$s" ||
+            die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc, grpc-channel, grpc-channel-retry)"
     done
 fi
-is_grpc() { [[ $1 == grpc || $1 == grpc-channel ]]; }
-# The transport of grpc_load's tonic client in a gRPC scenario.
-transport_of() { [[ $1 == grpc-channel ]] && echo channel || echo pool; }
 case ${ROLLING_VARIANT:-} in
     "" | ours | builtin) ;;
     *) die "ROLLING_VARIANT must be ours or builtin" ;;
@@ -155,7 +162,9 @@ variants_of() { # the variants of scenario $1
 has() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
 need_http=0 need_grpc=0
 if has l7 || has l4; then need_http=1; fi
-if has grpc || has grpc-channel; then need_grpc=1; fi
+for s in "${scenarios[@]}"; do
+    if is_grpc "$s"; then need_grpc=1; fi
+done
 
 # ---------------------------------------------------------------- tools --
 missing=()
@@ -720,6 +729,7 @@ title() {
         l4) echo "L4: HAProxy mode tcp, two axum instances, HTTP/1.1 keep-alive clients" ;;
         grpc) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on hyper-util's pool, HTTP/2" ;;
         grpc-channel) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on tonic's Channel, HTTP/2" ;;
+        grpc-channel-retry) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on tonic's Channel below tower_graceful::client::TransparentRetry, HTTP/2" ;;
     esac
 }
 

@@ -478,23 +478,46 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         if this.pos < this.len {
             let n = (this.len - this.pos).min(buf.remaining());
-            let replayed = &this.head[this.pos..this.pos + n];
-            if let Some(ack) = &mut this.ack {
-                ack.feed(replayed);
-            }
-            buf.put_slice(replayed);
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
             this.pos += n;
+            if let Some(ack) = &mut this.ack {
+                ack.read(buf, before);
+            }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        let r = Pin::new(this.stream()).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if let Some(ack) = &mut this.ack {
-            ack.feed(&buf.filled()[before..]);
+        // Bounded: a second turn only when a read held only the ack back.
+        for _ in 0..4 {
+            let r = Pin::new(this.stream()).poll_read(cx, buf);
+            let read = buf.filled().len() - before;
+            let Some(ack) = &mut this.ack else {
+                return this.count(r, |_| read.max(1));
+            };
+            match &r {
+                Poll::Ready(Ok(())) if read > 0 => {
+                    ack.read(buf, before);
+                    if buf.filled().len() == before {
+                        // It was all the ack: an empty read would be the
+                        // end for hyper; read on.
+                        let _ = this.count(r, |_| read);
+                        continue;
+                    }
+                }
+                // Nothing more now (or the end): a held ack goes in.
+                Poll::Ready(Ok(())) | Poll::Pending if ack.holding() => {
+                    if ack.poll_release(cx, buf, r.is_ready()) {
+                        return this.count(Poll::Ready(Ok(())), |_| 17);
+                    }
+                }
+                _ => {}
+            }
+            return this.count(r, |_| read.max(1));
         }
-        this.count(r, |_| read.max(1))
+        // A client sending ack after ack: the next poll goes on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

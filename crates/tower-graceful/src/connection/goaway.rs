@@ -13,11 +13,14 @@
 //! stream open ([`OpenStreams`]), sent in the same write as the end of its
 //! last response when it can be (see [`goaway_time`]).
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
 
+use tokio::io::ReadBuf;
 use tokio::sync::Notify;
 
 use crate::core::state::Shared;
@@ -158,18 +161,35 @@ const SHUTDOWN_PING: [u8; 8] = [0x0b, 0x7b, 0xa2, 0xf0, 0x8b, 0x9b, 0xfe, 0x54];
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;
 
+/// How long the client's ack of the shutdown PING is held back while the
+/// bytes that came after it go through (see [`AckWatch`]).
+const ACK_HOLD: Duration = Duration::from_millis(2);
+
 /// Follows the frames a client sends on an HTTP/2 connection (the bytes
 /// hyper reads, preface included) until it sees the ack of the shutdown
 /// PING. Only frame heads are looked at (payloads are skipped), and
 /// nothing once the ack was seen. A client that sends the ack without a
 /// PING only ends its own connection's hold on the drain early.
+///
+/// The ack is held back a moment ([`ACK_HOLD`]), and what the client sent
+/// after it goes to hyper first: h2 answers the ack with the final GOAWAY,
+/// whose last stream id refuses every stream it has not read yet. A client
+/// that read the GOAWAY and the PING together with the end of a response
+/// may write the ack *before* the HEADERS of a call it had already queued
+/// (hyper-util's pool does): that call was sent in good faith, before the
+/// client knew, and is served instead of refused. Held only when the whole
+/// ack frame came in one read (the usual case), and put back only between
+/// frames.
 pub(crate) struct AckWatch {
     /// Bytes to skip: the preface, then each payload.
     skip: usize,
     head: [u8; 9],
     head_len: usize,
-    /// Reading a PING ack's payload: its bytes so far.
-    ping: Option<([u8; 8], usize)>,
+    /// Reading a PING ack's payload: its bytes so far, and where its frame
+    /// began in the current read (if it did).
+    ping: Option<([u8; 8], usize, Option<usize>)>,
+    /// The ack, taken out of what hyper reads, until it is due.
+    held: Option<(Pin<Box<tokio::time::Sleep>>, [u8; 17])>,
     seen: Arc<AtomicBool>,
 }
 
@@ -181,24 +201,93 @@ impl AckWatch {
             head: [0; 9],
             head_len: 0,
             ping: None,
+            held: None,
             seen,
         }
     }
 
-    /// Looks at the next bytes the client sent.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+    /// Whether the ack is being held back.
+    pub(crate) fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Looks at the bytes a read put in `buf` after `before`: an ack that
+    /// is there whole is taken out of `buf` and held.
+    pub(crate) fn read(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        let Some(at) = self.feed(&buf.filled()[before..]) else {
+            return;
+        };
+        let (start, end) = (before + at, before + at + 17);
+        let filled = buf.filled_mut();
+        let mut frame = [0u8; 17];
+        frame.copy_from_slice(&filled[start..end]);
+        let len = filled.len();
+        filled.copy_within(end.., start);
+        buf.set_filled(len - 17);
+        let until = tokio::time::Instant::now() + ACK_HOLD;
+        self.held = Some((Box::pin(tokio::time::sleep_until(until)), frame));
+        // What came after it: followed, for the frame boundaries.
+        let _ = self.feed(&buf.filled()[start..]);
+    }
+
+    /// With nothing more to read now: puts the held ack into `buf` once it
+    /// is due (at once when the client has closed: `end`) and the bytes so
+    /// far end on a frame boundary; returns whether it did (and the
+    /// exchange's end is then seen). At the end, mid-frame, it is dropped.
+    pub(crate) fn poll_release(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        end: bool,
+    ) -> bool {
+        let Some((until, frame)) = &mut self.held else {
+            return false;
+        };
+        let between = self.skip == 0 && self.head_len == 0 && self.ping.is_none();
+        if end && !between {
+            self.held = None;
+            return false;
+        }
+        let due = end || until.as_mut().poll(cx).is_ready();
+        if !between || !due || buf.remaining() < frame.len() {
+            return false;
+        }
+        buf.put_slice(&frame[..]);
+        self.held = None;
+        // Relaxed: the flag is set and read by the connection's own task.
+        self.seen.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Looks at the next bytes the client sent. Returns where the ack's
+    /// frame begins in `bytes` if it is there whole (then the ack is not
+    /// seen yet: the caller holds it back); otherwise an ack is seen at
+    /// once.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Option<usize> {
+        let total = bytes.len();
+        // A payload begun in an earlier read: its frame is not whole here.
+        if let Some((_, _, start)) = &mut self.ping {
+            *start = None;
+        }
         // Relaxed: the flag is set and read by the connection's own task.
         while !bytes.is_empty() && !self.seen.load(Ordering::Relaxed) {
-            if let Some((payload, n)) = &mut self.ping {
+            let offset = total - bytes.len();
+            if let Some((payload, n, start)) = &mut self.ping {
                 let k = (8 - *n).min(bytes.len());
                 payload[*n..*n + k].copy_from_slice(&bytes[..k]);
                 *n += k;
                 bytes = &bytes[k..];
                 if *n == 8 {
-                    if *payload == SHUTDOWN_PING {
+                    let start = *start;
+                    let ours = *payload == SHUTDOWN_PING;
+                    self.ping = None;
+                    // A second one while the first is held goes through.
+                    if ours && self.held.is_none() {
+                        if start.is_some() {
+                            return start;
+                        }
                         self.seen.store(true, Ordering::Relaxed);
                     }
-                    self.ping = None;
                 }
                 continue;
             }
@@ -208,6 +297,8 @@ impl AckWatch {
                 bytes = &bytes[k..];
                 continue;
             }
+            // Where this head began in `bytes`, if it did.
+            let start = (self.head_len == 0).then_some(offset);
             let k = (9 - self.head_len).min(bytes.len());
             self.head[self.head_len..self.head_len + k].copy_from_slice(&bytes[..k]);
             self.head_len += k;
@@ -217,12 +308,13 @@ impl AckWatch {
                 let h = &self.head;
                 let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                 if h[3] == PING && h[4] & ACK != 0 && len == 8 {
-                    self.ping = Some(([0; 8], 0));
+                    self.ping = Some(([0; 8], 0, start));
                 } else {
                     self.skip = len;
                 }
             }
         }
+        None
     }
 }
 
@@ -260,13 +352,66 @@ mod tests {
             let seen = Arc::new(AtomicBool::new(false));
             let mut w = AckWatch::new(24, seen.clone());
             for c in bytes[..before].chunks(chunk) {
-                w.feed(c);
+                assert_eq!(w.feed(c), None);
             }
             assert!(!seen.load(Ordering::Relaxed), "chunk {chunk}: too early");
+            let mut whole = None;
+            let mut at = before;
             for c in bytes[before..].chunks(chunk) {
-                w.feed(c);
+                if let Some(k) = w.feed(c) {
+                    whole = Some(at + k);
+                }
+                at += c.len();
             }
-            assert!(seen.load(Ordering::Relaxed), "chunk {chunk}");
+            // Whole in one read: found (to be held back); else seen at once.
+            match whole {
+                Some(start) => {
+                    assert_eq!(start, before, "chunk {chunk}");
+                    assert!(!seen.load(Ordering::Relaxed), "chunk {chunk}");
+                }
+                None => assert!(seen.load(Ordering::Relaxed), "chunk {chunk}"),
+            }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ack_is_held_back_behind_the_frames_after_it() {
+        let headers = |id: u8| {
+            let mut f = frame(0x1, 0x4, &[id; 12]);
+            f[8] = id;
+            f
+        };
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(headers(1));
+        let ack = frame(PING, ACK, &SHUTDOWN_PING);
+        let mut wire = bytes.clone();
+        wire.extend(&ack);
+        wire.extend(headers(3));
+        let seen = Arc::new(AtomicBool::new(false));
+        let mut w = AckWatch::new(24, seen.clone());
+        let mut storage = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut storage);
+        buf.put_slice(&wire);
+        w.read(&mut buf, 0);
+        let mut expected = bytes.clone();
+        expected.extend(headers(3));
+        assert_eq!(buf.filled(), &expected[..], "the HEADERS after the ack first");
+        assert!(w.holding() && !seen.load(Ordering::Relaxed));
+
+        let waker = std::task::Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut storage = [0u8; 64];
+        let mut later = ReadBuf::new(&mut storage);
+        assert!(!w.poll_release(&mut cx, &mut later, false), "not due yet");
+        tokio::time::advance(ACK_HOLD).await;
+        assert!(w.poll_release(&mut cx, &mut later, false));
+        assert_eq!(later.filled(), &ack[..]);
+        assert!(!w.holding() && seen.load(Ordering::Relaxed));
+    }
+
+    struct Noop;
+
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
     }
 }
