@@ -72,9 +72,13 @@ async fn proxy(first: SocketAddr, rest: SocketAddr) -> (SocketAddr, watch::Recei
         let mut acked_tx = Some(acked_tx);
         // Bounded: a test makes a handful of connections.
         for i in 0..16 {
-            let Ok((client, _)) = l.accept().await else { return };
+            let Ok((client, _)) = l.accept().await else {
+                return;
+            };
             let to = if i == 0 { first } else { rest };
-            let Ok(server) = TcpStream::connect(to).await else { return };
+            let Ok(server) = TcpStream::connect(to).await else {
+                return;
+            };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             let (mut cr, mut cw) = client.into_split();
@@ -152,9 +156,12 @@ where
     assert!(tick.is_some(), "the stream is open");
     // A's graceful shutdown: GOAWAY and PING on the open connection.
     let _ = a.stop.take().expect("stopped once").send(());
-    within("the client's ack of the GOAWAY's PING", acked.wait_for(|a| *a))
-        .await
-        .expect("proxy alive");
+    within(
+        "the client's ack of the GOAWAY's PING",
+        acked.wait_for(|a| *a),
+    )
+    .await
+    .expect("proxy alive");
     stream
 }
 

@@ -17,7 +17,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// Implemented for tonic's [`Body`](tonic::body::Body); implement it for
 /// your own (a boxed body type, say) to use the retry below another client.
-pub trait RebuildBody: Body<Data = Bytes, Error: Into<BoxError>> + Unpin + Send + Sized + 'static {
+pub trait RebuildBody:
+    Body<Data = Bytes, Error: Into<BoxError>> + Unpin + Send + Sized + 'static
+{
     /// This body type, carrying `body`.
     fn rebuild<T>(body: T) -> Self
     where
@@ -119,7 +121,10 @@ where
             .iter()
             .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
             .sum();
-        let rest = self.rest.as_ref().map_or(SizeHint::with_exact(0), B::size_hint);
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), B::size_hint);
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + read);
         if let Some(upper) = rest.upper() {

@@ -506,10 +506,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
                     }
                 }
                 // Nothing more now (or the end): a held ack goes in.
-                Poll::Ready(Ok(())) | Poll::Pending if ack.holding() => {
-                    if ack.poll_release(cx, buf, r.is_ready()) {
-                        return this.count(Poll::Ready(Ok(())), |_| 17);
-                    }
+                Poll::Ready(Ok(())) | Poll::Pending
+                    if ack.holding() && ack.poll_release(cx, buf, r.is_ready()) =>
+                {
+                    return this.count(Poll::Ready(Ok(())), |_| 17);
                 }
                 _ => {}
             }

@@ -10,8 +10,8 @@
 //! GOAWAY that arrives while *no* stream is open ends the client's
 //! connection at once; its readiness check fails and the next call goes to
 //! a new connection. So a connection gets its GOAWAY at a moment it has no
-//! stream open ([`OpenStreams`]), sent in the same write as the end of its
-//! last response when it can be (see [`goaway_time`]).
+//! stream open ([`OpenStreams`]), queued just before the last frame of its
+//! last response (see [`goaway_time`]).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -27,9 +27,10 @@ use crate::core::state::Shared;
 
 /// The streams open on one HTTP/2 connection, as the server sees them: from
 /// hyper's call of the service (synchronous, on the connection's task, as
-/// it reads the request's HEADERS) until the response body is dropped
-/// (after hyper has handed its last frame to h2, on the stream's task).
-/// Per connection: only this connection's streams touch the count.
+/// it reads the request's HEADERS) until the response body gives its last
+/// frame, on the stream's task, just before hyper hands that frame to h2
+/// (or until the body is dropped). Per connection: only this connection's
+/// streams touch the count.
 #[derive(Default)]
 pub(crate) struct OpenStreams {
     count: AtomicUsize,
@@ -93,7 +94,12 @@ impl Drop for StreamGuard {
 ///
 /// The caller polls this before hyper's connection (`biased`), so when the
 /// last stream ends the GOAWAY is queued before h2 writes that stream's
-/// last frame, and both leave in one write.
+/// last frame (h2 writes a pending GOAWAY and its PING before stream
+/// frames): the client reads the GOAWAY first, usually in the same read.
+/// Its next call then cannot find the connection open and still usable: it
+/// fails unsent, as canceled, which hyper-util's pool and
+/// `client::TransparentRetry` (feature `client`) send again, or
+/// goes to a new connection.
 pub(crate) async fn goaway_time(shared: &Shared, late: bool, streams: &OpenStreams) {
     tokio::select! {
         biased;
@@ -395,7 +401,11 @@ mod tests {
         w.read(&mut buf, 0);
         let mut expected = bytes.clone();
         expected.extend(headers(3));
-        assert_eq!(buf.filled(), &expected[..], "the HEADERS after the ack first");
+        assert_eq!(
+            buf.filled(),
+            &expected[..],
+            "the HEADERS after the ack first"
+        );
         assert!(w.holding() && !seen.load(Ordering::Relaxed));
 
         let waker = std::task::Waker::from(Arc::new(Noop));

@@ -133,7 +133,7 @@ pin_project! {
         #[pin]
         waiting: Option<WaitForCancellationFutureOwned>,
         // HTTP/2: this stream counts as open on its connection until the
-        // body is dropped (after hyper has handed h2 its last frame).
+        // body gives its last frame (or is dropped).
         pub(crate) stream: Option<StreamGuard>,
     }
 }
@@ -164,7 +164,21 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        if let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) {
+            // The last frame: the stream no longer counts as open, before
+            // hyper hands the frame to h2. So the connection's GOAWAY, if
+            // it waits for this moment, is queued before this frame, and
+            // the client reads the GOAWAY first: its next call then fails
+            // as canceled, unsent (which clients retry), never as sent on
+            // a connection already going away.
+            if this.stream.is_some()
+                && match &frame {
+                    Some(Ok(f)) => f.is_trailers() || this.inner.is_end_stream(),
+                    _ => true,
+                }
+            {
+                *this.stream = None;
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.waiting.is_none() {
@@ -209,7 +223,7 @@ where
 /// a request called after the trigger takes a hold of its own.
 ///
 /// Each request also counts as an open stream of its connection
-/// ([`OpenStreams`]) from `call` until its response body is dropped: the
+/// ([`OpenStreams`]) from `call` until its response body gives its last frame: the
 /// connection's GOAWAY waits for a moment with none open (`goaway.rs`).
 pub(crate) struct Held<S> {
     pub(crate) inner: S,
