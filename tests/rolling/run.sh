@@ -13,7 +13,11 @@
 #         keep-alive connections stay pinned to the instance they reached.
 #   grpc  HAProxy `mode tcp` in front of the gRPC ports of two `multi`
 #         examples (check GET /ready on their admin port). HTTP/2: one
-#         connection per client, many calls on it.
+#         connection per client, many calls on it; the client is tonic's
+#         generated client on hyper-util's pooled client (its defaults).
+#   grpc-channel        the same, on tonic's own `Channel`.
+#   grpc-channel-retry  the same, on tonic's `Channel` below
+#         `tower_graceful::client::TransparentRetry` (feature `client`).
 #
 # Variants: `ours` (tower-graceful, the examples' default mode, pre-drain
 # delay >= check interval x fall + one interval) must lose nothing; `builtin`
@@ -39,13 +43,18 @@
 #   ROLLING scenario=l4 variant=ours run=1 ok=... failed=0 ... result=pass
 #   ROLLING scenario=l4 variant=ours run=all runs=3 ok=... failed=0 failed_runs=0 result=pass
 #
-# Exit status: 0 iff every `ours` run of the l7 and l4 scenarios lost no
-# request and, in every scenario, both instances exited cleanly (status 0,
-# before the kill limit) and came back UP; 1 otherwise; 2 for a setup problem
-# (missing tool, build failure, something that does not start, a load that
-# did not run). The grpc scenario's lost calls are reported, not judged,
-# unless ROLLING_GRPC_STRICT=1: hyper's HTTP/2 client fails the odd call that
-# races a GOAWAY (hyper#2500), which no server can prevent.
+# Exit status: 0 iff every `ours` run of the l7, l4, grpc and
+# grpc-channel-retry scenarios lost no request and, in every scenario, both
+# instances exited cleanly (status 0, before the kill limit) and came back
+# UP; 1 otherwise; 2 for a setup problem (missing tool, build failure,
+# something that does not start, a load that did not run). The
+# grpc-channel scenario's lost calls are reported, not judged, unless
+# ROLLING_GRPC_STRICT=1: hyper's HTTP/2 client under a bare `Channel` fails
+# a call it queued on a connection that had just read a GOAWAY (hyper#2500).
+# `serve` sends each GOAWAY when its connection has no stream open, which
+# leaves few (27 in ten runs, 2026-12-03), but a client whose calls follow
+# each other back to back has no such moment; they all fail unsent, as
+# canceled, which `TransparentRetry` sends again (grpc-channel-retry).
 #
 # Needs: haproxy, oha (cargo install oha --locked), jq, ss (iproute2), bash
 # >= 5; cargo unless the binaries are given. Installs nothing itself.
@@ -56,7 +65,7 @@
 #   ROLLING_VARIANT=ours|builtin  one variant only (default both)
 #   ROLLING_RUNS=N            repeat every scenario N times (default 1)
 #   ROLLING_KEEP=1            keep the work directory (logs, configs, JSON)
-#   ROLLING_GRPC_STRICT=1     fail on any lost gRPC call too
+#   ROLLING_GRPC_STRICT=1     fail on a call lost by the bare Channel too
 #   AXUM_BIN, MULTI_BIN, GRPC_LOAD_BIN  built binaries (default: cargo build
 #                             the ones needed, debug, into CARGO_TARGET_DIR)
 #   ROLLING_RELEASE=1         build with --release
@@ -695,10 +704,12 @@ run_one() { # run_one SCENARIO VARIANT RUN
     local clean=0
     [[ ${R[$COL.a.rc]} == 0 && ${R[$COL.b.rc]} == 0 && ${R[$COL.a.up]} != never &&
         ${R[$COL.b.up]} != never ]] && clean=1
-    if [[ $VARIANT == ours && ${ROLLING_GRPC_STRICT:-0} != 1 ]] && is_grpc "$SCENARIO"; then
-        # Measured and reported, not a gate (yet): hyper's HTTP/2 client (under
-        # tonic) still fails the odd call that races a GOAWAY, which no server
-        # can prevent (hyper#2500). The instances must still exit cleanly.
+    if [[ $VARIANT == ours && ${ROLLING_GRPC_STRICT:-0} != 1 && $SCENARIO == grpc-channel ]]; then
+        # Measured and reported, not a gate: a bare `Channel` still fails the
+        # odd call it queued on a connection that had just read a GOAWAY
+        # (hyper#2500), when the client's calls leave the server no idle
+        # moment; the retry below it is judged (grpc-channel-retry). The
+        # instances must still exit cleanly.
         if (( clean == 1 )); then
             result=reported
         else
@@ -820,7 +831,7 @@ machine_lines() { # machine_lines SCENARIO
             failed=$(( failed + ${R[$col.failed]} ))
             [[ ${R[$col.result]} == FAIL || ${R[$col.failed]} != 0 ]] && bad=$(( bad + 1 ))
         done
-        if [[ $variant == ours && ${ROLLING_GRPC_STRICT:-0} != 1 ]] && is_grpc "$s"; then
+        if [[ $variant == ours && ${ROLLING_GRPC_STRICT:-0} != 1 && $s == grpc-channel ]]; then
             result=reported
         elif [[ $variant == ours ]]; then
             (( bad == 0 )) && result=pass || result=FAIL
@@ -850,7 +861,7 @@ if (( STATUS == 0 )); then
     if [[ ${ROLLING_GRPC_STRICT:-0} == 1 ]]; then
         echo "rolling: PASS (every ours run lost nothing; instances exited cleanly and came back UP)"
     else
-        echo "rolling: PASS (every ours l7/l4 run lost nothing, grpc reported above; instances exited cleanly and came back UP)"
+        echo "rolling: PASS (every ours run lost nothing, grpc-channel reported above; instances exited cleanly and came back UP)"
     fi
 else
     echo "rolling: FAIL (an ours run lost requests, or an instance did not exit cleanly or come back UP)"
