@@ -11,12 +11,13 @@ import sys
 root = sys.argv[1] if len(sys.argv) > 1 else "crates/tower-graceful/src"
 # What the crate root re-exports, by the module that defines it.
 ROOT_ITEMS = {
-    "Coordinator": "coordinator", "Builder": "coordinator", "Phase": "core",
+    "Coordinator": "coordinator", "Builder": "coordinator", "PreDrain": "coordinator",
+    "Phase": "core",
     "Graceful": "graceful", "GracefulLayer": "graceful",
     "ShutdownReport": "report", "ShutdownSignal": "signal",
     "MissingShutdownSignal": "integrations", "serve": "connection",
     "grpc_health": "integrations", "shutdown_metrics": "integrations",
-    "systemd": "integrations",
+    "systemd": "integrations", "restart": "integrations",
 }
 SKIP = {"lib.rs", "tests.rs", "model_tests.rs"}
 

@@ -40,12 +40,19 @@ pub fn bind_addr(port: u16) -> Result<SocketAddr, String> {
 }
 
 /// The coordinator's timing from the environment: `GRACEFUL_PRE_DRAIN`
-/// (default 0s), `GRACEFUL_DEADLINE` (default 10s), `GRACEFUL_CLEANUP`
+/// (default 0s; `auto` for the adaptive pre-drain, see
+/// [`pre_drain_from_env`](crate::pre_drain_from_env)), `GRACEFUL_DEADLINE` (default 10s), `GRACEFUL_CLEANUP`
 /// (default 2s) and, if set, `GRACEFUL_TOTAL` (the orchestrator's kill
 /// timer, e.g. `terminationGracePeriodSeconds`; the phases must fit in it).
 pub fn builder_from_env() -> Result<tower_graceful::Builder, String> {
     let mut b = Coordinator::builder()
-        .pre_drain_delay(env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
+        .pre_drain(crate::pre_drain_from_env(
+            |name| std::env::var(name).ok(),
+            |name| match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(_) => env_duration(name, Duration::ZERO).map(Some),
+            },
+        )?)
         .drain_deadline(env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
         .cleanup_timeout(env_duration("GRACEFUL_CLEANUP", Duration::from_secs(2))?);
     if std::env::var_os("GRACEFUL_TOTAL").is_some() {

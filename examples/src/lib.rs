@@ -23,9 +23,13 @@
 //! * [`multi`]: the `multi` example's public, gRPC and admin servers.
 //! * [`env`](mod@env): the `tonic` and `multi` examples' configuration from
 //!   the environment.
+//! * [`pre_drain_from_env`]: `GRACEFUL_PRE_DRAIN` (a duration, or `auto`
+//!   for the adaptive pre-drain) for every example.
 
 use std::fmt;
 use std::time::Duration;
+
+pub use tower_graceful::PreDrain;
 
 pub mod demo;
 pub mod env;
@@ -83,6 +87,62 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(err),
         _ => Err(err()),
     }
+}
+
+/// The pre-drain from the environment, for every example:
+///
+/// * `GRACEFUL_PRE_DRAIN` unset or a duration (`2s`): a fixed delay
+///   (unset: none).
+/// * `GRACEFUL_PRE_DRAIN=auto`: adaptive ([`PreDrain::adaptive`]): it ends
+///   once readiness has answered `503` to `GRACEFUL_PRE_DRAIN_CHECKS` checks
+///   (default 3) and nothing new has arrived for `GRACEFUL_PRE_DRAIN_QUIET`
+///   (default 1s), at least `GRACEFUL_PRE_DRAIN_MIN` (default 1s) and at
+///   most `GRACEFUL_PRE_DRAIN_MAX` (default 10s) after the signal.
+///
+/// `duration(name)` reads one variable as a duration (`None` when unset), in
+/// the example's own format; `var(name)` reads it as text.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_graceful_examples::{parse_duration, pre_drain_from_env};
+///
+/// let env = |name: &str| match name {
+///     "GRACEFUL_PRE_DRAIN" => Some("auto".to_owned()),
+///     "GRACEFUL_PRE_DRAIN_MAX" => Some("5s".to_owned()),
+///     _ => None,
+/// };
+/// let duration = |name: &str| match env(name) {
+///     None => Ok(None),
+///     Some(v) => parse_duration(&v).map(Some).map_err(|e| e.to_string()),
+/// };
+/// let pre_drain = pre_drain_from_env(env, duration).unwrap();
+/// assert!(pre_drain.is_adaptive());
+/// assert_eq!(pre_drain.max(), Duration::from_secs(5));
+/// assert_eq!(pre_drain.min(), Duration::from_secs(1));
+/// ```
+pub fn pre_drain_from_env(
+    var: impl Fn(&str) -> Option<String>,
+    duration: impl Fn(&str) -> Result<Option<Duration>, String>,
+) -> Result<PreDrain, String> {
+    let auto = var("GRACEFUL_PRE_DRAIN").is_some_and(|v| v.trim() == "auto");
+    if !auto {
+        return Ok(PreDrain::fixed(
+            duration("GRACEFUL_PRE_DRAIN")?.unwrap_or_default(),
+        ));
+    }
+    let min = duration("GRACEFUL_PRE_DRAIN_MIN")?.unwrap_or(Duration::from_secs(1));
+    let max = duration("GRACEFUL_PRE_DRAIN_MAX")?.unwrap_or(Duration::from_secs(10));
+    let mut pre_drain = PreDrain::adaptive(min.min(max), max);
+    if let Some(quiet) = duration("GRACEFUL_PRE_DRAIN_QUIET")? {
+        pre_drain = pre_drain.quiet_window(quiet);
+    }
+    if let Some(n) = var("GRACEFUL_PRE_DRAIN_CHECKS") {
+        let n = n.trim().parse().map_err(|_| {
+            format!("invalid GRACEFUL_PRE_DRAIN_CHECKS: {n:?} is not a number of checks")
+        })?;
+        pre_drain = pre_drain.readiness_checks(n);
+    }
+    Ok(pre_drain)
 }
 
 #[cfg(test)]

@@ -69,7 +69,9 @@
 #   AXUM_BIN, MULTI_BIN, GRPC_LOAD_BIN  built binaries (default: cargo build
 #                             the ones needed, debug, into CARGO_TARGET_DIR)
 #   ROLLING_RELEASE=1         build with --release
-#   ROLLING_PRE_DRAIN         pre-drain delay of `ours` (default 2s; HAProxy
+#   ROLLING_PRE_DRAIN         pre-drain delay of `ours` (default 2s; `auto`:
+#                             the adaptive pre-drain, at most
+#                             ROLLING_PRE_DRAIN_MAX, default 10s; HAProxy
 #                             needs up to inter 500ms x (fall 2 + 1) = 1.5s)
 #   ROLLING_WARMUP            seconds of load before the first SIGTERM (default 2)
 #   ROLLING_TAIL              seconds of load after B is back UP (default 2)
@@ -132,11 +134,21 @@ millis_of() {
     esac
 }
 [[ $RUNS =~ ^[1-9][0-9]?$ ]] || die "ROLLING_RUNS must be a number from 1 to 99"
-pre_drain_ms=$(millis_of "$PRE_DRAIN")
-if (( pre_drain_ms < INTER_MS * (FALL + 1) )); then
-    say "warning: pre-drain $PRE_DRAIN < inter ${INTER_MS}ms x (fall $FALL + 1): HAProxy may still send to a draining instance"
+PRE_DRAIN_MAX=${ROLLING_PRE_DRAIN_MAX:-10s}
+if [[ $PRE_DRAIN == auto ]]; then
+    # Adaptive: it ends on evidence, at most PRE_DRAIN_MAX after the signal.
+    pre_drain_longest=$PRE_DRAIN_MAX
+    millis_of "$PRE_DRAIN_MAX" >/dev/null
+else
+    pre_drain_longest=$PRE_DRAIN
+    pre_drain_ms=$(millis_of "$PRE_DRAIN")
+    if (( pre_drain_ms < INTER_MS * (FALL + 1) )); then
+        say "warning: pre-drain $PRE_DRAIN < inter ${INTER_MS}ms x (fall $FALL + 1): HAProxy may still send to a draining instance"
+    fi
 fi
-EXIT_LIMIT_S=$(( $(secs_of "$PRE_DRAIN") + $(secs_of "$DEADLINE") + 5 ))
+pre_drain_shown=$PRE_DRAIN
+[[ $PRE_DRAIN == auto ]] && pre_drain_shown="auto (max $PRE_DRAIN_MAX)"
+EXIT_LIMIT_S=$(( $(secs_of "$pre_drain_longest") + $(secs_of "$DEADLINE") + 5 ))
 
 # The transport of grpc_load's tonic client in a gRPC scenario.
 transport_of() {
@@ -352,7 +364,7 @@ start_instance() {
     log=$rundir/$name.$n.out
     err=$rundir/$name.$n.err
     : >"$log"
-    local envs=(RUST_LOG=${ROLLING_SERVER_LOG:-warn} GRACEFUL_PRE_DRAIN="$PRE_DRAIN" GRACEFUL_DEADLINE="$DEADLINE")
+    local envs=(RUST_LOG=${ROLLING_SERVER_LOG:-warn} GRACEFUL_PRE_DRAIN="$PRE_DRAIN" GRACEFUL_PRE_DRAIN_MAX="$PRE_DRAIN_MAX" GRACEFUL_DEADLINE="$DEADLINE")
     if [[ $VARIANT == builtin ]]; then
         envs+=(GRACEFUL_MODE=builtin GRACEFUL_PRE_DRAIN=0)
     fi
@@ -765,7 +777,7 @@ print_table() { # print_table SCENARIO
     if is_grpc "$s"; then
         echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE"
     else
-        echo "   ours: pre-drain $PRE_DRAIN, deadline $DEADLINE; builtin: GRACEFUL_MODE=builtin"
+        echo "   ours: pre-drain $pre_drain_shown, deadline $DEADLINE; builtin: GRACEFUL_MODE=builtin"
     fi
     line=$(printf "%-${w}s" "")
     for col in "${cols[@]}"; do

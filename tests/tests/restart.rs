@@ -1,9 +1,10 @@
 //! The restart scenario of `src/bin/restart.rs` (a supervisor that plays
-//! systemd, under load from `oha`: stop-then-start and in place with the
+//! systemd, under load from `oha`: stop-then-start, in place by SIGHUP to the
+//! process (`tower_graceful::restart`), and in place with the
 //! socket held, plain rebind for contrast), run only when
 //! `TOWER_GRACEFUL_RESTART=1`: it needs `oha` and takes about 80 s.
 //! `.ci/run` runs the binary itself, as its own step. Fails if a single
-//! request failed in the stop-start or in-place mode.
+//! request failed in the stop-start, in-place or sighup mode.
 
 use std::process::Command;
 

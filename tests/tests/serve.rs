@@ -231,6 +231,44 @@ async fn connect_info_reaches_axum_handlers() {
     running.stopped().await;
 }
 
+/// `Server::connection_info(false)`: no extension is inserted, and a
+/// handler that asks for one gets axum's rejection (500), not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_info_off_inserts_nothing() {
+    let graceful = coordinator_for(Duration::from_secs(5));
+    let app = Router::new()
+        .route(
+            "/has",
+            get(|req: axum::extract::Request| async move {
+                let ext = req.extensions();
+                format!(
+                    "{} {}",
+                    ext.get::<ConnectionInfo>().is_some(),
+                    ext.get::<ConnectInfo<SocketAddr>>().is_some()
+                )
+            }),
+        )
+        .layer(graceful.layer());
+    let running = start(Server::new(&graceful).connection_info(false), app).await;
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("/has")
+        .header("host", "x")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = within("GET /has", sender.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_text(res).await.unwrap(), "false false");
+    drop(sender);
+    let _ = within("the client connection", conn).await;
+    let (report, _) = shut_down(&graceful).await;
+    assert!(report.is_clean(), "{report}");
+    running.stopped().await;
+}
+
 // ------------------------------------------------------------ listeners --
 
 /// A Unix socket: served with a real hyper client over a `UnixStream`,

@@ -127,3 +127,23 @@ async fn sigterm_reaches_a_coordinator_whose_building_runtime_is_gone() {
     let rest = within("the report line", lines.next_line()).await.unwrap();
     assert_eq!(rest.as_deref(), Some("report cause: SIGTERM"));
 }
+
+/// The logs of a clean shutdown read in order: the listener is closed (and
+/// says so) before "shutdown complete", even with nothing in flight, when
+/// the drain is over microseconds after it began (issue 21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_closed_line_comes_before_shutdown_complete() {
+    for _ in 0..3 {
+        let (mut example, _addr) = Example::start(&[]).await;
+        example.sigterm();
+        example.exited_zero().await;
+        let logs = example.stderr.until_eof().await;
+        let closed = logs
+            .find("draining: listener closed")
+            .unwrap_or_else(|| panic!("no listener line:\n{logs}"));
+        let complete = logs
+            .find("shutdown complete")
+            .unwrap_or_else(|| panic!("no completion line:\n{logs}"));
+        assert!(closed < complete, "out of order:\n{logs}");
+    }
+}

@@ -410,7 +410,21 @@ impl Answer {
     }
 }
 
+/// In the extensions of every probe answer, so that `serve` can tell a
+/// balancer's check from the traffic it sends: a check on a connection
+/// opened after the trigger is no evidence that the balancer still sends
+/// requests here (HAProxy opens a connection per check).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProbeAnswer;
+
 fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody> {
+    let mut res = probe_response_inner(method, ok, text);
+    // One small allocation per probe answer: probes are a few a second.
+    res.extensions_mut().insert(ProbeAnswer);
+    res
+}
+
+fn probe_response_inner(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody> {
     if method != Method::GET && method != Method::HEAD {
         let mut res = Response::new(FixedBody::empty());
         *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
@@ -438,6 +452,12 @@ fn probe_response(method: &Method, ok: bool, text: Bytes) -> Response<FixedBody>
 
 pub(crate) fn readiness_response(shared: &Shared, method: &Method) -> Response<FixedBody> {
     let status = shared.readiness();
+    if matches!(status, ReadinessStatus::ShuttingDown)
+        && (method == Method::GET || method == Method::HEAD)
+    {
+        // A balancer's check, refused: the adaptive pre-drain's evidence.
+        shared.evidence.check_refused();
+    }
     let text = match &status {
         ReadinessStatus::Ready => Bytes::from_static(b"ready\n"),
         ReadinessStatus::ShuttingDown => Bytes::from_static(b"draining\n"),

@@ -23,7 +23,8 @@
 //!   GOAWAY during the pre-drain, idle connections closed only when nothing
 //!   is in flight), for L4 balancers and pooled clients.
 //! * [`Coordinator`] ([`coordinator`]): SIGTERM/SIGINT (a second one
-//!   forces), pre-drain delay, drain deadline, cleanup hooks with timeouts,
+//!   forces), pre-drain delay (fixed, or [adaptive](PreDrain::adaptive):
+//!   ended by the balancers' visible retreat), drain deadline, cleanup hooks with timeouts,
 //!   tracked background work and a [`ShutdownReport`] ([`report`]) logged
 //!   with `tracing`.
 //!
@@ -37,7 +38,9 @@
 //!   │           hooks, OS signals, the layers' constructors
 //! connection    serve: the listener, GOAWAY, idle close (feature `serve`)
 //! graceful      the fused layer
-//! in_flight  drain  probe  add_signal      one module per middleware
+//! in_flight  drain  probe  add_signal      one module per middleware; each
+//!               folder: mod (its policy and docs), layer, service, future,
+//!               body (its own opaque ResponseFuture / ResponseBody)
 //! stack         the settings the layers of one coordinator share (one Arc)
 //! answer        what the crate answers by itself (probe answers,
 //!   │           rejections) and the one response body every layer uses
@@ -45,8 +48,10 @@
 //! signal        ShutdownSignal, TaskGuard
 //! core          per-coordinator state, no HTTP: guard (what a request
 //!               holds) → state (phase, signals, gates) → counter (slots,
-//!               seal), names, tasks → event (the latch)
-//! integrations  axum extractor, tonic health, systemd, metrics (leaves)
+//!               seal), names, tasks → evidence (the adaptive pre-drain's)
+//!               → event (the latch)
+//! integrations  axum extractor, tonic health, systemd, restart, metrics
+//!               (leaves; restart uses systemd)
 //! ```
 //!
 //! A request reads top to bottom in one pass: the layer
@@ -112,6 +117,9 @@
 //! * `systemd` (unix): the `systemd` module: `sd_notify` readiness, shutdown
 //!   progress and watchdog driven by the coordinator (`sd-notify`), and
 //!   listeners passed by socket activation (`listenfd`).
+//! * `restart` (unix): the `restart` module: restart in place on `SIGHUP`
+//!   or by call, the successor started on the same sockets and ready before
+//!   this process drains (implies `systemd`).
 //!
 //! # Testing
 //!
@@ -154,7 +162,7 @@ pub mod signal;
 mod stack;
 pub mod testing;
 
-pub use crate::coordinator::{Builder, Coordinator};
+pub use crate::coordinator::{Builder, Coordinator, PreDrain};
 pub use crate::core::state::Phase;
 pub use crate::graceful::{Graceful, GracefulLayer};
 #[cfg(feature = "axum")]
@@ -172,6 +180,9 @@ pub use crate::integrations::grpc_health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use crate::integrations::metrics as shutdown_metrics;
+#[cfg(all(feature = "restart", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "restart", unix))))]
+pub use crate::integrations::restart;
 #[cfg(all(feature = "systemd", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
 pub use crate::integrations::systemd;
@@ -185,7 +196,8 @@ pub use crate::integrations::systemd;
     feature = "tonic",
     feature = "serve",
     feature = "metrics",
-    feature = "systemd"
+    feature = "systemd",
+    feature = "restart"
 ))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

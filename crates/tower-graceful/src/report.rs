@@ -40,6 +40,13 @@ pub enum TriggerCause {
     Api,
     /// An OS signal (`"SIGTERM"`, `"SIGINT"`, `"ctrl-c"`).
     Signal(&'static str),
+    /// The service was handed over to a successor process that reported
+    /// ready (its process id): a restart in place
+    /// (`restart::Restart`, feature `restart`).
+    Restart {
+        /// The successor's process id.
+        successor: u32,
+    },
 }
 
 impl fmt::Display for TriggerCause {
@@ -47,7 +54,45 @@ impl fmt::Display for TriggerCause {
         match self {
             TriggerCause::Api => f.write_str("api"),
             TriggerCause::Signal(s) => f.write_str(s),
+            TriggerCause::Restart { successor } => write!(f, "restart (successor pid {successor})"),
         }
+    }
+}
+
+/// What ended the pre-drain (see
+/// [`PreDrain`](crate::coordinator::PreDrain)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PreDrainEnd {
+    /// A fixed delay ran out (or was zero).
+    Fixed,
+    /// Adaptive: the evidence said the balancers had stopped sending
+    /// (enough readiness checks refused, and a quiet window with nothing
+    /// new arriving), at `min` or later.
+    Evidence,
+    /// Adaptive: the maximum was reached without the evidence.
+    MaxReached,
+    /// A second signal or [`Coordinator::force`](crate::Coordinator::force)
+    /// cut it short.
+    Forced,
+}
+
+impl PreDrainEnd {
+    /// A short lowercase name, as logged and used as a metrics label:
+    /// `fixed`, `evidence`, `max_reached`, `forced`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreDrainEnd::Fixed => "fixed",
+            PreDrainEnd::Evidence => "evidence",
+            PreDrainEnd::MaxReached => "max_reached",
+            PreDrainEnd::Forced => "forced",
+        }
+    }
+}
+
+impl fmt::Display for PreDrainEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -201,8 +246,11 @@ pub struct ShutdownReport {
     /// What started it.
     pub cause: TriggerCause,
     /// Time from the trigger to the start of draining (the pre-drain delay,
-    /// or less if a second signal cut it short).
+    /// or less if a second signal cut it short; for an adaptive pre-drain,
+    /// until the evidence came, between its minimum and maximum).
     pub pre_drain: Duration,
+    /// What ended the pre-drain.
+    pub pre_drain_end: PreDrainEnd,
     /// Time spent draining.
     pub drain: Duration,
     /// How the drain ended.
@@ -259,7 +307,11 @@ impl ShutdownReport {
 impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "shutdown report (cause: {})", self.cause)?;
-        writeln!(f, "  pre-drain   {:>10.1?}", self.pre_drain)?;
+        writeln!(
+            f,
+            "  pre-drain   {:>10.1?}  ended by {}",
+            self.pre_drain, self.pre_drain_end
+        )?;
         write!(
             f,
             "  drain       {:>10.1?}  {:?}: {} in flight at start (requests and tasks), {} completed, ",
@@ -329,6 +381,7 @@ mod tests {
         ShutdownReport {
             cause: TriggerCause::Signal("SIGTERM"),
             pre_drain: Duration::ZERO,
+            pre_drain_end: PreDrainEnd::Fixed,
             drain: Duration::from_secs(3),
             drain_outcome: outcome,
             cleanup: Duration::ZERO,

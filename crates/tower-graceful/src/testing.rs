@@ -166,7 +166,7 @@ const MARGIN: Duration = Duration::from_secs(1);
 /// dropping the future stops only the wait.
 pub async fn terminate(coordinator: &Coordinator) -> ShutdownReport {
     let cfg = coordinator.config();
-    let budget = cfg.pre_drain + cfg.drain_deadline + cfg.cleanup_timeout + MARGIN;
+    let budget = cfg.pre_drain.max() + cfg.drain_deadline + cfg.cleanup_timeout + MARGIN;
     coordinator.trigger();
     match tokio::time::timeout(budget, coordinator.wait()).await {
         Ok(report) => report,

@@ -18,6 +18,23 @@ fn err(b: Builder) -> ConfigError {
 }
 
 #[test]
+fn an_adaptive_pre_drain_counts_its_maximum_and_defaults_the_lame_duck_to_its_minimum() {
+    let cfg = Coordinator::builder()
+        .handle_signals(false)
+        .total_budget(Duration::from_secs(30))
+        .pre_drain(PreDrain::adaptive(
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        ))
+        .validate()
+        .unwrap();
+    // 30s - 10s (max) - 5s (cleanup) - 1s (margin).
+    assert_eq!(cfg.drain_deadline, Duration::from_secs(14));
+    assert_eq!(cfg.policy.lame_duck_window, Duration::from_secs(2));
+    assert!(cfg.pre_drain.is_adaptive());
+}
+
+#[test]
 fn invalid_configurations_are_rejected_with_a_message() {
     let b = Coordinator::builder;
     let cases: Vec<(ConfigError, &str, &str)> = vec![
@@ -81,6 +98,59 @@ fn invalid_configurations_are_rejected_with_a_message() {
             err(b().pre_drain_delay(Duration::from_secs(7200))),
             "pre_drain_delay",
             "at most 1h",
+        ),
+        (
+            err(b().pre_drain(PreDrain::adaptive(
+                Duration::from_secs(5),
+                Duration::from_secs(2),
+            ))),
+            "pre_drain",
+            "min (5s) is longer than its max (2s)",
+        ),
+        (
+            err(b().pre_drain(PreDrain::adaptive(
+                Duration::ZERO,
+                Duration::from_secs(7200),
+            ))),
+            "pre_drain",
+            "at most 1h",
+        ),
+        (
+            err(b().pre_drain(
+                PreDrain::adaptive(Duration::ZERO, Duration::from_secs(2))
+                    .quiet_window(Duration::from_secs(3)),
+            )),
+            "pre_drain",
+            "quiet_window (3s) is longer than its max (2s)",
+        ),
+        (
+            err(b().pre_drain(
+                PreDrain::adaptive(Duration::ZERO, Duration::from_secs(2)).readiness_checks(5_000),
+            )),
+            "pre_drain",
+            "at most 1000",
+        ),
+        (
+            // The maximum counts in the budget, not the minimum.
+            err(b()
+                .total_budget(Duration::from_secs(30))
+                .pre_drain(PreDrain::adaptive(
+                    Duration::from_secs(1),
+                    Duration::from_secs(20),
+                ))
+                .drain_deadline(Duration::from_secs(10))),
+            "total_budget",
+            "the adaptive pre_drain's max (20s) + drain_deadline (10s)",
+        ),
+        (
+            err(b()
+                .pre_drain(PreDrain::adaptive(
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                ))
+                .lame_duck_window(Duration::from_secs(6))),
+            "lame_duck_window",
+            "longer than the adaptive pre_drain's max (5s)",
         ),
         (
             err(b().retry_after(Duration::from_secs(100_000))),

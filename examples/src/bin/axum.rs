@@ -27,6 +27,15 @@
 //!   at the signal, the phases and in-flight count in `STATUS=`, the stop
 //!   timeout extended phase by phase, `WATCHDOG=1` if `WatchdogSec=` is set
 //!   (`tower_graceful::systemd::notify`). See `examples/systemd/`.
+//! * `SIGHUP` (TCP): restart in place (`tower_graceful::restart`). A
+//!   successor is started on the same socket (`LISTEN_FDS`, so it takes
+//!   the socket-activation path above), and once it has sent `READY=1`
+//!   this process drains and exits; `GET /whoami` names the process that
+//!   answered. A successor that fails to start or to become ready within
+//!   `GRACEFUL_RESTART_TIMEOUT` (default `30s`) is ended, an `ERROR` line
+//!   says why, and this process serves on. `GRACEFUL_RESTART_PROGRAM`
+//!   starts another program instead of this one (to try a failing
+//!   successor: `/bin/false`).
 //! * `UNIX_SOCKET=PATH`: serve on a Unix socket at `PATH` instead of TCP
 //!   (`PORT` is ignored; the line printed is `listening on unix:PATH`).
 //!   The socket file is not removed on exit; a stale one makes the bind
@@ -35,7 +44,12 @@
 //!   offering HTTP/2 and HTTP/1.1 (`curl -k https://localhost:3000/whoami`;
 //!   `--http1.1` for the other). On TCP or on the Unix socket.
 //! * `GRACEFUL_PRE_DRAIN` (default `0s`): how long readiness is down before
-//!   draining starts, e.g. `5s` behind a load balancer.
+//!   draining starts, e.g. `5s` behind a load balancer; or `auto`: until
+//!   the balancers have visibly stopped sending (readiness refused to
+//!   `GRACEFUL_PRE_DRAIN_CHECKS` checks, default 3, and no new connection
+//!   or request on one for `GRACEFUL_PRE_DRAIN_QUIET`, default 1s), at
+//!   least `GRACEFUL_PRE_DRAIN_MIN` (default 1s) and at most
+//!   `GRACEFUL_PRE_DRAIN_MAX` (default 10s).
 //! * `GRACEFUL_DEADLINE` (default `10s`): how long draining may take.
 //! * `GRACEFUL_MODE=builtin`: for comparison, only axum's own
 //!   `with_graceful_shutdown` (no readiness flip, no pre-drain, no 503, and the
@@ -62,6 +76,7 @@ use serde::Deserialize;
 use tokio::net::unix::SocketAddr as UnixAddr;
 use tokio_util::sync::CancellationToken;
 use tower_graceful::connection::{Listener, Server, TlsListener};
+use tower_graceful::restart::Restart;
 use tower_graceful::systemd::{self, Socket};
 use tower_graceful::{Coordinator, ShutdownSignal};
 use tower_graceful_examples::parse_duration;
@@ -78,8 +93,10 @@ struct Settings {
     port: u16,
     unix_socket: Option<std::path::PathBuf>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    pre_drain: Duration,
+    pre_drain: tower_graceful::PreDrain,
     deadline: Duration,
+    restart_timeout: Duration,
+    restart_program: Option<std::path::PathBuf>,
     mode: Mode,
 }
 
@@ -118,8 +135,14 @@ fn settings() -> Result<Settings, String> {
         port,
         unix_socket: var("UNIX_SOCKET").map(Into::into),
         tls,
-        pre_drain: duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?,
+        pre_drain: tower_graceful_examples::pre_drain_from_env(var, |name| {
+            var(name)
+                .map(|v| parse_duration(&v).map_err(|e| format!("invalid {name}: {e}")))
+                .transpose()
+        })?,
         deadline: duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?,
+        restart_timeout: duration("GRACEFUL_RESTART_TIMEOUT", Duration::from_secs(30))?,
+        restart_program: var("GRACEFUL_RESTART_PROGRAM").map(Into::into),
         mode,
     })
 }
@@ -219,21 +242,19 @@ fn serve_on<L: Listener>(
     }
 }
 
-/// The socket passed by the service manager (`LISTEN_FDS=1`), or
-/// `127.0.0.1:PORT` bound now.
+/// The socket passed by the service manager or the predecessor
+/// (`LISTEN_FDS=1`), or `127.0.0.1:PORT` bound now.
 async fn bind(port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
     let listener = systemd::tcp_listener(Socket::Index(0), ("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on the passed socket or 127.0.0.1:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    // Tests and scripts wait for this exact line.
-    println!("listening on {addr}");
     Ok((listener, addr))
 }
 
 async fn run_graceful(settings: &Settings) -> Result<(), String> {
     let graceful = Coordinator::builder()
-        .pre_drain_delay(settings.pre_drain)
+        .pre_drain(settings.pre_drain)
         .drain_deadline(settings.deadline)
         .readiness_path("/ready")
         .liveness_path("/live")
@@ -266,7 +287,20 @@ async fn run_graceful(settings: &Settings) -> Result<(), String> {
             serve_on(listener, app, &graceful, tls)
         }
         None => {
-            let (listener, _) = bind(settings.port).await?;
+            let (listener, addr) = bind(settings.port).await?;
+            // SIGHUP: a successor on this same socket, then this process
+            // drains (see `tower_graceful::restart`).
+            let mut restart = Restart::new(&graceful)
+                .socket("http", &listener)
+                .map_err(|e| format!("restart in place: {e}"))?
+                .ready_timeout(settings.restart_timeout);
+            if let Some(program) = &settings.restart_program {
+                restart = restart.program(program);
+            }
+            restart.spawn();
+            // Tests and scripts wait for this exact line: from here on the
+            // socket is served and SIGHUP is a restart.
+            println!("listening on {addr}");
             serve_on(listener, app, &graceful, tls)
         }
     };
@@ -301,7 +335,8 @@ async fn run_builtin(settings: &Settings) -> Result<(), String> {
         .route("/ready", get(|| async { "ready\n" }))
         .route("/live", get(|| async { "live\n" }))
         .layer(Extension(never));
-    let (listener, _) = bind(settings.port).await?;
+    let (listener, addr) = bind(settings.port).await?;
+    println!("listening on {addr}");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -28,7 +28,8 @@
 //! ```
 //!
 //! Environment: `HOST` (default 127.0.0.1), `PORT` (default 8080; 0 picks a
-//! free port), `GRACEFUL_PRE_DRAIN` (default 0), `GRACEFUL_DEADLINE`
+//! free port), `GRACEFUL_PRE_DRAIN` (default 0; `auto` for the adaptive
+//! pre-drain, at most `GRACEFUL_PRE_DRAIN_MAX`, default 10s), `GRACEFUL_DEADLINE`
 //! (default 10s), durations as `500ms`, `2s`, `1m`. Prints `listening on
 //! ADDR` once bound and the shutdown report at the end (stdout); logs go to
 //! stderr. SIGTERM / Ctrl-C starts the shutdown, a second one forces it.
@@ -174,7 +175,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // Validate the configuration before binding anything.
     let graceful = Coordinator::builder()
-        .pre_drain_delay(env_duration("GRACEFUL_PRE_DRAIN", Duration::ZERO)?)
+        .pre_drain(tower_graceful_examples::pre_drain_from_env(
+            |name| std::env::var(name).ok(),
+            |name| match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(_) => env_duration(name, Duration::ZERO).map(Some),
+            },
+        )?)
         .drain_deadline(env_duration("GRACEFUL_DEADLINE", Duration::from_secs(10))?)
         .build()?;
     let listener = TcpListener::bind(bind_addr()?).await?;

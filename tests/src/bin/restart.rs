@@ -13,6 +13,13 @@
 //!   the old one starts draining. Before the 5 restarts, a new instance that
 //!   fails to start (a bad `GRACEFUL_DEADLINE`) is tried once: the old one
 //!   must keep serving.
+//! * `sighup`: restart in place as the crate's API does it
+//!   (`tower_graceful::restart`): one instance binds `127.0.0.1:PORT` itself
+//!   (no socket held by anyone else), and each restart is a `SIGHUP` to the
+//!   current instance, which starts its successor on the same socket, waits
+//!   for its `READY=1`, sends `MAINPID=` and drains. The successors are not
+//!   the supervisor's children: each is followed through a pidfd (its
+//!   exit), and the one left at the end is ended by its PID.
 //! * `rebind` (the contrast, without socket activation): each instance binds
 //!   `127.0.0.1:PORT` itself; stop, then start. Its failures are reported,
 //!   not judged.
@@ -58,6 +65,7 @@ const EXIT_LIMIT: Duration = Duration::from_secs(30);
 enum Mode {
     StopStart,
     InPlace,
+    Sighup,
     Rebind,
 }
 
@@ -66,6 +74,7 @@ impl Mode {
         match self {
             Mode::StopStart => "stop-start",
             Mode::InPlace => "in-place",
+            Mode::Sighup => "sighup",
             Mode::Rebind => "rebind",
         }
     }
@@ -127,11 +136,12 @@ async fn main() -> ExitCode {
             .filter_map(|m| match m.trim() {
                 "stop-start" => Some(Mode::StopStart),
                 "in-place" => Some(Mode::InPlace),
+                "sighup" => Some(Mode::Sighup),
                 "rebind" => Some(Mode::Rebind),
                 _ => None,
             })
             .collect(),
-        Err(_) => vec![Mode::StopStart, Mode::InPlace, Mode::Rebind],
+        Err(_) => vec![Mode::StopStart, Mode::InPlace, Mode::Sighup, Mode::Rebind],
     };
 
     let mut rows = Vec::new();
@@ -158,7 +168,7 @@ async fn main() -> ExitCode {
     print_table(&rows, &setup);
     let _ = std::fs::remove_dir_all(&dir);
     if ok {
-        println!("restart: zero failed requests in stop-start and in-place");
+        println!("restart: zero failed requests in stop-start, in-place and sighup");
         ExitCode::SUCCESS
     } else {
         println!("restart: FAILED (see above)");
@@ -315,6 +325,34 @@ impl Instance {
         }
     }
 
+    /// Waits (bounded) for a `MAINPID=` on the instance's notify socket
+    /// (sent by an instance that handed over to its successor) and returns
+    /// it.
+    async fn mainpid(&mut self) -> Result<u32, String> {
+        let mut buf = vec![0u8; 4096];
+        let wait = async {
+            loop {
+                let n = self
+                    .notify
+                    .recv(&mut buf)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Some(pid) = msg
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MAINPID="))
+                    .and_then(|p| p.trim().parse().ok())
+                {
+                    return Ok::<_, String>(pid);
+                }
+            }
+        };
+        match tokio::time::timeout(READY_LIMIT, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no MAINPID= within {READY_LIMIT:?}")),
+        }
+    }
+
     /// Sends SIGTERM to the instance's PID (not yet reaped, so the PID is
     /// still its own).
     fn sigterm(&self) {
@@ -336,6 +374,47 @@ impl Instance {
             )),
         }
     }
+}
+
+/// A process that is not this one's child, followed through a pidfd: its
+/// exit is an event (the pidfd becomes readable), and the PID cannot be
+/// reused while the pidfd is open.
+struct Exit {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    pid: u32,
+}
+
+impl Exit {
+    fn follow(pid: u32) -> Result<Self, String> {
+        let p = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
+        let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+            .map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+        // Deprecated for inner types that can close their descriptor while
+        // registered; an `OwnedFd` moved in cannot.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
+            .map_err(|e| format!("pidfd {pid}: {e}"))?;
+        Ok(Self { fd, pid })
+    }
+
+    async fn exited(self) -> Result<(), String> {
+        match tokio::time::timeout(EXIT_LIMIT, self.fd.readable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("pidfd {}: {e}", self.pid)),
+            Err(_) => Err(format!(
+                "pid {} did not exit within {EXIT_LIMIT:?}",
+                self.pid
+            )),
+        }
+    }
+}
+
+/// Sends `sig` to `pid` with `kill` (the PID is followed by a pidfd or is
+/// an unreaped child, so it is still that process's).
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status();
 }
 
 // ------------------------------------------------------------------ load --
@@ -473,7 +552,7 @@ async fn run_mode(setup: &Setup, mode: Mode) -> Result<(Vec<Row>, Vec<String>), 
         let std = listener.into_std().map_err(|e| e.to_string())?;
         // The instances set non-blocking themselves (the flag is shared).
         std.set_nonblocking(false).map_err(|e| e.to_string())?;
-        if mode == Mode::Rebind {
+        if matches!(mode, Mode::Rebind | Mode::Sighup) {
             drop(std);
             (None, port)
         } else {
@@ -488,6 +567,9 @@ async fn run_mode(setup: &Setup, mode: Mode) -> Result<(Vec<Row>, Vec<String>), 
 
     let mut current = start(&[])?;
     current.ready().await?;
+    // Sighup: the instance serving now, when it is not `current` (a
+    // successor, which is not this process's child).
+    let mut successor: Option<u32> = None;
     let mut rows = Vec::new();
 
     // Steady state.
@@ -551,6 +633,26 @@ async fn run_mode(setup: &Setup, mode: Mode) -> Result<(Vec<Row>, Vec<String>), 
                     old.sigterm();
                     old.exited().await?;
                 }
+                Mode::Sighup => {
+                    let old = successor.unwrap_or(current.pid);
+                    // Followed before the signal, so its exit cannot be
+                    // missed (and its PID not reused meanwhile).
+                    let old_exit = Exit::follow(old)?;
+                    signal(old, "HUP");
+                    // The successor inherits the first instance's
+                    // NOTIFY_SOCKET; the old one sends MAINPID= once the
+                    // successor is ready.
+                    let next = current.mainpid().await?;
+                    if next == old {
+                        return Err(format!("MAINPID={next} names the old instance"));
+                    }
+                    if successor.is_none() {
+                        current.exited().await?;
+                    } else {
+                        old_exit.exited().await?;
+                    }
+                    successor = Some(next);
+                }
             }
             Ok(())
         }
@@ -567,9 +669,20 @@ async fn run_mode(setup: &Setup, mode: Mode) -> Result<(Vec<Row>, Vec<String>), 
             restart: Some(restart),
         });
     }
-    current.sigterm();
-    if let Err(e) = current.exited().await {
-        problems.push(e);
+    match successor {
+        Some(pid) => {
+            let exit = Exit::follow(pid)?;
+            signal(pid, "TERM");
+            if let Err(e) = exit.exited().await {
+                problems.push(e);
+            }
+        }
+        None => {
+            current.sigterm();
+            if let Err(e) = current.exited().await {
+                problems.push(e);
+            }
+        }
     }
     Ok((rows, problems))
 }

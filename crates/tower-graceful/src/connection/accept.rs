@@ -39,6 +39,12 @@ where
     B::Error: Into<BoxError>,
 {
     let local = listener.local_addr().ok();
+    // The accept loop counts as a connection task until its listener is
+    // closed and that is logged: a clean shutdown's report (and its
+    // "shutdown complete" line) comes after the "listener closed" line,
+    // whichever task runs first. A guard: a `serve` future dropped early
+    // does not hold the report.
+    let listening = Listening::new(owner.clone());
     let limit = max_connections.map(|n| Arc::new(Semaphore::new(n)));
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut connections = JoinSet::new();
@@ -125,6 +131,7 @@ where
         taken_from_backlog = queued,
         "draining: listener closed; open connections are still served"
     );
+    drop(listening);
     let mut done = pin!(owner.done.wait());
     loop {
         tokio::select! {
@@ -182,11 +189,17 @@ fn spawn<L, S, B>(
         }
     };
     let open = Open::new(owner.clone());
+    // A connection accepted after the trigger: its requests (not its
+    // accept: a balancer's health check opens a connection too) are the
+    // adaptive pre-drain's evidence (see `ConnFuture`).
     let late = owner.triggered();
     let service = ConnService {
         inner: service.clone(),
-        info: ConnectionInfo::new(peer, local),
-        reset: CancellationToken::new(),
+        info: settings
+            .connection_info
+            .then(|| ConnectionInfo::new(peer, local)),
+        reset: Arc::new(CancellationToken::new()),
+        late: late.then(|| owner.clone()),
     };
     connections.spawn(conn::run(open, permit, io, service, settings.clone(), late));
 }
@@ -226,4 +239,20 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+/// The accept loop, counted with the connection tasks (see [`run`]).
+struct Listening(Owner);
+
+impl Listening {
+    fn new(owner: Owner) -> Self {
+        owner.connections.task_started();
+        Self(owner)
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.connections.task_ended();
+    }
 }

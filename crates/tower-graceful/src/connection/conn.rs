@@ -53,6 +53,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tower_service::Service;
 
 use super::goaway::{goaway_time, AckWatch, OpenStreams};
+use super::on_wake::OnWake;
 use super::service::{ConnService, Held};
 use super::settings::Settings;
 use super::{BoxError, Owner};
@@ -213,10 +214,12 @@ pub(crate) async fn run<I, S, B, A>(
             let at_end = tokio::select! {
                 // The GOAWAY's moment first: woken by the end of the last
                 // stream, it is queued before h2 writes that stream's last
-                // frame (see `goaway_time`).
+                // frame (see `goaway_time`). The connection last, and the
+                // others polled only when woken (`OnWake`): this runs on
+                // every wake-up of the task.
                 biased;
-                _ = goaway_time(shared, late, &streams) => false,
-                _ = drain_over(shared) => true,
+                _ = OnWake::new(goaway_time(shared, late, &streams)) => false,
+                _ = OnWake::new(drain_over(shared)) => true,
                 _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
             };
             // told to close: GOAWAY with the highest stream id first, so
@@ -232,8 +235,9 @@ pub(crate) async fn run<I, S, B, A>(
                 let mut ack_late = pin!(tokio::time::sleep(stall));
                 loop {
                     tokio::select! {
+                        biased;
                         _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
-                        _ = drain_over(shared) => break,
+                        _ = OnWake::new(drain_over(shared)) => break,
                         _ = &mut ack_late, if hold.is_some() => {
                             tracing::debug!(
                                 target: "tower_graceful",
@@ -263,9 +267,11 @@ pub(crate) async fn run<I, S, B, A>(
             if finished.await {
                 return Closing::Finished;
             }
+            // As for HTTP/2: this runs on every wake-up of the task.
             tokio::select! {
+                biased;
                 _ = conn.as_mut() => return Closing::Finished,
-                _ = drain_over(shared) => open.closed_idle(),
+                _ = OnWake::new(drain_over(shared)) => open.closed_idle(),
             }
             // told to close: nothing is in flight (or the drain was cut
             // short): an idle connection closes now, a busy one after its
@@ -459,8 +465,12 @@ impl<I> Rewind<I> {
         n: impl FnOnce(&T) -> usize,
     ) -> Poll<io::Result<T>> {
         if let Poll::Ready(Ok(v)) = &done {
-            // Relaxed: a progress counter read by the same connection's task.
-            self.moved.fetch_add(n(v) as u64, Ordering::Relaxed);
+            // Relaxed: a progress counter read by the same connection's
+            // task. A load and a store, not a read-modify-write: this is its
+            // only writer.
+            let moved = self.moved.load(Ordering::Relaxed);
+            self.moved
+                .store(moved.wrapping_add(n(v) as u64), Ordering::Relaxed);
         }
         done
     }

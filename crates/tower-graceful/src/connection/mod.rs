@@ -118,6 +118,7 @@ mod builder;
 mod conn;
 mod goaway;
 mod listener;
+mod on_wake;
 mod service;
 mod settings;
 #[cfg(feature = "tls")]

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -26,6 +27,7 @@ use tower_service::Service;
 
 use super::goaway::{OpenStreams, StreamGuard};
 use super::BoxError;
+use crate::answer::ProbeAnswer;
 
 /// Where a request came from, in every request's extensions under
 /// [`serve`](super::serve).
@@ -59,11 +61,21 @@ impl<A> ConnectionInfo<A> {
 }
 
 /// The user's service on one connection.
+///
+/// hyper-util clones it for every request, and each response holds the
+/// token until its body ends: behind an `Arc`, that is one count up and
+/// down, where cloning a `CancellationToken` locks its node twice.
 #[derive(Clone)]
 pub(crate) struct ConnService<S, A> {
     pub(crate) inner: S,
-    pub(crate) info: ConnectionInfo<A>,
-    pub(crate) reset: CancellationToken,
+    /// `None` with `Server::connection_info(false)`.
+    pub(crate) info: Option<ConnectionInfo<A>>,
+    pub(crate) reset: Arc<CancellationToken>,
+    /// For a connection accepted after the trigger: the state, whose
+    /// pre-drain evidence each of its requests that is not a probe is
+    /// (`None` for the others, so a connection accepted before the trigger
+    /// pays one branch).
+    pub(crate) late: Option<super::Owner>,
 }
 
 impl<S, A, B> Service<Request<hyper::body::Incoming>> for ConnService<S, A>
@@ -81,13 +93,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
-        let ext = req.extensions_mut();
-        #[cfg(feature = "axum")]
-        ext.insert(axum::extract::ConnectInfo(self.info.peer.clone()));
-        ext.insert(self.info.clone());
+        if let Some(info) = &self.info {
+            let ext = req.extensions_mut();
+            #[cfg(feature = "axum")]
+            ext.insert(axum::extract::ConnectInfo(info.peer.clone()));
+            ext.insert(info.clone());
+        }
         ConnFuture {
             inner: self.inner.call(req),
             reset: Some(self.reset.clone()),
+            late: self.late.clone(),
         }
     }
 }
@@ -97,7 +112,9 @@ pin_project! {
     pub(crate) struct ConnFuture<F> {
         #[pin]
         inner: F,
-        reset: Option<CancellationToken>,
+        reset: Option<Arc<CancellationToken>>,
+        // See `ConnService::late`.
+        late: Option<super::Owner>,
     }
 }
 
@@ -111,6 +128,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
+        if let Some(owner) = this.late.take() {
+            // Recorded when the response head is ready, where a probe's
+            // answer can be told apart (a long request counts late, which
+            // only lengthens the quiet window).
+            if res.extensions().get::<ProbeAnswer>().is_none() {
+                owner.evidence.arrivals.record();
+            }
+        }
         let reset = this.reset.take().expect("polled after completion");
         Poll::Ready(Ok(res.map(|inner| ConnBody {
             inner,
@@ -127,7 +152,7 @@ pin_project! {
     pub(crate) struct ConnBody<B> {
         #[pin]
         inner: B,
-        reset: CancellationToken,
+        reset: Arc<CancellationToken>,
         // Made on the first wait only: a body whose frames are ready when
         // polled never needs it.
         #[pin]
@@ -182,7 +207,8 @@ where
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.waiting.is_none() {
-            this.waiting.set(Some(this.reset.clone().cancelled_owned()));
+            this.waiting
+                .set(Some(CancellationToken::clone(this.reset).cancelled_owned()));
         }
         let waiting = this.waiting.as_pin_mut().expect("set above");
         ready!(waiting.poll(cx));

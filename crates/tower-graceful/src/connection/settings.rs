@@ -16,4 +16,7 @@ pub(crate) struct Settings {
     pub(crate) stall_timeout: Duration,
     pub(crate) nodelay: bool,
     pub(crate) keepalive: Option<Duration>,
+    /// Whether each request gets the connection's `ConnectionInfo` (and
+    /// axum's `ConnectInfo`) in its extensions.
+    pub(crate) connection_info: bool,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::pre_drain::PreDrain;
 use crate::answer::RejectConfig;
 use crate::core::state::Policy;
 use crate::core::sync::Arc;
@@ -147,7 +148,7 @@ impl std::error::Error for ConfigError {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) pre_drain: Duration,
+    pub(crate) pre_drain: PreDrain,
     pub(crate) drain_deadline: Duration,
     pub(crate) cleanup_timeout: Duration,
     pub(crate) hook_timeout: Duration,
@@ -166,14 +167,15 @@ pub(crate) struct Config {
 ///
 /// The orchestrator kills the process `terminationGracePeriodSeconds` (or
 /// Docker's 10 s) after SIGTERM. Everything must fit:
-/// `pre_drain_delay + drain_deadline + cleanup_timeout ≤ total_budget`,
+/// `pre_drain_delay + drain_deadline + cleanup_timeout ≤ total_budget`
+/// (for an [adaptive pre-drain](PreDrain::adaptive), its maximum counts),
 /// with a small safety margin (5 % of the budget, at most 1 s) for the
 /// process to exit. Give [`total_budget`](Self::total_budget) and leave
 /// `drain_deadline` unset to have it derived as whatever is left.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Builder {
-    pre_drain: Duration,
+    pre_drain: PreDrain,
     drain_deadline: Option<Duration>,
     cleanup_timeout: Duration,
     hook_timeout: Option<Duration>,
@@ -197,7 +199,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Self {
-            pre_drain: DEFAULT_PRE_DRAIN_DELAY,
+            pre_drain: PreDrain::fixed(DEFAULT_PRE_DRAIN_DELAY),
             drain_deadline: None,
             cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
             hook_timeout: None,
@@ -222,9 +224,37 @@ impl Builder {
     /// How long to keep serving normally after the trigger, with readiness
     /// already down, so load balancers take the instance out of rotation
     /// before it starts rejecting. Default: 0 ([`DEFAULT_PRE_DRAIN_DELAY`]).
-    /// A second signal cuts it short.
+    /// A second signal cuts it short. The same as
+    /// `pre_drain(PreDrain::fixed(d))`; see [`pre_drain`](Self::pre_drain)
+    /// for one that ends on evidence.
     pub fn pre_drain_delay(mut self, d: Duration) -> Self {
-        self.pre_drain = d;
+        self.pre_drain = PreDrain::fixed(d);
+        self
+    }
+
+    /// The pre-drain: a fixed delay ([`PreDrain::fixed`], like
+    /// [`pre_drain_delay`](Self::pre_drain_delay)) or an adaptive one
+    /// ([`PreDrain::adaptive`]) that ends as soon as the readiness checks it
+    /// refused and a quiet window with nothing new arriving say that the
+    /// balancers have stopped sending, between a minimum and a maximum.
+    /// Default: no pre-drain. `build` checks `min ≤ max` and counts `max` in
+    /// the [budget](Self#budget-arithmetic).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_graceful::coordinator::PreDrain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let graceful = tower_graceful::Coordinator::builder()
+    ///     .pre_drain(PreDrain::adaptive(Duration::from_secs(1), Duration::from_secs(10)))
+    ///     .readiness_path("/ready")
+    ///     .total_budget(Duration::from_secs(30))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(graceful); }
+    /// ```
+    pub fn pre_drain(mut self, pre_drain: PreDrain) -> Self {
+        self.pre_drain = pre_drain;
         self
     }
 
@@ -320,7 +350,8 @@ impl Builder {
     /// drain), so their clients reconnect elsewhere a few at a time instead
     /// of as one burst. From the start of draining every response carries
     /// it. `Duration::ZERO`: every response from the trigger on. Default:
-    /// the pre-drain delay. At most the pre-drain delay: a longer window
+    /// the pre-drain delay (for an adaptive pre-drain, its minimum). At most
+    /// the pre-drain delay (an adaptive one's maximum): a longer window
     /// would be cut short when draining starts, so `build` rejects it,
     /// naming both.
     pub fn lame_duck_window(mut self, d: Duration) -> Self {

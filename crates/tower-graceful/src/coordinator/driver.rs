@@ -17,12 +17,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::hooks;
+use super::pre_drain;
 use super::state::coordination;
 use super::state::DrainEnd;
 use crate::core::names::LiveKind;
 use crate::core::state::{Phase, Shared};
 use crate::core::sync::{lock, Arc};
-use crate::report::{DrainOutcome, ShutdownReport, Straggler, StragglerKind, TriggerCause};
+use crate::report::{
+    DrainOutcome, PreDrainEnd, ShutdownReport, Straggler, StragglerKind, TriggerCause,
+};
 
 /// The drain-start log line (the README quotes it; a test keeps them equal).
 const DRAINING_LOG: &str =
@@ -131,14 +134,16 @@ async fn drive(shared: &Arc<Shared>) {
             "shutdown triggered: readiness down"
         );
         // Pre-drain: keep serving while balancers notice; a force skips it.
-        if !cfg.pre_drain.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(t0 + cfg.pre_drain) => {}
-                _ = shared.force_requested.wait() => {
-                    tracing::warn!(target: "tower_graceful", "forced: pre-drain delay cut short");
-                }
-            }
-        }
+        let ended = pre_drain::wait(shared, &cfg.pre_drain, t0).await;
+        let _ = progress.pre_drain_end.set(ended.by);
+        tracing::info!(
+            target: "tower_graceful",
+            elapsed = ?t0.elapsed(),
+            ended_by = %ended.by,
+            readiness_checks_refused = ended.checks,
+            last_arrival_after_trigger = ?ended.last_arrival.map(|l| l.saturating_duration_since(t0)),
+            "pre-drain over: {}", ended_by_message(ended.by)
+        );
     }
     let &(t_drain, in_flight_at_drain) = progress.drain_start.get_or_init(|| {
         let t_drain = Instant::now();
@@ -191,6 +196,13 @@ async fn drive(shared: &Arc<Shared>) {
     let report = ShutdownReport {
         cause,
         pre_drain: t_drain.saturating_duration_since(t0),
+        // Unset only if draining began without this driver's pre-drain
+        // (a driver restarted after it, whose predecessor set it first).
+        pre_drain_end: progress
+            .pre_drain_end
+            .get()
+            .copied()
+            .unwrap_or(PreDrainEnd::Fixed),
         drain: drain.elapsed,
         drain_outcome: outcome,
         cleanup,
@@ -217,6 +229,18 @@ async fn drive(shared: &Arc<Shared>) {
     shared.advance(Phase::Done);
     span.record("phase", tracing::field::display(Phase::Done));
     shared.done.set();
+}
+
+/// The end of the pre-drain's log line.
+fn ended_by_message(by: PreDrainEnd) -> &'static str {
+    match by {
+        PreDrainEnd::Fixed => "the fixed delay is up",
+        PreDrainEnd::Evidence => {
+            "the balancers have stopped sending (readiness checks refused, nothing new arriving)"
+        }
+        PreDrainEnd::MaxReached => "its maximum was reached without the evidence",
+        PreDrainEnd::Forced => "forced",
+    }
 }
 
 /// Waits for the drain to end (everything done, the deadline, a forced

@@ -74,6 +74,7 @@ pub use self::builder::{
 pub(crate) use self::driver::trigger_with;
 pub use self::hooks::HookRegistrationError;
 use self::hooks::{BoxError, Hooks};
+pub use self::pre_drain::{PreDrain, DEFAULT_QUIET_WINDOW, DEFAULT_READINESS_CHECKS};
 use self::state::{coordination, Coordination, Progress};
 pub use crate::core::state::Phase;
 use crate::core::state::Shared;
@@ -85,11 +86,17 @@ pub use crate::signal::Draining;
 use crate::signal::{ShutdownSignal, TaskGuard};
 use crate::stack::Stack;
 
+/// What started the shutdown (see [`Coordinator::cause`]).
+pub(crate) fn cause_of(shared: &Shared) -> Option<TriggerCause> {
+    lock(&coordination(shared).cause).clone()
+}
+
 mod builder;
 mod driver;
 mod hooks;
 mod layers;
 mod os_signal;
+mod pre_drain;
 mod state;
 
 /// Ties the layers, the signal and the phases together. One per process,
@@ -205,7 +212,11 @@ impl Coordinator {
             listener_alive: AtomicBool::new(false),
             signals_seen: AtomicU32::new(0),
         };
-        let shared = Arc::new(Shared::coordinated(config.policy, Box::new(coordination)));
+        let shared = Arc::new(Shared::coordinated(
+            config.policy,
+            config.pre_drain.checks_needed(),
+            Box::new(coordination),
+        ));
         crate::core::state::registry::insert(&shared);
         let stack = Arc::new(Stack::new(
             shared.clone(),
@@ -277,6 +288,13 @@ impl Coordinator {
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.shared.phase()
+    }
+
+    /// What started the shutdown, once it has started (`None` before the
+    /// trigger). The first cause recorded wins: a later trigger or signal
+    /// does not change it.
+    pub fn cause(&self) -> Option<TriggerCause> {
+        cause_of(&self.shared)
     }
 
     /// Requests and tracked tasks in flight now (sums the shards: for gauges

@@ -13,7 +13,7 @@ use super::builder::Config;
 use super::hooks::Hooks;
 use crate::core::state::Shared;
 use crate::core::sync::{Arc, Mutex};
-use crate::report::{DrainOutcome, ShutdownReport, Straggler, TriggerCause};
+use crate::report::{DrainOutcome, PreDrainEnd, ShutdownReport, Straggler, TriggerCause};
 
 /// What a coordinator keeps beside its shared state (in
 /// `Shared::coordination`): its settings, its hooks, the driver's progress
@@ -59,6 +59,8 @@ pub(super) struct DrainEnd {
 /// the cleanup budget, and accounts for every hook (see [`Hooks`]).
 #[derive(Default)]
 pub(super) struct Progress {
+    /// What ended the pre-drain.
+    pub(super) pre_drain_end: OnceLock<PreDrainEnd>,
     /// When draining began, and what was in flight then.
     pub(super) drain_start: OnceLock<(Instant, usize)>,
     pub(super) drain_end: OnceLock<DrainEnd>,

@@ -9,6 +9,8 @@
 //!   start, zero is terminal), which names requests through [`names`] and
 //!   tasks through [`tasks`], and owns shards by [`thread_index`];
 //! * [`readiness`]: the gates and the status they add up to;
+//! * [`evidence`]: what the adaptive pre-drain watches (readiness checks
+//!   refused, the last arrival);
 //! * [`event`]: the one-shot latch everything wakes through;
 //! * [`sync`]: `std` or `loom` atomics.
 //!
@@ -16,6 +18,7 @@
 
 pub(crate) mod counter;
 pub(crate) mod event;
+pub(crate) mod evidence;
 pub(crate) mod guard;
 pub(crate) mod names;
 pub(crate) mod readiness;

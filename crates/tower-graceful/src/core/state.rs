@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::counter::Tracker;
 use crate::core::event::Event;
+use crate::core::evidence::Evidence;
 use crate::core::readiness::{Gates, ReadinessStatus};
 use crate::core::sync::{lock, AtomicU8, Mutex};
 
@@ -101,6 +102,9 @@ pub(crate) struct Shared {
     /// Kept by [`serve`](crate::serve): connections now open, HTTP/2
     /// connections sent GOAWAY.
     pub(crate) connections: ConnectionCounts,
+    /// What the adaptive pre-drain watches: readiness checks refused since
+    /// the trigger, arrivals from `serve`.
+    pub(crate) evidence: Evidence,
     pub(crate) gates: Mutex<Gates>,
     /// Bumped after every change of a gate (added, set, dropped): what a
     /// watcher of the readiness status awaits instead of polling it. A
@@ -271,6 +275,7 @@ impl Shared {
             driven,
             Policy::default(),
             Tracker::default_shards(),
+            0,
             Box::new(()),
         )
     }
@@ -278,12 +283,15 @@ impl Shared {
     /// For a signal made from a bare `CancellationToken`: no coordinator,
     /// one shard (a few KiB instead of one shard per thread).
     pub(crate) fn standalone(soft: CancellationToken) -> Self {
-        Self::build(soft, false, Policy::default(), 1, Box::new(()))
+        Self::build(soft, false, Policy::default(), 1, 0, Box::new(()))
     }
 
     /// A coordinator's state, with what it keeps beside it.
+    /// `checks_needed`: the readiness checks refused that the adaptive
+    /// pre-drain waits for.
     pub(crate) fn coordinated(
         policy: Policy,
+        checks_needed: usize,
         coordination: Box<dyn std::any::Any + Send + Sync>,
     ) -> Self {
         Self::build(
@@ -291,6 +299,7 @@ impl Shared {
             true,
             policy,
             Tracker::default_shards(),
+            checks_needed,
             coordination,
         )
     }
@@ -300,6 +309,7 @@ impl Shared {
         driven: bool,
         policy: Policy,
         shards: usize,
+        checks_needed: usize,
         coordination: Box<dyn std::any::Any + Send + Sync>,
     ) -> Self {
         Self {
@@ -316,6 +326,7 @@ impl Shared {
             triggered_at: OnceLock::new(),
             policy,
             connections: ConnectionCounts::default(),
+            evidence: Evidence::new(checks_needed),
             gates: Mutex::new(Gates::default()),
             gates_changed: tokio::sync::watch::Sender::new(()),
             driven,

@@ -90,171 +90,24 @@
 //! # }
 //! ```
 
-use std::fmt;
-use std::task::{Context, Poll};
+use http::Request;
 
-use bytes::Bytes;
-use http::{Request, Response, Version};
-use http_body::Body;
-use tower_layer::Layer;
-use tower_service::Service;
-
+use crate::answer::AnswerFuture;
 use crate::answer::{Answer, RejectConfig};
-use crate::answer::{AnswerBody, AnswerFuture, WrapBody};
 pub use crate::answer::{RejectContext, RejectReason};
 use crate::core::state::Shared;
-use crate::core::sync::Arc;
 use crate::stack::Stack;
 
-/// Layer that applies [`Drain`].
-#[derive(Clone)]
-pub struct DrainLayer {
-    stack: Arc<Stack>,
-}
+mod body;
+mod future;
+mod layer;
+mod service;
 
-impl DrainLayer {
-    pub(crate) fn from_stack(stack: Arc<Stack>) -> Self {
-        Self { stack }
-    }
-
-    /// Adds an exact path that is always passed through (for example a
-    /// metrics route). The builder's [`exempt_path`](crate::Builder::exempt_path)
-    /// validates paths; this adds one without checks.
-    ///
-    /// The new settings are shared by the services of this layer (one
-    /// allocation): configure layers at start-up, not per request.
-    pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        let reject = self.stack.reject.with_exempt(path.into());
-        self.stack = Arc::new(self.stack.with_reject(reject));
-        self
-    }
-
-    /// Replaces the built-in rejection with your own response (for example
-    /// JSON in your API's error format). It is called once per rejected
-    /// request; keep it cheap and do not echo the request. The context says
-    /// why ([`RejectContext::reason`]), for which method and path, and
-    /// offers the built-in answer ([`RejectContext::default_response`]).
-    /// `Retry-After` and, on HTTP/1.x, `Connection: close` are added to an
-    /// HTTP response that does not set them itself (set them to opt out); a
-    /// response to a gRPC request is sent as it is.
-    ///
-    /// To keep the built-in answer for some requests (gRPC's trailers-only
-    /// `UNAVAILABLE`, say), use [`respond_with_or_default`](Self::respond_with_or_default).
-    pub fn respond_with<F>(self, f: F) -> Self
-    where
-        F: Fn(&RejectContext<'_>) -> Response<Bytes> + Send + Sync + 'static,
-    {
-        self.respond_with_or_default(move |ctx| Some(f(ctx)))
-    }
-
-    /// Like [`respond_with`](Self::respond_with), but the function may
-    /// return `None` to send the built-in rejection instead: a custom HTTP
-    /// body that leaves gRPC requests their trailers-only `UNAVAILABLE`
-    /// (with its `grpc-retry-pushback-ms`).
-    ///
-    /// ```
-    /// use bytes::Bytes;
-    /// use http::{Response, StatusCode};
-    /// use tower_graceful::{drain::DrainLayer, Coordinator};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let graceful = Coordinator::builder().handle_signals(false).build().unwrap();
-    /// let layer = DrainLayer::new(&graceful).respond_with_or_default(|ctx| {
-    ///     if ctx.is_grpc() {
-    ///         return None; // trailers-only UNAVAILABLE
-    ///     }
-    ///     let body = format!("{{\"error\":\"{}\"}}", ctx.reason());
-    ///     let mut res = Response::new(Bytes::from(body));
-    ///     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    ///     Some(res)
-    /// });
-    /// # let _ = layer;
-    /// # }
-    /// ```
-    pub fn respond_with_or_default<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&RejectContext<'_>) -> Option<Response<Bytes>> + Send + Sync + 'static,
-    {
-        let reject = self.stack.reject.with_custom(f);
-        self.stack = Arc::new(self.stack.with_reject(reject));
-        self
-    }
-}
-
-impl fmt::Debug for DrainLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DrainLayer")
-            .field("config", &self.stack.reject)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Layer<S> for DrainLayer {
-    type Service = Drain<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Drain {
-            inner,
-            stack: self.stack.clone(),
-        }
-    }
-}
-
-/// Middleware that announces the close on HTTP/1.x connections once
-/// shutdown is triggered, and turns away the requests that could not be
-/// served while draining with a retryable rejection.
-///
-/// See the [module docs](crate::drain) for the policy table. Place it
-/// outside [`InFlight`](crate::in_flight::InFlight) (as
-/// [`Coordinator::layer`](crate::Coordinator::layer) does).
-#[derive(Clone)]
-pub struct Drain<S> {
-    inner: S,
-    stack: Arc<Stack>,
-}
-
-impl<S> Drain<S> {
-    inner_service_accessors!();
-}
-
-impl<S: fmt::Debug> fmt::Debug for Drain<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Drain")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body,
-    ResBody::Data: From<Bytes>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.stack.shared;
-        if turn_away_uncounted(shared, &self.stack.reject, req.uri().path()) {
-            return rejected(&self.stack, req);
-        }
-        // The future keeps a reference: the lame duck reads the phase when
-        // the response is ready, and the service may be gone by then.
-        let h1 = req.version() <= Version::HTTP_11;
-        ResponseFuture::new(AnswerFuture::inner(
-            self.inner.call(req),
-            h1.then(|| shared.clone()),
-        ))
-    }
-}
+pub(crate) use self::body::DrainBody;
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::DrainLayer;
+pub use self::service::Drain;
 
 /// For a request that no counter has admitted (so no counter can refuse it:
 /// [`Drain`] alone, untracked paths): turned away only while draining, and
@@ -277,32 +130,6 @@ fn rejected<B, F>(stack: &Stack, req: Request<B>) -> ResponseFuture<F> {
         &stack.reject,
         &req,
     )))
-}
-
-opaque_future! {
-    /// Response future of [`Drain`].
-    ///
-    /// # Panics
-    ///
-    /// If polled again after it completed with the rejection: like most
-    /// futures, it must not be polled after it returned `Ready`.
-    ResponseFuture(AnswerFuture<F, DrainBody>) -> ResponseBody
-}
-
-opaque_body! {
-    /// Response body of [`Drain`]: the inner body, or the rejection's.
-    ResponseBody(AnswerBody<B>)
-}
-
-/// Names [`Drain`]'s body.
-pub(crate) struct DrainBody;
-
-impl<B> WrapBody<B> for DrainBody {
-    type Out = ResponseBody<B>;
-    #[inline(always)]
-    fn wrap(body: AnswerBody<B>) -> ResponseBody<B> {
-        ResponseBody::new(body)
-    }
 }
 
 /// Counts and logs one draining rejection, and decides its response.

@@ -7,6 +7,8 @@ mod axum;
 pub mod grpc_health;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(all(feature = "restart", unix))]
+pub mod restart;
 #[cfg(all(feature = "systemd", unix))]
 pub mod systemd;
 

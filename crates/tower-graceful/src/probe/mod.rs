@@ -56,22 +56,28 @@ use std::fmt;
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body;
-use tower_layer::Layer;
 use tower_service::Service;
 
 pub use crate::answer::FixedBody;
-use crate::answer::{liveness_response, readiness_response, ProbeMethod};
-use crate::answer::{AnswerBody, AnswerFuture, WrapBody};
+use crate::answer::{liveness_response, readiness_response};
 pub use crate::core::readiness::ReadinessStatus;
 use crate::core::state::Shared;
 use crate::core::sync::Arc;
-use crate::stack::Stack;
 
 mod readiness;
 pub use self::readiness::{Readiness, ReadinessGate};
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+pub(crate) use self::body::ProbeBody;
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::ProbeLayer;
+pub use self::service::Probe;
 
 /// A tower service answering the readiness probe (see [`Readiness`]).
 /// Works with axum's `route_service`.
@@ -131,113 +137,5 @@ impl<B> Service<Request<B>> for LivenessService {
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         ready(Ok(liveness_response(req.method())))
-    }
-}
-
-/// Layer that answers the readiness and liveness paths before the inner
-/// service sees the request. Placed outside [`Drain`](crate::drain::Drain), the
-/// probes keep answering even when other requests get the draining
-/// rejection (after the drain completed, after a forced stop).
-#[derive(Clone)]
-pub struct ProbeLayer {
-    stack: Arc<Stack>,
-}
-
-impl ProbeLayer {
-    pub(crate) fn from_stack(stack: Arc<Stack>) -> Self {
-        Self { stack }
-    }
-}
-
-impl fmt::Debug for ProbeLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProbeLayer")
-            .field("paths", &self.stack.probes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Layer<S> for ProbeLayer {
-    type Service = Probe<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Probe {
-            inner,
-            stack: self.stack.clone(),
-        }
-    }
-}
-
-/// Middleware answering the probe paths; everything else goes to `S`.
-#[derive(Clone)]
-pub struct Probe<S> {
-    inner: S,
-    stack: Arc<Stack>,
-}
-
-impl<S> Probe<S> {
-    inner_service_accessors!();
-}
-
-impl<S: fmt::Debug> fmt::Debug for Probe<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Probe")
-            .field("inner", &self.inner)
-            .field("paths", &self.stack.probes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Probe<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body,
-    ResBody::Data: From<Bytes>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.stack.probes.answer(
-            &self.stack.shared,
-            req.uri().path(),
-            ProbeMethod::of(req.method()),
-        ) {
-            Some(answer) => ResponseFuture::new(AnswerFuture::answered(answer)),
-            None => ResponseFuture::new(AnswerFuture::inner(self.inner.call(req), None)),
-        }
-    }
-}
-
-opaque_future! {
-    /// Response future of [`Probe`].
-    ///
-    /// # Panics
-    ///
-    /// If polled again after it completed with a probe answer: like most
-    /// futures, it must not be polled after it returned `Ready`.
-    ResponseFuture(AnswerFuture<F, ProbeBody>) -> ResponseBody
-}
-
-opaque_body! {
-    /// Response body of [`Probe`]: the inner body, or the probe answer's.
-    ResponseBody(AnswerBody<B>)
-}
-
-/// Names [`Probe`]'s body.
-pub(crate) struct ProbeBody;
-
-impl<B> WrapBody<B> for ProbeBody {
-    type Out = ResponseBody<B>;
-    #[inline(always)]
-    fn wrap(body: AnswerBody<B>) -> ResponseBody<B> {
-        ResponseBody::new(body)
     }
 }

@@ -48,13 +48,58 @@ impl Builder {
     }
 
     fn check_pre_drain(&self) -> Result<(), ConfigError> {
-        if self.pre_drain > Duration::from_secs(3_600) {
+        let Some(a) = self.pre_drain.adaptive_settings() else {
+            if self.pre_drain.max() > Duration::from_secs(3_600) {
+                return Err(ConfigError::new(
+                    "pre_drain_delay",
+                    format!(
+                        "pre_drain_delay is {:?}; it should cover the load balancer's probe \
+                         interval × failure threshold, which is seconds, not hours: use at most 1h",
+                        self.pre_drain.max()
+                    ),
+                ));
+            }
+            return Ok(());
+        };
+        if a.min > a.max {
             return Err(ConfigError::new(
-                "pre_drain_delay",
+                "pre_drain",
                 format!(
-                    "pre_drain_delay is {:?}; it should cover the load balancer's probe \
-                     interval × failure threshold, which is seconds, not hours: use at most 1h",
-                    self.pre_drain
+                    "the adaptive pre_drain's min ({:?}) is longer than its max ({:?}): give \
+                     PreDrain::adaptive(min, max) with min ≤ max",
+                    a.min, a.max
+                ),
+            ));
+        }
+        if a.max > Duration::from_secs(3_600) {
+            return Err(ConfigError::new(
+                "pre_drain",
+                format!(
+                    "the adaptive pre_drain's max is {:?}; it should cover the slowest load \
+                     balancer's probe interval × failure threshold, which is seconds, not \
+                     hours: use at most 1h",
+                    a.max
+                ),
+            ));
+        }
+        if a.quiet > a.max {
+            return Err(ConfigError::new(
+                "pre_drain",
+                format!(
+                    "the adaptive pre_drain's quiet_window ({:?}) is longer than its max \
+                     ({:?}), so the evidence could never be complete: shorten quiet_window \
+                     (default 1s) or raise max",
+                    a.quiet, a.max
+                ),
+            ));
+        }
+        if a.checks > 1_000 {
+            return Err(ConfigError::new(
+                "pre_drain",
+                format!(
+                    "the adaptive pre_drain's readiness_checks is {}; it is a balancer's \
+                     failure threshold (2 or 3) times the number of balancers: use at most 1000",
+                    a.checks
                 ),
             ));
         }
@@ -139,6 +184,7 @@ impl Builder {
         let margin = (total / 20).min(Duration::from_secs(1));
         let fixed = self
             .pre_drain
+            .max()
             .checked_add(self.cleanup_timeout)
             .and_then(|d| d.checked_add(margin))
             .ok_or_else(|| {
@@ -163,10 +209,15 @@ impl Builder {
             return Err(ConfigError::new(
                 "total_budget",
                 format!(
-                    "pre_drain_delay ({:?}) + drain_deadline ({:?}) + cleanup_timeout ({:?}) + \
+                    "{} + drain_deadline ({:?}) + cleanup_timeout ({:?}) + \
                      exit margin ({:?}) = {:?} exceeds total_budget ({:?}): shorten a phase, or \
                      leave drain_deadline unset to derive it from the budget",
-                    self.pre_drain, deadline, self.cleanup_timeout, margin, need, total
+                    self.pre_drain_described(),
+                    deadline,
+                    self.cleanup_timeout,
+                    margin,
+                    need,
+                    total
                 ),
             ));
         }
@@ -180,10 +231,13 @@ impl Builder {
             _ => Err(ConfigError::new(
                 "total_budget",
                 format!(
-                    "pre_drain_delay ({:?}) + cleanup_timeout ({:?}) + exit margin ({:?}) leave \
+                    "{} + cleanup_timeout ({:?}) + exit margin ({:?}) leave \
                      no time to drain within total_budget ({:?}): raise total_budget or shorten \
                      those phases",
-                    self.pre_drain, self.cleanup_timeout, margin, total
+                    self.pre_drain_described(),
+                    self.cleanup_timeout,
+                    margin,
+                    total
                 ),
             )),
         }
@@ -194,6 +248,7 @@ impl Builder {
     fn check_total_span(&self, deadline: &Deadline) -> Result<(), ConfigError> {
         let within_a_week = self
             .pre_drain
+            .max()
             .checked_add(deadline.value)
             .and_then(|d| d.checked_add(self.cleanup_timeout))
             .is_some_and(|d| d <= Duration::from_secs(7 * 86_400));
@@ -208,11 +263,23 @@ impl Builder {
         Err(ConfigError::new(
             field,
             format!(
-                "pre_drain_delay ({:?}) + drain deadline ({:?}) + cleanup_timeout ({:?}) exceeds \
+                "{} + drain deadline ({:?}) + cleanup_timeout ({:?}) exceeds \
                  a week: shutdown budgets are seconds to minutes, shorten {field}",
-                self.pre_drain, deadline.value, self.cleanup_timeout
+                self.pre_drain_described(),
+                deadline.value,
+                self.cleanup_timeout
             ),
         ))
+    }
+
+    /// How a message names the pre-drain: `pre_drain_delay (5s)`, or the
+    /// adaptive one's maximum.
+    fn pre_drain_described(&self) -> String {
+        if self.pre_drain.is_adaptive() {
+            format!("the adaptive pre_drain's max ({:?})", self.pre_drain.max())
+        } else {
+            format!("pre_drain_delay ({:?})", self.pre_drain.max())
+        }
     }
 
     /// The draining policy: `min_time_left`, `lame_duck_window`,
@@ -241,16 +308,16 @@ impl Builder {
                      pre-drain delay, which is seconds: use at most 1h",
                 ));
             }
-            if w > self.pre_drain {
+            if w > self.pre_drain.max() {
                 return Err(ConfigError::new(
                     "lame_duck_window",
                     format!(
-                        "lame_duck_window ({w:?}) is longer than pre_drain_delay ({:?}): from \
+                        "lame_duck_window ({w:?}) is longer than {}: from \
                          the start of draining every response announces the close, so the rest \
                          of the window would never be used; make lame_duck_window at most \
                          pre_drain_delay (leave it unset to use the whole delay), or lengthen \
                          pre_drain_delay",
-                        self.pre_drain
+                        self.pre_drain_described()
                     ),
                 ));
             }
@@ -281,7 +348,7 @@ impl Builder {
             });
         }
         Ok(Policy {
-            lame_duck_window: self.lame_duck_window.unwrap_or(self.pre_drain),
+            lame_duck_window: self.lame_duck_window.unwrap_or(self.pre_drain.min()),
             min_time_left,
             reuse_grace,
         })

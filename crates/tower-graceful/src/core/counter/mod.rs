@@ -69,6 +69,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::core::event::{Event, Wait};
+use crate::core::evidence::Arrivals;
 use crate::core::names::{Live, LiveKind, Name, SlotName, BEFORE_TRIGGER};
 use crate::core::sync::{fence, lock, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex};
 use crate::core::tasks::{TaskKey, Tasks};
@@ -173,6 +174,9 @@ pub(crate) struct Tracker {
     /// [`in_flight`](Self::in_flight) and to name them at a forced stop.
     holds: AtomicIsize,
     epoch: tokio::time::Instant,
+    /// Requests admitted after the trigger (the adaptive pre-drain's
+    /// evidence when `serve` does not own the connections).
+    pub(crate) admitted_after_trigger: Arrivals,
 }
 
 impl fmt::Debug for Tracker {
@@ -214,6 +218,7 @@ impl Tracker {
             tasks: Mutex::new(Tasks::default()),
             holds: AtomicIsize::new(0),
             epoch: tokio::time::Instant::now(),
+            admitted_after_trigger: Arrivals::new(),
         }
     }
 
@@ -373,6 +378,9 @@ impl Tracker {
     fn write_name(&self, slot: &Slot, name: Name<'_>) {
         fence(Release);
         let since = if self.stamping.load(Relaxed) {
+            // After the trigger only: the serving path before it pays
+            // nothing for the pre-drain's evidence.
+            self.admitted_after_trigger.record();
             self.now_stamp()
         } else {
             0

@@ -38,6 +38,7 @@
 //! | [`ABANDONED`] `tower_graceful_abandoned_total` | counter | requests or tasks | `kind` = `request`, `task` | still in flight at the forced stop |
 //! | [`SHUTDOWNS`] `tower_graceful_shutdowns_total` | counter | shutdowns | `cause`, `outcome` | one per finished shutdown |
 //! | [`HOOKS`] `tower_graceful_hooks_total` | counter | hooks | `hook`, `outcome` | one per cleanup hook that ran, was skipped or abandoned |
+//! | [`PRE_DRAINS`] `tower_graceful_pre_drains_total` | counter | shutdowns | `ended_by` = `fixed`, `evidence`, `max_reached`, `forced` | what ended the pre-drain ([`PreDrainEnd`](crate::report::PreDrainEnd)); its length is `phase_duration_seconds{phase="triggered"}` |
 //! | [`PHASE_DURATION`] `tower_graceful_phase_duration_seconds` | histogram | seconds | `phase` = `triggered`, `draining`, `cleaning-up` | time spent in each phase of the shutdown |
 //! | [`SHUTDOWN_DURATION`] `tower_graceful_shutdown_duration_seconds` | histogram | seconds | | trigger to done |
 //! | [`HOOK_DURATION`] `tower_graceful_hook_duration_seconds` | histogram | seconds | `hook` | how long each hook ran |
@@ -78,7 +79,7 @@ use std::time::Duration;
 
 use metrics::{Label, Recorder, SharedString, Unit};
 
-use crate::report::{DrainOutcome, HookOutcome, ShutdownReport, StragglerKind};
+use crate::report::{DrainOutcome, HookOutcome, ShutdownReport, StragglerKind, TriggerCause};
 use crate::{Coordinator, Phase};
 
 /// Requests in flight (OpenTelemetry's `http.server.active_requests`;
@@ -113,6 +114,10 @@ pub const CONNECTIONS_CLOSED_IDLE: &str = "tower_graceful_connections_closed_idl
 pub const ABANDONED: &str = "tower_graceful_abandoned_total";
 /// Finished shutdowns, by `cause` and `outcome`. Counter.
 pub const SHUTDOWNS: &str = "tower_graceful_shutdowns_total";
+/// Finished pre-drains, by what ended them (label `ended_by`: `fixed`,
+/// `evidence`, `max_reached`, `forced`). Counter; the pre-drain's length
+/// is [`PHASE_DURATION`] with `phase="triggered"`.
+pub const PRE_DRAINS: &str = "tower_graceful_pre_drains_total";
 /// Cleanup hooks, by `hook` and `outcome`. Counter.
 pub const HOOKS: &str = "tower_graceful_hooks_total";
 /// Time spent in each phase of the shutdown (label `phase`). Histogram,
@@ -432,6 +437,11 @@ impl Emitter {
             Unit::Count,
             "Finished shutdowns, by cause and outcome."
         );
+        describe_counter!(
+            PRE_DRAINS,
+            Unit::Count,
+            "Finished pre-drains, by what ended them (fixed, evidence, max_reached, forced)."
+        );
         describe_counter!(HOOKS, Unit::Count, "Cleanup hooks, by name and outcome.");
         describe_histogram!(
             PHASE_DURATION,
@@ -505,10 +515,19 @@ impl Emitter {
         }
 
         let shutdown = self.labels(&[
-            ("cause", report.cause.to_string().into()),
+            // A label, so no process id in it (one series per cause).
+            (
+                "cause",
+                match &report.cause {
+                    TriggerCause::Restart { .. } => "restart".into(),
+                    other => other.to_string().into(),
+                },
+            ),
             ("outcome", drain_outcome(report.drain_outcome).into()),
         ]);
         metrics::counter!(SHUTDOWNS, shutdown).increment(1);
+        let ended_by = self.labels(&[("ended_by", report.pre_drain_end.as_str().into())]);
+        metrics::counter!(PRE_DRAINS, ended_by).increment(1);
 
         for h in &report.hooks {
             let name: SharedString = h.name.clone().into();

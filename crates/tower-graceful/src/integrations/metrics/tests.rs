@@ -197,6 +197,7 @@ async fn values_follow_a_shutdown_from_serving_to_done() {
     assert_eq!(current_phase(&v), "done");
     assert_eq!(gauge(&v, ACTIVE_TASKS, &[]), 0.0);
     assert_eq!(counter(&v, SHUTDOWNS, &["cause=api", "outcome=drained"]), 1);
+    assert_eq!(counter(&v, PRE_DRAINS, &["ended_by=fixed"]), 1);
     assert_eq!(counter(&v, HOOKS, &["hook=flush", "outcome=failed"]), 1);
     assert_eq!(counter(&v, ABANDONED, &["kind=request"]), 0);
     assert_eq!(counter(&v, ABANDONED, &["kind=task"]), 0);

@@ -1,284 +1,10 @@
-//! systemd integration (feature `systemd`, unix): readiness and shutdown
-//! progress told to the service manager (`sd_notify`), and listeners passed
-//! by socket activation (`LISTEN_FDS`).
-//!
-//! # Notifications
-//!
-//! [`notify`] returns a future that follows the coordinator's phases and
-//! tells systemd about each, as it happens (it awaits the coordinator's
-//! events; nothing polls):
-//!
-//! | when | sent |
-//! |---|---|
-//! | a readiness gate is not ready yet | `STATUS=starting: not ready: <gate>` |
-//! | readiness is [`Ready`](crate::probe::ReadinessStatus::Ready) (every gate open) | `READY=1`, `STATUS=serving: N in flight` |
-//! | a gate changes while serving | `STATUS=serving: …` |
-//! | shutdown triggered | `STOPPING=1`, `STATUS=triggered: …`, `EXTEND_TIMEOUT_USEC=` pre-drain delay + [`EXTEND_MARGIN`] |
-//! | draining begins | `STATUS=draining: N in flight`, `EXTEND_TIMEOUT_USEC=` drain deadline + margin |
-//! | drained, or the drain cut short | `STATUS=cleaning up: …`, `EXTEND_TIMEOUT_USEC=` cleanup timeout + margin |
-//! | the report is out | `STATUS=done: …` (best effort: the process may exit first) |
-//! | every `WATCHDOG_USEC / 2`, if the unit sets `WatchdogSec=` | `WATCHDOG=1` (with a fresh `STATUS=` while triggered or draining) |
-//!
-//! `EXTEND_TIMEOUT_USEC` asks systemd for time *until the next message*, one
-//! phase at a time, so a drain within the configured budget is not cut by
-//! `TimeoutStopSec=` (or `TimeoutStartSec=` for a process that stops while
-//! starting), while a process that hangs stops extending and is killed when
-//! the current phase's allowance is over. `WATCHDOG=1` is sent from the
-//! runtime the future runs on, so a runtime that stops making progress stops
-//! petting the watchdog and systemd restarts the service.
-//!
-//! Without `NOTIFY_SOCKET` (not started by systemd with `Type=notify`) the
-//! future completes at once and sends nothing.
-//!
-//! # Socket activation
-//!
-//! [`tcp_listener`] takes a listening socket passed by the service manager
-//! (`LISTEN_FDS` / `LISTEN_PID`, by position or by `FileDescriptorName=`)
-//! and binds the fallback address when none was passed. The result is a
-//! `tokio::net::TcpListener` for [`serve`](crate::serve), `axum::serve` or
-//! tonic (`TcpIncoming::from(listener)`). Such a listener belongs to the
-//! service manager as much as to the process: when [`serve`](crate::serve)
-//! drops it at the start of draining, only this process's copy is closed;
-//! the socket stays open in systemd (or any supervisor that passed it), and
-//! connections that arrive while the service restarts wait in the kernel's
-//! backlog for the next process instead of being refused.
-//!
-//! Every decision is logged at `INFO` with the address: the passed socket
-//! taken (by index or name), or the fallback bound and why. Variables that
-//! do not fit this process are reported by name (`LISTEN_PID=… is not this
-//! process`, `LISTEN_FDS=… does not fit`, `LISTEN_FDNAMES=… names 1 sockets,
-//! LISTEN_FDS=2`); a socket asked for by [`Socket::Name`] that cannot be had
-//! is then an error, never a silent bind on the fallback port while the
-//! activated socket takes connections that nobody accepts. The environment
-//! is read once and only read; `listenfd`, which takes over sockets passed
-//! to this process, removes `LISTEN_PID` and `LISTEN_FDS` when there are
-//! some (call [`passed_sockets`] before building the runtime to have that
-//! happen before any other thread exists).
-//!
-//! # Example
-//!
-//! ```no_run
-//! use axum::{routing::get, Router};
-//! use tower_graceful::systemd::{self, Socket};
-//! use tower_graceful::Coordinator;
-//!
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let graceful = Coordinator::builder()
-//!     .readiness_path("/ready")
-//!     .build()?;
-//! let app = Router::new()
-//!     .route("/", get(|| async { "hello" }))
-//!     .layer(graceful.layer());
-//! // The socket of `app.socket` (FileDescriptorName=http) under systemd,
-//! // 127.0.0.1:3000 when run by hand.
-//! let listener = systemd::tcp_listener(Socket::Name("http"), "127.0.0.1:3000").await?;
-//! tokio::spawn(tower_graceful::serve(listener, app, &graceful));
-//! // READY=1 once every readiness gate is open; STOPPING=1 at SIGTERM, ...
-//! tokio::spawn(systemd::notify(&graceful));
-//! let report = graceful.wait().await;
-//! println!("{report}");
-//! # Ok(()) }
-//! ```
+//! Socket activation: the listening sockets a service manager (or a
+//! predecessor, see `crate::restart`) passed to this process
+//! (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`, `LISTEN_FDS_FIRST_FD`).
+//! The module docs of [`systemd`](super) say what is read and logged.
 
-use std::fmt::Write as _;
-use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
-
-use sd_notify::NotifyState;
-
-use crate::coordinator::Config;
-use crate::core::readiness::ReadinessStatus;
-use crate::core::state::{Phase, Shared};
-use crate::Coordinator;
-
-/// Added to each phase's budget in `EXTEND_TIMEOUT_USEC`: the time the
-/// process may take, beyond the budget, to send its next message (a busy
-/// runtime, the scheduling of this task). A process that hangs is killed
-/// at most this long after the phase's allowance.
-pub const EXTEND_MARGIN: Duration = Duration::from_secs(2);
-
-/// Follows the coordinator's phases and tells systemd about each (see the
-/// [module docs](self)): `READY=1` once every readiness gate is open,
-/// `STOPPING=1` at the trigger, `STATUS=` lines with the phase and the
-/// in-flight count, `EXTEND_TIMEOUT_USEC=` for each shutdown phase and
-/// `WATCHDOG=1` when the unit sets `WatchdogSec=`.
-///
-/// Spawn it once the listeners are bound (a bound socket already queues
-/// connections, so `READY=1` may go out as soon as the gates are open):
-/// `tokio::spawn(systemd::notify(&graceful))`. It completes once the
-/// shutdown report is out, or at once (sending nothing) when
-/// `NOTIFY_SOCKET` is not set. A failed send is logged once and never
-/// stops the service.
-///
-/// # Cancel safety
-///
-/// Dropping the future stops the notifications (and the watchdog pings, so
-/// systemd will restart a unit with `WatchdogSec=`); what was sent stays
-/// sent. Spawn it and let it run to the end.
-pub fn notify(coordinator: &Coordinator) -> impl Future<Output = ()> + Send + 'static {
-    // Read now, in the caller's context: the environment is the process's,
-    // and an application may clear it later.
-    let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-    let watchdog = if enabled {
-        sd_notify::watchdog_enabled()
-    } else {
-        None
-    };
-    let shared = coordinator.shared.clone();
-    let config = coordinator.config();
-    async move {
-        // The task holds a reference: the state and its config live on.
-        let shared = &*shared;
-        let config = &*config;
-        if !enabled {
-            return;
-        }
-        tracing::debug!(target: "tower_graceful", ?watchdog, "systemd notifications on");
-        let lifecycle = lifecycle(shared, config);
-        tokio::pin!(lifecycle);
-        match watchdog {
-            Some(period) if !period.is_zero() => {
-                tokio::select! {
-                    _ = &mut lifecycle => {}
-                    _ = pet_watchdog(shared, period) => {}
-                }
-            }
-            _ => lifecycle.await,
-        }
-    }
-}
-
-async fn lifecycle(shared: &Shared, config: &Config) {
-    let mut gates = shared.gates_changed.subscribe();
-    // Starting: READY=1 once every gate is open (never after the trigger).
-    let mut last: Option<String> = None;
-    loop {
-        match shared.readiness() {
-            ReadinessStatus::Ready => {
-                send(&[
-                    NotifyState::Ready,
-                    NotifyState::Status(&status(shared, "serving", "")),
-                ]);
-                break;
-            }
-            ReadinessStatus::ShuttingDown => break,
-            ReadinessStatus::NotReady(gate) => {
-                let line = format!("starting: not ready: {gate}");
-                if last.as_deref() != Some(line.as_str()) {
-                    send(&[NotifyState::Status(&line)]);
-                    last = Some(line);
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = shared.triggered.wait() => {}
-            _ = gates.changed() => {}
-        }
-    }
-    // Serving: a gate that changes is worth a status line (systemd has no
-    // state for "running, not ready").
-    while !shared.triggered.is_set() {
-        tokio::select! {
-            biased;
-            _ = shared.triggered.wait() => break,
-            _ = gates.changed() => {
-                let detail = match shared.readiness() {
-                    ReadinessStatus::NotReady(gate) => format!("; not ready: {gate}"),
-                    _ => String::new(),
-                };
-                send(&[NotifyState::Status(&status(shared, "serving", &detail))]);
-            }
-        }
-    }
-
-    // Triggered: readiness is down, the pre-drain delay runs.
-    let detail = format!("; draining in {:?}", config.pre_drain);
-    send(&[
-        NotifyState::Stopping,
-        NotifyState::Status(&status(shared, "triggered", &detail)),
-        extend(config.pre_drain),
-    ]);
-
-    // Draining (a forced stop during the pre-drain starts draining too).
-    shared.soft.cancelled().await;
-    let detail = format!("; deadline in {:?}", config.drain_deadline);
-    send(&[
-        NotifyState::Status(&status(shared, "draining", &detail)),
-        extend(config.drain_deadline),
-    ]);
-
-    // Drained, or cut short: the hooks run.
-    tokio::select! {
-        biased;
-        _ = shared.tracker.drained() => {}
-        _ = shared.hard.cancelled() => {}
-    }
-    let how = if shared.hard.is_cancelled() {
-        "forced stop"
-    } else {
-        "drained"
-    };
-    send(&[
-        NotifyState::Status(&status(shared, "cleaning up", &format!("; {how}"))),
-        extend(config.cleanup_timeout),
-    ]);
-
-    shared.done.wait().await;
-    send(&[NotifyState::Status(&format!("done: {how}"))]);
-}
-
-/// `WATCHDOG=1` every half period, as `sd_watchdog_enabled(3)` advises,
-/// until the report is out.
-async fn pet_watchdog(shared: &Shared, period: Duration) {
-    let mut tick = tokio::time::interval(period / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shared.done.wait() => return,
-        }
-        match shared.phase() {
-            phase @ (Phase::Triggered | Phase::Draining) => {
-                send(&[
-                    NotifyState::Watchdog,
-                    NotifyState::Status(&status(shared, phase.as_str(), "")),
-                ]);
-            }
-            _ => send(&[NotifyState::Watchdog]),
-        }
-    }
-}
-
-fn status(shared: &Shared, phase: &str, detail: &str) -> String {
-    let mut s = String::with_capacity(64);
-    let _ = write!(
-        s,
-        "{phase}: {} in flight{detail}",
-        shared.tracker.in_flight()
-    );
-    s
-}
-
-fn extend(budget: Duration) -> NotifyState<'static> {
-    let usec = (budget + EXTEND_MARGIN).as_micros();
-    NotifyState::ExtendTimeoutUsec(u32::try_from(usec).unwrap_or(u32::MAX))
-}
-
-fn send(states: &[NotifyState<'_>]) {
-    static FAILED: AtomicBool = AtomicBool::new(false);
-    if let Err(e) = sd_notify::notify(states) {
-        // Relaxed: only decides whether to log again.
-        if !FAILED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(target: "tower_graceful", error = %e, "sd_notify failed; the service keeps running (logged once)");
-        }
-    }
-}
-
-// ------------------------------------------------------- socket activation --
 
 /// Which passed socket to take: by position among those passed (`0` is fd 3),
 /// or by its name (`FileDescriptorName=` in the `.socket` unit, passed in
@@ -298,8 +24,11 @@ pub enum Socket<'a> {
 enum Inspection {
     /// `LISTEN_FDS` unset: not started by socket activation (run by hand).
     NotActivated,
-    /// Sockets passed to this process: fds 3, 4, … (`count` of them).
+    /// Sockets passed to this process: fds `first`, `first + 1`, …
+    /// (`count` of them; `first` is 3 unless `LISTEN_FDS_FIRST_FD` says
+    /// otherwise).
     Passed {
+        first: usize,
         count: usize,
         /// One per socket, from `LISTEN_FDNAMES`; `Err` says why there are
         /// none (unset, or not one per socket), naming the variable.
@@ -316,6 +45,10 @@ struct ActivationEnv<'a> {
     listen_pid: Option<&'a str>,
     listen_fds: Option<&'a str>,
     listen_fdnames: Option<&'a str>,
+    /// `LISTEN_FDS_FIRST_FD`: where the block of passed descriptors starts
+    /// when it is not fd 3 (the `systemfd` / `listenfd` extension, which
+    /// [`Restart`](crate::restart::Restart) uses when fd 3 is taken).
+    listen_fds_first_fd: Option<&'a str>,
 }
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
@@ -352,13 +85,24 @@ fn inspect(env: ActivationEnv<'_>, pid: u32, fd_is_open: &dyn Fn(usize) -> bool)
             return Inspection::Unusable(format!("LISTEN_FDS={fds:?} is not a number of sockets"))
         }
     };
-    if FIRST_FD
+    let first = match env.listen_fds_first_fd.filter(|v| !v.is_empty()) {
+        None => FIRST_FD,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= FIRST_FD => n,
+            _ => {
+                return Inspection::Unusable(format!(
+                    "LISTEN_FDS_FIRST_FD={v:?} is not a descriptor number of 3 or more"
+                ))
+            }
+        },
+    };
+    if first
         .checked_add(count)
         .is_none_or(|end| end > i32::MAX as usize)
     {
         return Inspection::Unusable(format!("LISTEN_FDS={fds} is too large"));
     }
-    if let Some(fd) = (FIRST_FD..FIRST_FD + count).find(|&fd| !fd_is_open(fd)) {
+    if let Some(fd) = (first..first + count).find(|&fd| !fd_is_open(fd)) {
         return Inspection::Unusable(format!(
             "LISTEN_FDS={count} does not fit this process: fd {fd} is not open"
         ));
@@ -377,7 +121,11 @@ fn inspect(env: ActivationEnv<'_>, pid: u32, fd_is_open: &dyn Fn(usize) -> bool)
             }
         }
     };
-    Inspection::Passed { count, names }
+    Inspection::Passed {
+        first,
+        count,
+        names,
+    }
 }
 
 /// What [`take`] does for one request of a socket.
@@ -421,6 +169,7 @@ fn choose(inspection: &Inspection, socket: Socket<'_>) -> Choice {
             Inspection::Passed {
                 names: Ok(names),
                 count,
+                ..
             },
             Socket::Name(name),
         ) => match names.iter().position(|n| n == name) {
@@ -454,10 +203,12 @@ fn passed() -> std::sync::MutexGuard<'static, Passed> {
         let pid = std::env::var("LISTEN_PID").ok();
         let fds = std::env::var("LISTEN_FDS").ok();
         let names = std::env::var("LISTEN_FDNAMES").ok();
+        let first = std::env::var("LISTEN_FDS_FIRST_FD").ok();
         let env = ActivationEnv {
             listen_pid: pid.as_deref(),
             listen_fds: fds.as_deref(),
             listen_fdnames: names.as_deref(),
+            listen_fds_first_fd: first.as_deref(),
         };
         let inspection = inspect(env, std::process::id(), &fd_is_open);
         let fds = match &inspection {
@@ -466,7 +217,7 @@ fn passed() -> std::sync::MutexGuard<'static, Passed> {
                 tracing::warn!(target: "tower_graceful", "socket activation ignored: {why}");
                 listenfd::ListenFd::empty()
             }
-            Inspection::Passed { count, names } => {
+            Inspection::Passed { count, names, .. } => {
                 if let (Err(why), true) = (names, env.listen_fdnames.is_some()) {
                     tracing::warn!(target: "tower_graceful", "socket names ignored: {why}");
                 }
@@ -495,7 +246,7 @@ fn fd_is_open(fd: usize) -> bool {
 pub fn passed_sockets() -> Vec<Option<String>> {
     let p = passed();
     match &p.inspection {
-        Inspection::Passed { count, names } => (0..*count)
+        Inspection::Passed { count, names, .. } => (0..*count)
             .map(|i| names.as_ref().ok().and_then(|n| n.get(i).cloned()))
             .collect(),
         _ => Vec::new(),
@@ -537,6 +288,10 @@ enum Taken {
 
 fn take(socket: Socket<'_>) -> io::Result<Taken> {
     let mut p = passed();
+    let first = match &p.inspection {
+        Inspection::Passed { first, .. } => *first,
+        _ => FIRST_FD,
+    };
     let index = match choose(&p.inspection, socket) {
         Choice::Take(i) => i,
         Choice::Fallback(why) => return Ok(Taken::Missing(why)),
@@ -547,7 +302,7 @@ fn take(socket: Socket<'_>) -> io::Result<Taken> {
         None => {
             let why = format!(
                 "the passed socket {socket:?} (fd {}) was taken before",
-                FIRST_FD + index
+                first + index
             );
             match socket {
                 Socket::Index(_) => Ok(Taken::Missing(why)),
@@ -622,6 +377,7 @@ mod tests {
             listen_pid: pid,
             listen_fds: fds,
             listen_fdnames: names,
+            listen_fds_first_fd: None,
         }
     }
 
@@ -639,6 +395,7 @@ mod tests {
         assert_eq!(
             i,
             Inspection::Passed {
+                first: 3,
                 count: 2,
                 names: Ok(vec!["http".into(), "grpc".into()])
             }
@@ -648,6 +405,33 @@ mod tests {
         // An unset LISTEN_PID is accepted, as listenfd does.
         let i = inspect(env(None, Some("1"), None), PID, &all_open);
         assert_eq!(choose(&i, Socket::Index(0)), Choice::Take(0));
+    }
+
+    #[test]
+    fn a_block_that_starts_after_fd_3_is_taken_from_listen_fds_first_fd() {
+        let mut e = env(Some("4242"), Some("2"), Some("http:grpc"));
+        e.listen_fds_first_fd = Some("7");
+        let open = |fd: usize| fd == 7 || fd == 8;
+        let i = inspect(e, PID, &open);
+        assert_eq!(
+            i,
+            Inspection::Passed {
+                first: 7,
+                count: 2,
+                names: Ok(vec!["http".into(), "grpc".into()])
+            }
+        );
+        assert_eq!(choose(&i, Socket::Name("grpc")), Choice::Take(1));
+        e.listen_fds_first_fd = Some("2");
+        match inspect(e, PID, &open) {
+            Inspection::Unusable(why) => assert!(why.contains("LISTEN_FDS_FIRST_FD"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        e.listen_fds_first_fd = Some("6");
+        match inspect(e, PID, &open) {
+            Inspection::Unusable(why) => assert!(why.contains("fd 6 is not open"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
