@@ -334,3 +334,130 @@ async fn a_request_read_before_the_trigger_and_held_past_the_exchange_is_served(
     drop(client);
     let _ = within("the client connection to end", conn).await;
 }
+
+/// A server whose `/wait` answers once `release` says so, its address, and
+/// how many `/wait` handlers have started.
+async fn start_waiting(
+    graceful: &Coordinator,
+    release: watch::Receiver<bool>,
+) -> (SocketAddr, watch::Receiver<usize>) {
+    let (started_tx, started) = watch::channel(0usize);
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route(
+            "/wait",
+            get(move || {
+                let mut release = release.clone();
+                started_tx.send_modify(|n| *n += 1);
+                async move {
+                    let _ = release.wait_for(|r| *r).await;
+                    "waited"
+                }
+            }),
+        )
+        .layer(graceful.layer());
+    let (l, addr) = listener().await;
+    tokio::spawn(tower_graceful::serve(l, app, graceful));
+    (addr, started)
+}
+
+async fn body_of(res: http::Response<h2::RecvStream>) -> Vec<u8> {
+    let mut body = res.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = within("the body", body.data()).await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    got
+}
+
+/// hyper's HTTP/2 client (tonic's `Channel`) fails the first call after a
+/// GOAWAY that arrives while one of its streams is open (hyper#2500): the
+/// GOAWAY waits for a moment with no stream open. Here the lame-duck window
+/// is zero (GOAWAY from the trigger on) and the pre-drain delay long: a
+/// stream open at the trigger keeps the GOAWAY back, a request that starts
+/// and ends meanwhile is served without one, and the GOAWAY comes with the
+/// end of the last stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_goaway_waits_for_a_moment_with_no_stream_open() {
+    let graceful = Coordinator::builder()
+        .pre_drain_delay(Duration::from_secs(30))
+        .lame_duck_window(Duration::ZERO)
+        .drain_deadline(Duration::from_secs(8))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let (release, released) = watch::channel(false);
+    let (addr, mut started) = start_waiting(&graceful, released).await;
+    let (stream, mut gate) = gated(addr).await;
+    let (client, conn) = h2_client(stream).await;
+    let mut client = within("ready", client.ready()).await.unwrap();
+    let (waiting, _) = client
+        .send_request(http::Request::get("http://x/wait").body(()).unwrap(), true)
+        .unwrap();
+    within("the handler", started.wait_for(|n| *n >= 1))
+        .await
+        .unwrap();
+    graceful.trigger();
+    // A request that starts and ends while `/wait` is open: by the time its
+    // response is read, a GOAWAY due now would have been written first.
+    let mut client = within("ready", client.ready()).await.unwrap();
+    let (res, _) = client
+        .send_request(http::Request::get("http://x/").body(()).unwrap(), true)
+        .unwrap();
+    let res = within("the response", res).await.unwrap();
+    assert_eq!(body_of(res).await, b"hello");
+    assert_eq!(*gate.goaway.borrow(), 0, "no GOAWAY while a stream is open");
+
+    release.send_replace(true);
+    let res = within("the waiting response", waiting).await.unwrap();
+    assert_eq!(body_of(res).await, b"waited");
+    within(
+        "the GOAWAY once no stream is open",
+        gate.goaway.wait_for(|g| *g >= 1),
+    )
+    .await
+    .unwrap();
+    drop(client);
+    let _ = within("the client connection to end", conn).await;
+    graceful.force();
+}
+
+/// A connection that is never idle still gets its GOAWAY: from the start of
+/// draining, one more lame-duck window (here zero: at once), whatever is
+/// open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_never_idle_gets_its_goaway_when_draining_starts() {
+    let graceful = Coordinator::builder()
+        .pre_drain_delay(Duration::from_millis(200))
+        .lame_duck_window(Duration::ZERO)
+        .drain_deadline(Duration::from_secs(8))
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let (release, released) = watch::channel(false);
+    let (addr, mut started) = start_waiting(&graceful, released).await;
+    let (stream, mut gate) = gated(addr).await;
+    let (client, conn) = h2_client(stream).await;
+    let mut client = within("ready", client.ready()).await.unwrap();
+    let (waiting, _) = client
+        .send_request(http::Request::get("http://x/wait").body(()).unwrap(), true)
+        .unwrap();
+    within("the handler", started.wait_for(|n| *n >= 1))
+        .await
+        .unwrap();
+    graceful.trigger();
+    within("draining", graceful.signal().draining()).await;
+    within(
+        "the GOAWAY with the stream still open",
+        gate.goaway.wait_for(|g| *g >= 1),
+    )
+    .await
+    .unwrap();
+    release.send_replace(true);
+    let res = within("the waiting response", waiting).await.unwrap();
+    assert_eq!(body_of(res).await, b"waited", "the open stream is served");
+    let report = within("the report", graceful.wait()).await;
+    assert_eq!(report.drain_outcome, DrainOutcome::Drained, "{report}");
+    drop(client);
+    let _ = within("the client connection to end", conn).await;
+}

@@ -328,7 +328,7 @@ async fn a_sigterm_during_a_restart_ends_the_successor_and_shuts_down() {
         tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE).unwrap();
     old.sigterm();
     old.exited_zero().await;
-    within("the successor to be ended", exit.readable())
+    let _exited = within("the successor to be ended", exit.readable())
         .await
         .unwrap();
     let out = old.stdout.text();

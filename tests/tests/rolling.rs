@@ -1,5 +1,6 @@
 //! The rolling restarts behind HAProxy (`tests/rolling/run.sh`: L7, L4 and
-//! L4 gRPC, strict: `retries 0`, no redispatch, clients that never retry),
+//! L4 gRPC on three clients, strict: `retries 0`, no redispatch, clients
+//! that never retry a call that reached a server),
 //! run only when `TOWER_GRACEFUL_ROLLING=1`: they need `haproxy`, `jq`, `ss`
 //! and `oha` installed and take a minute or two. The script builds the
 //! example binaries itself (or uses `AXUM_BIN` / `MULTI_BIN`); the gRPC load

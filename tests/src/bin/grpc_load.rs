@@ -22,8 +22,13 @@
 //! * `channel`: tonic's own `Channel`, which (with hyper's HTTP/2 client,
 //!   hyper#2500) still sends the first call after a GOAWAY on a connection
 //!   with a stream open and fails it locally, within microseconds, without
-//!   it ever reaching a server: no server-side drain can prevent that, so
-//!   a harness can only report it.
+//!   it ever reaching a server. `serve` sends its GOAWAY when the
+//!   connection has no stream open, which closes most of that race, not
+//!   all of it: a client whose calls follow each other back to back has no
+//!   idle moment the server could pick;
+//! * `channel-retry`: tonic's `Channel` below
+//!   `tower_graceful::client::TransparentRetry`, which sends such a call
+//!   (one that provably never left the client) again.
 //!
 //! On each connection two loops run side by side until the duration is over
 //! or SIGINT / SIGTERM arrives:
@@ -60,9 +65,17 @@ use tokio::sync::watch;
 use tonic::Code;
 use tower_graceful_examples::demo::{CountRequest, DemoClient, HelloRequest};
 
+/// What carries the calls (`--transport`).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Pool,
+    Channel,
+    ChannelRetry,
+}
+
 struct Args {
     addr: SocketAddr,
-    pool: bool,
+    kind: Kind,
     connections: usize,
     duration: Duration,
     unary_interval: Duration,
@@ -72,14 +85,14 @@ struct Args {
     stop_on_shutdown: bool,
 }
 
-const USAGE: &str = "usage: grpc_load --addr HOST:PORT [--transport pool|channel] [--connections N] [--duration 60s] \
+const USAGE: &str = "usage: grpc_load --addr HOST:PORT [--transport pool|channel|channel-retry] [--connections N] [--duration 60s] \
 [--unary-interval-ms MS] [--stream-count N] [--stream-interval-ms MS] [--timeout-ms MS] \
 [--stop-on-shutdown]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        pool: true,
+        kind: Kind::Pool,
         connections: 8,
         duration: Duration::from_secs(60),
         unary_interval: Duration::from_millis(25),
@@ -115,10 +128,15 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--transport" => {
-                args.pool = match value.as_str() {
-                    "pool" => true,
-                    "channel" => false,
-                    other => return Err(format!("--transport: {other:?} is not pool or channel")),
+                args.kind = match value.as_str() {
+                    "pool" => Kind::Pool,
+                    "channel" => Kind::Channel,
+                    "channel-retry" => Kind::ChannelRetry,
+                    other => {
+                        return Err(format!(
+                            "--transport: {other:?} is not pool, channel or channel-retry"
+                        ))
+                    }
                 }
             }
             "--connections" => args.connections = num("--connections")?.clamp(1, 1000) as usize,
@@ -245,6 +263,7 @@ type Shared = Arc<Mutex<Stats>>;
 #[derive(Clone)]
 enum Transport {
     Channel(tonic::transport::Channel),
+    Retry(tower_graceful::client::TransparentRetry<tonic::transport::Channel>),
     Pool(
         Box<
             hyper_util::client::legacy::Client<
@@ -294,6 +313,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for Transport {
             Transport::Channel(c) => {
                 tower::Service::poll_ready(c, cx).map_err(|e| TransportError(chain(&e)))
             }
+            Transport::Retry(c) => {
+                tower::Service::poll_ready(c, cx).map_err(|e| TransportError(chain(&e)))
+            }
             Transport::Pool(p) => {
                 tower::Service::poll_ready(&mut **p, cx).map_err(|e| TransportError(chain(&e)))
             }
@@ -303,6 +325,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for Transport {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         match self {
             Transport::Channel(c) => {
+                let fut = tower::Service::call(c, req);
+                Box::pin(async move { fut.await.map_err(|e| TransportError(chain(&e))) })
+            }
+            Transport::Retry(c) => {
                 let fut = tower::Service::call(c, req);
                 Box::pin(async move { fut.await.map_err(|e| TransportError(chain(&e))) })
             }
@@ -320,12 +346,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for Transport {
 
 type Client = DemoClient<Transport>;
 
-async fn connect(addr: SocketAddr, pool: bool) -> Result<Client, String> {
+async fn connect(addr: SocketAddr, kind: Kind) -> Result<Client, String> {
     use tower::ServiceExt as _;
     let origin: http::Uri = format!("http://{addr}")
         .parse()
         .map_err(|e| format!("{e}"))?;
-    let transport = if pool {
+    let transport = if kind == Kind::Pool {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .http2_only(true)
@@ -352,7 +378,11 @@ async fn connect(addr: SocketAddr, pool: bool) -> Result<Client, String> {
             .connect()
             .await
             .map_err(|e| format!("{e}"))?;
-        Transport::Channel(channel)
+        if kind == Kind::ChannelRetry {
+            Transport::Retry(tower_graceful::client::TransparentRetry::new(channel))
+        } else {
+            Transport::Channel(channel)
+        }
     };
     Ok(DemoClient::with_origin(transport, origin))
 }
@@ -518,7 +548,7 @@ async fn main() -> ExitCode {
     // the load starts.
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        match tokio::time::timeout(Duration::from_secs(5), connect(args.addr, args.pool)).await {
+        match tokio::time::timeout(Duration::from_secs(5), connect(args.addr, args.kind)).await {
             Ok(Ok(c)) => clients.push(c),
             Ok(Err(e)) => {
                 eprintln!("grpc_load: connection {i} to {} failed: {e}", args.addr);

@@ -19,6 +19,9 @@
 //!   is idle and closed (one accepted less than the reuse grace before, when
 //!   that grace is up: its request may be on its way).
 //! * **serve**: hyper's connection, with the builder's settings.
+//! * **GOAWAY time** (HTTP/2, [`goaway_time`]): a moment the connection has
+//!   no stream open, within the lame-duck window (late ones: from drain
+//!   start), else one more window into the drain.
 //! * **told to close**: HTTP/2 gets its graceful GOAWAY (requests already on
 //!   the wire are still served); HTTP/1.x is told by the draining layer
 //!   (`Connection: close` on its responses), and by hyper's
@@ -49,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tower_service::Service;
 
-use super::goaway::{goaway_time, AckWatch};
+use super::goaway::{goaway_time, AckWatch, OpenStreams};
 use super::on_wake::OnWake;
 use super::service::{ConnService, Held};
 use super::settings::Settings;
@@ -200,19 +203,24 @@ pub(crate) async fn run<I, S, B, A>(
             // so a request called before the trigger and first run after
             // the exchange still holds the drain (see `Held`).
             let mut hold = DrainHold::acquire(&owner).map(Arc::new);
+            let streams = Arc::new(OpenStreams::default());
             let service = Held {
                 inner: service,
                 shared: owner.clone(),
                 connection: hold.as_ref().map(Arc::downgrade).unwrap_or_default(),
+                streams: streams.clone(),
             };
             let mut conn = pin!(settings.http2.serve_connection(io, service));
-            // The connection first, and the others polled only when woken
-            // (`OnWake`): this runs on every wake-up of the task.
             let at_end = tokio::select! {
+                // The GOAWAY's moment first: woken by the end of the last
+                // stream, it is queued before h2 writes that stream's last
+                // frame (see `goaway_time`). The connection last, and the
+                // others polled only when woken (`OnWake`): this runs on
+                // every wake-up of the task.
                 biased;
-                _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
-                _ = OnWake::new(goaway_time(shared, late)) => false,
+                _ = OnWake::new(goaway_time(shared, late, &streams)) => false,
                 _ = OnWake::new(drain_over(shared)) => true,
+                _ = exchange(conn.as_mut(), &mut hold, &acked) => return Closing::Finished,
             };
             // told to close: GOAWAY with the highest stream id first, so
             // requests already on the wire are still served; then the real
@@ -486,23 +494,46 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         if this.pos < this.len {
             let n = (this.len - this.pos).min(buf.remaining());
-            let replayed = &this.head[this.pos..this.pos + n];
-            if let Some(ack) = &mut this.ack {
-                ack.feed(replayed);
-            }
-            buf.put_slice(replayed);
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
             this.pos += n;
+            if let Some(ack) = &mut this.ack {
+                ack.read(buf, before);
+            }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        let r = Pin::new(this.stream()).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if let Some(ack) = &mut this.ack {
-            ack.feed(&buf.filled()[before..]);
+        // Bounded: a second turn only when a read held only the ack back.
+        for _ in 0..4 {
+            let r = Pin::new(this.stream()).poll_read(cx, buf);
+            let read = buf.filled().len() - before;
+            let Some(ack) = &mut this.ack else {
+                return this.count(r, |_| read.max(1));
+            };
+            match &r {
+                Poll::Ready(Ok(())) if read > 0 => {
+                    ack.read(buf, before);
+                    if buf.filled().len() == before {
+                        // It was all the ack: an empty read would be the
+                        // end for hyper; read on.
+                        let _ = this.count(r, |_| read);
+                        continue;
+                    }
+                }
+                // Nothing more now (or the end): a held ack goes in.
+                Poll::Ready(Ok(())) | Poll::Pending
+                    if ack.holding() && ack.poll_release(cx, buf, r.is_ready()) =>
+                {
+                    return this.count(Poll::Ready(Ok(())), |_| 17);
+                }
+                _ => {}
+            }
+            return this.count(r, |_| read.max(1));
         }
-        this.count(r, |_| read.max(1))
+        // A client sending ack after ack: the next poll goes on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

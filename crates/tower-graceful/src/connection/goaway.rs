@@ -1,33 +1,159 @@
 //! When each HTTP/2 connection is told to go away, and when its GOAWAY
 //! exchange is over.
+//!
+//! # Why the moment matters: a GOAWAY on an idle connection
+//!
+//! hyper's HTTP/2 client (under tonic's `Channel`) does not notice a GOAWAY
+//! that arrives while a stream of its connection is open: the connection
+//! stays up for that stream, and the next call is queued on it, then failed
+//! locally (`operation was canceled: connection closed`, hyper#2500). A
+//! GOAWAY that arrives while *no* stream is open ends the client's
+//! connection at once; its readiness check fails and the next call goes to
+//! a new connection. So a connection gets its GOAWAY at a moment it has no
+//! stream open ([`OpenStreams`]), queued just before the last frame of its
+//! last response (see [`goaway_time`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Context;
+use std::time::Duration;
+
+use tokio::io::ReadBuf;
+use tokio::sync::Notify;
 
 use crate::core::state::Shared;
 
-/// When this HTTP/2 connection gets its GOAWAY: at a random point of the
-/// lame-duck window after the trigger, so reconnections spread out as
-/// HTTP/1.x's do; for a connection accepted after the trigger, when
-/// draining starts (a GOAWAY earlier would only send the client back here:
-/// the balancer has not noticed yet).
-pub(crate) async fn goaway_time(shared: &Shared, late: bool) {
+/// The streams open on one HTTP/2 connection, as the server sees them: from
+/// hyper's call of the service (synchronous, on the connection's task, as
+/// it reads the request's HEADERS) until the response body gives its last
+/// frame, on the stream's task, just before hyper hands that frame to h2
+/// (or until the body is dropped). Per connection: only this connection's
+/// streams touch the count.
+#[derive(Default)]
+pub(crate) struct OpenStreams {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One open stream of [`OpenStreams`], released on `Drop`.
+pub(crate) struct StreamGuard(Arc<OpenStreams>);
+
+impl OpenStreams {
+    /// A stream opens.
+    pub(crate) fn open(self: &Arc<Self>) -> StreamGuard {
+        // Relaxed: read (with Acquire) only by this connection's task, which
+        // also makes every increment (hyper calls the service on it).
+        self.count.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// Completes when no stream is open. The waiter is registered before
+    /// the count is read, so a last stream ending in between is not missed
+    /// (`notify_waiters` stores nothing for a waiter that comes later).
+    /// Re-reads the count on every wake-up: a stream opened meanwhile (on
+    /// this task) keeps it waiting.
+    async fn idle(&self) {
+        // Bounded by the streams' ends: each wake-up follows one.
+        loop {
+            let mut notified = pin!(self.idle.notified());
+            notified.as_mut().enable();
+            // Acquire: pairs with the release of the last guard's decrement.
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        // AcqRel: the last one wakes the connection's task (see `idle`).
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// When this HTTP/2 connection gets its GOAWAY.
+///
+/// * From a random point of the lame-duck window after the trigger (so
+///   reconnections spread out as HTTP/1.x's do), at the first moment the
+///   connection has no stream open, until draining starts. A connection
+///   accepted after the trigger waits for draining to start (a GOAWAY
+///   earlier would only send the client back here: the balancer has not
+///   noticed yet).
+/// * From the start of draining, a connection that has had no idle moment
+///   yet gets one more lame-duck window (at most half the time left before
+///   the deadline) to have one; requests it carries meanwhile are served
+///   (the drain waits for its GOAWAY exchange). Then it gets its GOAWAY
+///   whatever is open: a client whose streams never pause is told all the
+///   same.
+///
+/// The caller polls this before hyper's connection (`biased`), so when the
+/// last stream ends the GOAWAY is queued before h2 writes that stream's
+/// last frame (h2 writes a pending GOAWAY and its PING before stream
+/// frames): the client reads the GOAWAY first, usually in the same read.
+/// Its next call then cannot find the connection open and still usable: it
+/// fails unsent, as canceled, which hyper-util's pool and
+/// `client::TransparentRetry` (feature `client`) send again, or
+/// goes to a new connection.
+pub(crate) async fn goaway_time(shared: &Shared, late: bool, streams: &OpenStreams) {
+    tokio::select! {
+        biased;
+        _ = async {
+            start_time(shared, late).await;
+            streams.idle().await;
+        } => return,
+        _ = shared.soft.cancelled() => {}
+    }
+    let window = shared.policy.lame_duck_window;
+    let now = tokio::time::Instant::now();
+    let left = shared
+        .deadline
+        .get()
+        .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+    let bound = window.min(left / 2);
+    if bound.is_zero() {
+        return;
+    }
+    tokio::select! {
+        biased;
+        _ = streams.idle() => {}
+        _ = tokio::time::sleep(bound) => {
+            tracing::debug!(
+                target: "tower_graceful",
+                ?bound,
+                "HTTP/2 connection without an idle moment since draining began: GOAWAY with \
+                 streams open"
+            );
+        }
+        _ = shared.hard.cancelled() => {}
+    }
+}
+
+/// From when a connection's GOAWAY may be sent (see [`goaway_time`]); never
+/// completes for a connection accepted after the trigger (draining starts
+/// first).
+async fn start_time(shared: &Shared, late: bool) {
+    if late {
+        return std::future::pending().await;
+    }
     if late {
         return shared.soft.cancelled().await;
     }
     shared.triggered.wait().await;
     let window = shared.policy.lame_duck_window;
-    if window.is_zero() || shared.draining() {
+    if window.is_zero() {
         return;
     }
     let Some(t0) = shared.triggered_at.get().copied() else {
         return;
     };
     let at = window.mul_f64(crate::lame_duck::random_unit());
-    tokio::select! {
-        _ = tokio::time::sleep_until(t0 + at) => {}
-        _ = shared.soft.cancelled() => {}
-    }
+    tokio::time::sleep_until(t0 + at).await;
 }
 
 /// The payload of the PING that h2 sends with its graceful GOAWAY
@@ -41,18 +167,35 @@ const SHUTDOWN_PING: [u8; 8] = [0x0b, 0x7b, 0xa2, 0xf0, 0x8b, 0x9b, 0xfe, 0x54];
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;
 
+/// How long the client's ack of the shutdown PING is held back while the
+/// bytes that came after it go through (see [`AckWatch`]).
+const ACK_HOLD: Duration = Duration::from_millis(2);
+
 /// Follows the frames a client sends on an HTTP/2 connection (the bytes
 /// hyper reads, preface included) until it sees the ack of the shutdown
 /// PING. Only frame heads are looked at (payloads are skipped), and
 /// nothing once the ack was seen. A client that sends the ack without a
 /// PING only ends its own connection's hold on the drain early.
+///
+/// The ack is held back a moment ([`ACK_HOLD`]), and what the client sent
+/// after it goes to hyper first: h2 answers the ack with the final GOAWAY,
+/// whose last stream id refuses every stream it has not read yet. A client
+/// that read the GOAWAY and the PING together with the end of a response
+/// may write the ack *before* the HEADERS of a call it had already queued
+/// (hyper-util's pool does): that call was sent in good faith, before the
+/// client knew, and is served instead of refused. Held only when the whole
+/// ack frame came in one read (the usual case), and put back only between
+/// frames.
 pub(crate) struct AckWatch {
     /// Bytes to skip: the preface, then each payload.
     skip: usize,
     head: [u8; 9],
     head_len: usize,
-    /// Reading a PING ack's payload: its bytes so far.
-    ping: Option<([u8; 8], usize)>,
+    /// Reading a PING ack's payload: its bytes so far, and where its frame
+    /// began in the current read (if it did).
+    ping: Option<([u8; 8], usize, Option<usize>)>,
+    /// The ack, taken out of what hyper reads, until it is due.
+    held: Option<(Pin<Box<tokio::time::Sleep>>, [u8; 17])>,
     seen: Arc<AtomicBool>,
 }
 
@@ -64,24 +207,93 @@ impl AckWatch {
             head: [0; 9],
             head_len: 0,
             ping: None,
+            held: None,
             seen,
         }
     }
 
-    /// Looks at the next bytes the client sent.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+    /// Whether the ack is being held back.
+    pub(crate) fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Looks at the bytes a read put in `buf` after `before`: an ack that
+    /// is there whole is taken out of `buf` and held.
+    pub(crate) fn read(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        let Some(at) = self.feed(&buf.filled()[before..]) else {
+            return;
+        };
+        let (start, end) = (before + at, before + at + 17);
+        let filled = buf.filled_mut();
+        let mut frame = [0u8; 17];
+        frame.copy_from_slice(&filled[start..end]);
+        let len = filled.len();
+        filled.copy_within(end.., start);
+        buf.set_filled(len - 17);
+        let until = tokio::time::Instant::now() + ACK_HOLD;
+        self.held = Some((Box::pin(tokio::time::sleep_until(until)), frame));
+        // What came after it: followed, for the frame boundaries.
+        let _ = self.feed(&buf.filled()[start..]);
+    }
+
+    /// With nothing more to read now: puts the held ack into `buf` once it
+    /// is due (at once when the client has closed: `end`) and the bytes so
+    /// far end on a frame boundary; returns whether it did (and the
+    /// exchange's end is then seen). At the end, mid-frame, it is dropped.
+    pub(crate) fn poll_release(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        end: bool,
+    ) -> bool {
+        let Some((until, frame)) = &mut self.held else {
+            return false;
+        };
+        let between = self.skip == 0 && self.head_len == 0 && self.ping.is_none();
+        if end && !between {
+            self.held = None;
+            return false;
+        }
+        let due = end || until.as_mut().poll(cx).is_ready();
+        if !between || !due || buf.remaining() < frame.len() {
+            return false;
+        }
+        buf.put_slice(&frame[..]);
+        self.held = None;
+        // Relaxed: the flag is set and read by the connection's own task.
+        self.seen.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Looks at the next bytes the client sent. Returns where the ack's
+    /// frame begins in `bytes` if it is there whole (then the ack is not
+    /// seen yet: the caller holds it back); otherwise an ack is seen at
+    /// once.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Option<usize> {
+        let total = bytes.len();
+        // A payload begun in an earlier read: its frame is not whole here.
+        if let Some((_, _, start)) = &mut self.ping {
+            *start = None;
+        }
         // Relaxed: the flag is set and read by the connection's own task.
         while !bytes.is_empty() && !self.seen.load(Ordering::Relaxed) {
-            if let Some((payload, n)) = &mut self.ping {
+            let offset = total - bytes.len();
+            if let Some((payload, n, start)) = &mut self.ping {
                 let k = (8 - *n).min(bytes.len());
                 payload[*n..*n + k].copy_from_slice(&bytes[..k]);
                 *n += k;
                 bytes = &bytes[k..];
                 if *n == 8 {
-                    if *payload == SHUTDOWN_PING {
+                    let start = *start;
+                    let ours = *payload == SHUTDOWN_PING;
+                    self.ping = None;
+                    // A second one while the first is held goes through.
+                    if ours && self.held.is_none() {
+                        if start.is_some() {
+                            return start;
+                        }
                         self.seen.store(true, Ordering::Relaxed);
                     }
-                    self.ping = None;
                 }
                 continue;
             }
@@ -91,6 +303,8 @@ impl AckWatch {
                 bytes = &bytes[k..];
                 continue;
             }
+            // Where this head began in `bytes`, if it did.
+            let start = (self.head_len == 0).then_some(offset);
             let k = (9 - self.head_len).min(bytes.len());
             self.head[self.head_len..self.head_len + k].copy_from_slice(&bytes[..k]);
             self.head_len += k;
@@ -100,12 +314,13 @@ impl AckWatch {
                 let h = &self.head;
                 let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                 if h[3] == PING && h[4] & ACK != 0 && len == 8 {
-                    self.ping = Some(([0; 8], 0));
+                    self.ping = Some(([0; 8], 0, start));
                 } else {
                     self.skip = len;
                 }
             }
         }
+        None
     }
 }
 
@@ -143,13 +358,70 @@ mod tests {
             let seen = Arc::new(AtomicBool::new(false));
             let mut w = AckWatch::new(24, seen.clone());
             for c in bytes[..before].chunks(chunk) {
-                w.feed(c);
+                assert_eq!(w.feed(c), None);
             }
             assert!(!seen.load(Ordering::Relaxed), "chunk {chunk}: too early");
+            let mut whole = None;
+            let mut at = before;
             for c in bytes[before..].chunks(chunk) {
-                w.feed(c);
+                if let Some(k) = w.feed(c) {
+                    whole = Some(at + k);
+                }
+                at += c.len();
             }
-            assert!(seen.load(Ordering::Relaxed), "chunk {chunk}");
+            // Whole in one read: found (to be held back); else seen at once.
+            match whole {
+                Some(start) => {
+                    assert_eq!(start, before, "chunk {chunk}");
+                    assert!(!seen.load(Ordering::Relaxed), "chunk {chunk}");
+                }
+                None => assert!(seen.load(Ordering::Relaxed), "chunk {chunk}"),
+            }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ack_is_held_back_behind_the_frames_after_it() {
+        let headers = |id: u8| {
+            let mut f = frame(0x1, 0x4, &[id; 12]);
+            f[8] = id;
+            f
+        };
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(headers(1));
+        let ack = frame(PING, ACK, &SHUTDOWN_PING);
+        let mut wire = bytes.clone();
+        wire.extend(&ack);
+        wire.extend(headers(3));
+        let seen = Arc::new(AtomicBool::new(false));
+        let mut w = AckWatch::new(24, seen.clone());
+        let mut storage = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut storage);
+        buf.put_slice(&wire);
+        w.read(&mut buf, 0);
+        let mut expected = bytes.clone();
+        expected.extend(headers(3));
+        assert_eq!(
+            buf.filled(),
+            &expected[..],
+            "the HEADERS after the ack first"
+        );
+        assert!(w.holding() && !seen.load(Ordering::Relaxed));
+
+        let waker = std::task::Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut storage = [0u8; 64];
+        let mut later = ReadBuf::new(&mut storage);
+        assert!(!w.poll_release(&mut cx, &mut later, false), "not due yet");
+        tokio::time::advance(ACK_HOLD).await;
+        assert!(w.poll_release(&mut cx, &mut later, false));
+        assert_eq!(later.filled(), &ack[..]);
+        assert!(!w.holding() && seen.load(Ordering::Relaxed));
+    }
+
+    struct Noop;
+
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
     }
 }

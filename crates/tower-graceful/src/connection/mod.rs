@@ -13,8 +13,8 @@
 //! | when | the listener | HTTP/1.x connections | HTTP/2 connections |
 //! |---|---|---|---|
 //! | serving | accepts | served | served |
-//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::drain::Drain)) | each gets a graceful GOAWAY at a random point of the same window (one accepted after the trigger: when draining starts) |
-//! | draining | **closed**: new connections go elsewhere | open ones are **not** cut: a request that still arrives is served, with `Connection: close` (the [policy](crate::drain)) | GOAWAY sent; streams in flight finish; the drain does not complete before each connection's GOAWAY exchange is over (the client's PING ack read, or the stall timeout), so a request that crossed the GOAWAY is served |
+//! | triggered (pre-drain delay) | still accepts: balancers notice only now | responses announce `Connection: close`, the share rising over the [lame-duck window](crate::Builder::lame_duck_window) ([`Drain`](crate::drain::Drain)) | each gets a graceful GOAWAY from a random point of the same window on, at the first moment it has no stream open (one accepted after the trigger: from when draining starts) |
+//! | draining | **closed**: new connections go elsewhere | open ones are **not** cut: a request that still arrives is served, with `Connection: close` (the [policy](crate::drain)) | one without an idle moment yet gets one more window (at most half the time left) to have one, then its GOAWAY whatever is open; streams in flight finish; the drain does not complete before each connection's GOAWAY exchange is over (the client's PING ack read, or the stall timeout), so a request that crossed the GOAWAY is served |
 //! | nothing left in flight | – | the remaining ones, all idle, are closed | closed as their last stream ends |
 //! | deadline / second signal | – | closed once the report is out | the same |
 //!

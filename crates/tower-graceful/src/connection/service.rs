@@ -25,6 +25,7 @@ use pin_project_lite::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
+use super::goaway::{OpenStreams, StreamGuard};
 use super::BoxError;
 use crate::answer::ProbeAnswer;
 
@@ -148,6 +149,7 @@ where
             inner,
             reset,
             waiting: None,
+            stream: None,
         })))
     }
 }
@@ -163,6 +165,9 @@ pin_project! {
         // polled never needs it.
         #[pin]
         waiting: Option<WaitForCancellationFutureOwned>,
+        // HTTP/2: this stream counts as open on its connection until the
+        // body gives its last frame (or is dropped).
+        pub(crate) stream: Option<StreamGuard>,
     }
 }
 
@@ -192,7 +197,21 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        if let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) {
+            // The last frame: the stream no longer counts as open, before
+            // hyper hands the frame to h2. So the connection's GOAWAY, if
+            // it waits for this moment, is queued before this frame, and
+            // the client reads the GOAWAY first: its next call then fails
+            // as canceled, unsent (which clients retry), never as sent on
+            // a connection already going away.
+            if this.stream.is_some()
+                && match &frame {
+                    Some(Ok(f)) => f.is_trailers() || this.inner.is_end_stream(),
+                    _ => true,
+                }
+            {
+                *this.stream = None;
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.waiting.is_none() {
@@ -243,11 +262,17 @@ where
 /// phase at `call` would miss exactly that request (checked before the
 /// trigger, acted on after it). Once the connection has let its hold go,
 /// a request called after the trigger takes a hold of its own.
+///
+/// Each request also counts as an open stream of its connection
+/// ([`OpenStreams`]) from `call` until its response body gives its last frame: the
+/// connection's GOAWAY waits for a moment with none open (`goaway.rs`).
 pub(crate) struct Held<S> {
     pub(crate) inner: S,
     pub(crate) shared: super::Owner,
     /// The connection's hold (see `conn.rs`), while it lives.
     pub(crate) connection: std::sync::Weak<crate::core::guard::DrainHold>,
+    /// The connection's open streams.
+    pub(crate) streams: std::sync::Arc<OpenStreams>,
 }
 
 /// The hold a request of [`Held`] keeps until its response future is done.
@@ -256,9 +281,9 @@ enum RequestHold {
     Own(#[allow(dead_code)] crate::core::guard::DrainHold),
 }
 
-impl<S, R> hyper::service::Service<R> for Held<S>
+impl<S, R, B> hyper::service::Service<R> for Held<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<R, Response = Response<ConnBody<B>>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -278,6 +303,7 @@ where
             None => None,
         };
         HeldFuture {
+            stream: Some(self.streams.open()),
             inner: self.inner.call(req),
             hold,
         }
@@ -290,18 +316,26 @@ pin_project! {
         #[pin]
         inner: F,
         hold: Option<RequestHold>,
+        // Moved into the response body; dropped here if there is none.
+        stream: Option<StreamGuard>,
     }
 }
 
-impl<F: Future> Future for HeldFuture<F> {
+impl<F, B, E> Future for HeldFuture<F>
+where
+    F: Future<Output = Result<Response<ConnBody<B>>, E>>,
+{
     type Output = F::Output;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = ready!(this.inner.poll(cx));
+        let mut out = ready!(this.inner.poll(cx));
         // The layer has counted (or answered) the request by now.
         *this.hold = None;
+        if let Ok(res) = &mut out {
+            res.body_mut().stream = this.stream.take();
+        }
         Poll::Ready(out)
     }
 }
