@@ -136,14 +136,16 @@ async fn sighup_hands_over_to_a_successor_on_the_same_socket() {
     );
     assert_eq!(rest.matches("chunk").count(), 8, "{rest:?}");
     old.exited_zero().await;
-    let out = old.stdout.text();
-    assert!(
-        out.contains(&format!(
+    // The report's lines, as the output reader gets to them (the pipe stays
+    // open: the successor shares it).
+    old.stdout
+        .wait_for(&format!(
             "shutdown report (cause: restart (successor pid {}))",
             successor.0
-        )),
-        "{out}"
-    );
+        ))
+        .await;
+    old.stdout.wait_for("total").await;
+    let out = old.stdout.text();
     assert!(!out.contains("straggler"), "{out}");
 
     // The old process is gone: the socket is the successor's alone.
@@ -202,6 +204,7 @@ async fn a_successor_that_exits_at_once_leaves_the_old_process_serving() {
     assert_eq!(pid_of(&get(addr, "/whoami").await), old.pid);
     old.sigterm();
     old.exited_zero().await;
+    old.stdout.wait_for("shutdown report").await;
     assert!(
         old.stdout
             .text()
@@ -331,7 +334,8 @@ async fn a_sigterm_during_a_restart_ends_the_successor_and_shuts_down() {
     let _exited = within("the successor to be ended", exit.readable())
         .await
         .unwrap();
-    let out = old.stdout.text();
-    assert!(out.contains("shutdown report (cause: SIGTERM)"), "{out}");
+    old.stdout
+        .wait_for("shutdown report (cause: SIGTERM)")
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
