@@ -106,6 +106,28 @@ async fn shut_down(graceful: &Coordinator) -> (tower_graceful::ShutdownReport, D
     (report, t0.elapsed())
 }
 
+/// One `GET path` over HTTP/1.1 on `io` (hyper's client), the status and
+/// the body as text; the connection is closed after it.
+async fn get_once<I>(io: I, path: &str) -> (StatusCode, String)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "x")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = within("the GET", sender.send_request(req)).await.unwrap();
+    let status = res.status();
+    let body = body_text(res).await.unwrap();
+    drop(sender);
+    let _ = within("the client connection", conn).await;
+    (status, body)
+}
+
 /// Reads until EOF or an error, bounded; returns the bytes and whether it
 /// ended with an error.
 async fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, Option<std::io::Error>) {
@@ -208,24 +230,9 @@ async fn connect_info_reaches_axum_handlers() {
     let running = start(Server::new(&graceful), router(&graceful)).await;
     let tcp = TcpStream::connect(running.addr).await.unwrap();
     let me = tcp.local_addr().unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("/whoami")
-        .header("host", "x")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = within("GET /whoami", sender.send_request(req))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        body_text(res).await.unwrap(),
-        format!("{me} {}", running.addr)
-    );
-    drop(sender);
-    let _ = within("the client connection", conn).await;
+    let (status, body) = get_once(tcp, "/whoami").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, format!("{me} {}", running.addr));
     let (report, _) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     running.stopped().await;
@@ -251,19 +258,9 @@ async fn connection_info_off_inserts_nothing() {
         .layer(graceful.layer());
     let running = start(Server::new(&graceful).connection_info(false), app).await;
     let tcp = TcpStream::connect(running.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("/has")
-        .header("host", "x")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = within("GET /has", sender.send_request(req)).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(body_text(res).await.unwrap(), "false false");
-    drop(sender);
-    let _ = within("the client connection", conn).await;
+    let (status, body) = get_once(tcp, "/has").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "false false");
     let (report, _) = shut_down(&graceful).await;
     assert!(report.is_clean(), "{report}");
     running.stopped().await;
@@ -308,6 +305,8 @@ async fn a_unix_socket_is_served_and_drained() {
     let stream = within("unix connect", tokio::net::UnixStream::connect(&path))
         .await
         .unwrap();
+    // Kept open (idle, keep-alive) across the shutdown: closed at the end
+    // of the drain.
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
