@@ -269,3 +269,49 @@ pub fn assert_clean_sigterm_report(out: &str, drained: &str) {
     assert!(out.contains(drained), "{out}");
     assert!(!out.contains("straggler"), "{out}");
 }
+
+/// A process that is not this one's child (a successor started by an
+/// example), followed through a pidfd: its exit is an event (the pidfd
+/// becomes readable), and its PID cannot be reused while the pidfd is open.
+pub struct Exit {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    pid: u32,
+}
+
+impl Exit {
+    /// Follows `pid` from now on (follow it before anything can end it).
+    pub fn follow(pid: u32) -> Result<Self, String> {
+        let p = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| format!("not a process id: {pid}"))?;
+        let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+            .map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+        // Deprecated for inner types that can close their descriptor while
+        // registered; an `OwnedFd` moved in cannot.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
+            .map_err(|e| format!("pidfd {pid}: {e}"))?;
+        Ok(Self { fd, pid })
+    }
+
+    /// Waits (bounded by `limit`) for the process to exit.
+    pub async fn exited(self, limit: Duration) -> Result<(), String> {
+        match tokio::time::timeout(limit, self.fd.readable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("pidfd {}: {e}", self.pid)),
+            Err(_) => Err(format!("pid {} did not exit within {limit:?}", self.pid)),
+        }
+    }
+}
+
+/// Sends `sig` (`TERM`, `HUP`, `KILL`) to `pid` with `kill`; whether it was
+/// delivered. The caller makes sure the PID is still that process's (an
+/// unreaped child, or one followed by an [`Exit`]).
+pub fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -9,10 +9,12 @@
 //! of the stdout pipe it shares with the old process.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower_graceful_tests::example::Example;
+
+use tower_graceful_tests::example::{signal, Example, Exit};
 use tower_graceful_tests::within;
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`), the
@@ -42,20 +44,9 @@ fn pid_of(answer: &str) -> u32 {
 /// drop (SIGTERM is sent by the test when all went well).
 struct Orphan(u32);
 
-impl Orphan {
-    fn signal(&self, signal: &str) -> bool {
-        std::process::Command::new("kill")
-            .args(["-s", signal, &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-}
-
 impl Drop for Orphan {
     fn drop(&mut self) {
-        self.signal("KILL");
+        signal(self.0, "KILL");
     }
 }
 
@@ -177,7 +168,7 @@ async fn sighup_hands_over_to_a_successor_on_the_same_socket() {
 
     // End the successor like a service manager would: now STOPPING=1
     // comes (from the successor, the main process).
-    assert!(successor.signal("TERM"));
+    assert!(signal(successor.0, "TERM"));
     while !next_message().await.contains("STOPPING=1") {}
     old.stdout
         .wait_for("shutdown report (cause: SIGTERM)")
@@ -322,18 +313,12 @@ async fn a_sigterm_during_a_restart_ends_the_successor_and_shuts_down() {
     let started = old.stderr.wait_for("successor started").await;
     let successor = Orphan(logged_pid(&started));
     // Followed before anything can end it, so its exit is an event.
-    let pid = rustix::process::Pid::from_raw(successor.0 as i32).unwrap();
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
-    // Deprecated for inner types that can close their descriptor while
-    // registered; an `OwnedFd` moved in cannot.
-    #[allow(deprecated)]
-    let exit =
-        tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE).unwrap();
+    let exit = Exit::follow(successor.0).unwrap();
     old.sigterm();
     old.exited_zero().await;
-    let _exited = within("the successor to be ended", exit.readable())
+    exit.exited(Duration::from_secs(20))
         .await
-        .unwrap();
+        .expect("the successor is ended");
     old.stdout
         .wait_for("shutdown report (cause: SIGTERM)")
         .await;

@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, UnixDatagram};
 use tokio::process::{Child, Command};
+use tower_graceful_tests::example::{signal, Exit};
 
 const READY_LIMIT: Duration = Duration::from_secs(15);
 const EXIT_LIMIT: Duration = Duration::from_secs(30);
@@ -376,47 +377,6 @@ impl Instance {
     }
 }
 
-/// A process that is not this one's child, followed through a pidfd: its
-/// exit is an event (the pidfd becomes readable), and the PID cannot be
-/// reused while the pidfd is open.
-struct Exit {
-    fd: tokio::io::unix::AsyncFd<OwnedFd>,
-    pid: u32,
-}
-
-impl Exit {
-    fn follow(pid: u32) -> Result<Self, String> {
-        let p = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
-        let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
-            .map_err(|e| format!("pidfd_open({pid}): {e}"))?;
-        // Deprecated for inner types that can close their descriptor while
-        // registered; an `OwnedFd` moved in cannot.
-        #[allow(deprecated)]
-        let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
-            .map_err(|e| format!("pidfd {pid}: {e}"))?;
-        Ok(Self { fd, pid })
-    }
-
-    async fn exited(self) -> Result<(), String> {
-        match tokio::time::timeout(EXIT_LIMIT, self.fd.readable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("pidfd {}: {e}", self.pid)),
-            Err(_) => Err(format!(
-                "pid {} did not exit within {EXIT_LIMIT:?}",
-                self.pid
-            )),
-        }
-    }
-}
-
-/// Sends `sig` to `pid` with `kill` (the PID is followed by a pidfd or is
-/// an unreaped child, so it is still that process's).
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .status();
-}
-
 // ------------------------------------------------------------------ load --
 
 #[derive(Clone, Copy)]
@@ -649,7 +609,7 @@ async fn run_mode(setup: &Setup, mode: Mode) -> Result<(Vec<Row>, Vec<String>), 
                     if successor.is_none() {
                         current.exited().await?;
                     } else {
-                        old_exit.exited().await?;
+                        old_exit.exited(EXIT_LIMIT).await?;
                     }
                     successor = Some(next);
                 }
@@ -673,7 +633,7 @@ async fn run_mode(setup: &Setup, mode: Mode) -> Result<(Vec<Row>, Vec<String>), 
         Some(pid) => {
             let exit = Exit::follow(pid)?;
             signal(pid, "TERM");
-            if let Err(e) = exit.exited().await {
+            if let Err(e) = exit.exited(EXIT_LIMIT).await {
                 problems.push(e);
             }
         }
