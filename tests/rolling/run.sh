@@ -18,6 +18,10 @@
 #   grpc-channel        the same, on tonic's own `Channel`.
 #   grpc-channel-retry  the same, on tonic's `Channel` below
 #         `tower_graceful::client::TransparentRetry` (feature `client`).
+#   grpcio   the same load from grpcio, the Python binding of gRPC C-core
+#         (tests/rolling/clients/grpc_load.py), its default settings.
+#   grpc-js  the same load from @grpc/grpc-js on Node
+#         (tests/rolling/clients/grpc_load.js), its default settings.
 #
 # Variants: `ours` (tower-graceful, the examples' default mode, pre-drain
 # delay >= check interval x fall + one interval) must lose nothing; `builtin`
@@ -34,7 +38,9 @@
 #   fast    GET / on 20 connections at 300 requests/s in total
 #   slow    GET /slow?ms=1000 back to back on 8 connections
 #   stream  GET /stream?chunks=5 (5 chunks 200 ms apart) back to back on 8
-# Load (gRPC, tests/src/bin/grpc_load.rs, a tonic client of demo.v1.Demo):
+# Load (gRPC, tests/src/bin/grpc_load.rs, a tonic client of demo.v1.Demo;
+# the grpcio and grpc-js scenarios run tests/rolling/clients/grpc_load.py
+# and .js, the same calls, flags and JSON result):
 #   8 connections (one HTTP/2 connection each), on each: unary Hello every
 #   25 ms and server-streaming Count (5 ticks, 200 ms apart) back to back.
 #
@@ -43,8 +49,8 @@
 #   ROLLING scenario=l4 variant=ours run=1 ok=... failed=0 ... result=pass
 #   ROLLING scenario=l4 variant=ours run=all runs=3 ok=... failed=0 failed_runs=0 result=pass
 #
-# Exit status: 0 iff every `ours` run of the l7, l4, grpc and
-# grpc-channel-retry scenarios lost no request and, in every scenario, both
+# Exit status: 0 iff every `ours` run of the l7, l4, grpc,
+# grpc-channel-retry, grpcio and grpc-js scenarios lost no request and, in every scenario, both
 # instances exited cleanly (status 0, before the kill limit) and came back
 # UP; 1 otherwise; 2 for a setup problem (missing tool, build failure,
 # something that does not start, a load that did not run). The
@@ -57,11 +63,14 @@
 # canceled, which `TransparentRetry` sends again (grpc-channel-retry).
 #
 # Needs: haproxy, oha (cargo install oha --locked), jq, ss (iproute2), bash
-# >= 5; cargo unless the binaries are given. Installs nothing itself.
+# >= 5; cargo unless the binaries are given; for grpcio, python3 with the
+# `grpcio` package importable (PYTHONPATH); for grpc-js, node with
+# `@grpc/grpc-js` on NODE_PATH (.ci/run installs both, pinned, under
+# target/rolling-clients). Installs nothing itself.
 #
 # Environment:
-#   ROLLING_ONLY=l7,l4,grpc,grpc-channel,grpc-channel-retry  scenarios to run
-#                             (comma-separated; default all)
+#   ROLLING_ONLY=l7,l4,grpc,grpc-channel,grpc-channel-retry,grpcio,grpc-js
+#                             scenarios to run (comma-separated; default all)
 #   ROLLING_VARIANT=ours|builtin  one variant only (default both)
 #   ROLLING_RUNS=N            repeat every scenario N times (default 1)
 #   ROLLING_KEEP=1            keep the work directory (logs, configs, JSON)
@@ -156,15 +165,17 @@ transport_of() {
         grpc) echo pool ;;
         grpc-channel) echo channel ;;
         grpc-channel-retry) echo channel-retry ;;
+        grpcio) echo grpcio ;;
+        grpc-js) echo grpc-js ;;
     esac
 }
 is_grpc() { [[ -n $(transport_of "$1") ]]; }
-scenarios=(l7 l4 grpc grpc-channel grpc-channel-retry)
+scenarios=(l7 l4 grpc grpc-channel grpc-channel-retry grpcio grpc-js)
 if [[ -n ${ROLLING_ONLY:-} ]]; then
     IFS=', ' read -r -a scenarios <<<"$ROLLING_ONLY"
     for s in "${scenarios[@]}"; do
         [[ $s == l7 || $s == l4 ]] || is_grpc "$s" ||
-            die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc, grpc-channel, grpc-channel-retry)"
+            die "ROLLING_ONLY: unknown scenario $s (use l7, l4, grpc, grpc-channel, grpc-channel-retry, grpcio, grpc-js)"
     done
 fi
 case ${ROLLING_VARIANT:-} in
@@ -198,6 +209,14 @@ if ((${#missing[@]})); then
     say "missing: ${missing[*]}"
     say "install with: apt-get install -y haproxy jq iproute2; cargo install oha --locked"
     exit 2
+fi
+if has grpcio; then
+    python3 -c 'import grpc' 2>/dev/null ||
+        die "grpcio: python3 cannot import grpc (pip install --target DIR grpcio, then PYTHONPATH=DIR)"
+fi
+if has grpc-js; then
+    node -e "require('@grpc/grpc-js')" 2>/dev/null ||
+        die "grpc-js: node cannot load @grpc/grpc-js (npm install --prefix DIR @grpc/grpc-js, then NODE_PATH=DIR/node_modules)"
 fi
 
 # ------------------------------------------------------------- binaries --
@@ -515,7 +534,12 @@ start_loads() { # start_loads DURATION_S
         EXPECT_CONNS=$(( FAST_CONNS + SLOW_CONNS + STREAM_CONNS ))
     else
         LOADS=(unary stream)
-        "$GRPC_LOAD" --addr "127.0.0.1:$FRONT_PORT" --transport "$(transport_of "$SCENARIO")" \
+        local load_cmd=("$GRPC_LOAD")
+        case $SCENARIO in
+            grpcio) load_cmd=(python3 "$here/clients/grpc_load.py") ;;
+            grpc-js) load_cmd=(node "$here/clients/grpc_load.js") ;;
+        esac
+        "${load_cmd[@]}" --addr "127.0.0.1:$FRONT_PORT" --transport "$(transport_of "$SCENARIO")" \
             --connections "$GRPC_CONNS" \
             --duration "${d}s" --unary-interval-ms "$GRPC_UNARY_MS" \
             --stream-count "$GRPC_TICKS" --stream-interval-ms "$GRPC_TICK_MS" \
@@ -753,6 +777,8 @@ title() {
         grpc) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on hyper-util's pool, HTTP/2" ;;
         grpc-channel) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on tonic's Channel, HTTP/2" ;;
         grpc-channel-retry) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), tonic clients on tonic's Channel below tower_graceful::client::TransparentRetry, HTTP/2" ;;
+        grpcio) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), grpcio (Python, gRPC C-core) clients, default settings, HTTP/2" ;;
+        grpc-js) echo "L4 gRPC: HAProxy mode tcp, two multi instances (gRPC port), @grpc/grpc-js (Node) clients, default settings, HTTP/2" ;;
     esac
 }
 

@@ -141,9 +141,6 @@ async fn start_time(shared: &Shared, late: bool) {
     if late {
         return std::future::pending().await;
     }
-    if late {
-        return shared.soft.cancelled().await;
-    }
     shared.triggered.wait().await;
     let window = shared.policy.lame_duck_window;
     if window.is_zero() {
