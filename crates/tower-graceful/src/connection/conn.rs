@@ -19,9 +19,10 @@
 //!   is idle and closed (one accepted less than the reuse grace before, when
 //!   that grace is up: its request may be on its way).
 //! * **serve**: hyper's connection, with the builder's settings.
-//! * **GOAWAY time** (HTTP/2, [`goaway_time`]): a moment the connection has
-//!   no stream open, within the lame-duck window (late ones: from drain
-//!   start), else one more window into the drain.
+//! * **GOAWAY time** (HTTP/2, [`goaway_time`]): a calm moment of the
+//!   connection (no stream open, and none ended just before the last one),
+//!   within the lame-duck window (late ones: from drain start), else one
+//!   more window into the drain.
 //! * **told to close**: HTTP/2 gets its graceful GOAWAY (requests already on
 //!   the wire are still served); HTTP/1.x is told by the draining layer
 //!   (`Connection: close` on its responses), and by hyper's

@@ -9,21 +9,28 @@
 //! locally (`operation was canceled: connection closed`, hyper#2500). A
 //! GOAWAY that arrives while *no* stream is open ends the client's
 //! connection at once; its readiness check fails and the next call goes to
-//! a new connection. So a connection gets its GOAWAY at a moment it has no
-//! stream open ([`OpenStreams`]), queued just before the last frame of its
-//! last response (see [`goaway_time`]).
+//! a new connection. So a connection gets its GOAWAY at a calm moment
+//! ([`OpenStreams::calm`]): no stream open, and none just ended but the
+//! last, so that no call of the client is likely to be leaving it just as
+//! the GOAWAY arrives; queued just before the last frame of its last
+//! response (see [`goaway_time`]).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Context;
 use std::time::Duration;
 
 use tokio::io::ReadBuf;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::core::state::Shared;
+
+/// How long a connection's GOAWAY keeps away from the end of a stream that
+/// is not the last to end (see [`OpenStreams::calm`]).
+pub(crate) const CALM: Duration = Duration::from_millis(5);
 
 /// The streams open on one HTTP/2 connection, as the server sees them: from
 /// hyper's call of the service (synchronous, on the connection's task, as
@@ -31,14 +38,41 @@ use crate::core::state::Shared;
 /// frame, on the stream's task, just before hyper hands that frame to h2
 /// (or until the body is dropped). Per connection: only this connection's
 /// streams touch the count.
-#[derive(Default)]
 pub(crate) struct OpenStreams {
     count: AtomicUsize,
     idle: Notify,
+    /// Set by the connection's task once its GOAWAY may be sent: from then
+    /// on every stream's end is timed ([`Ends`]). Before, a stream's end
+    /// costs one load more than the count.
+    timed: AtomicBool,
+    ends: Mutex<Ends>,
+}
+
+/// The ends of streams while [`OpenStreams::timed`].
+#[derive(Default, Clone, Copy)]
+struct Ends {
+    /// How many streams ended.
+    count: u64,
+    /// When the last one did.
+    last: Option<Instant>,
+    /// Whether the last one ended alone: no other stream ended within
+    /// [`CALM`] before it.
+    alone: bool,
 }
 
 /// One open stream of [`OpenStreams`], released on `Drop`.
 pub(crate) struct StreamGuard(Arc<OpenStreams>);
+
+impl Default for OpenStreams {
+    fn default() -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            idle: Notify::new(),
+            timed: AtomicBool::new(false),
+            ends: Mutex::new(Ends::default()),
+        }
+    }
+}
 
 impl OpenStreams {
     /// A stream opens.
@@ -49,28 +83,95 @@ impl OpenStreams {
         StreamGuard(self.clone())
     }
 
-    /// Completes when no stream is open. The waiter is registered before
-    /// the count is read, so a last stream ending in between is not missed
-    /// (`notify_waiters` stores nothing for a waiter that comes later).
-    /// Re-reads the count on every wake-up: a stream opened meanwhile (on
-    /// this task) keeps it waiting.
-    async fn idle(&self) {
-        // Bounded by the streams' ends: each wake-up follows one.
+    fn ends(&self) -> Ends {
+        *self
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Completes at a calm moment: no stream open, and no call of the
+    /// client likely to be leaving it just as a GOAWAY arrives.
+    ///
+    /// A client's next call often follows the end of one of its streams at
+    /// once (a loop of calls; a stream loop beside a unary one). A GOAWAY
+    /// written just before the last frame of a stream is read before that
+    /// frame, so the call that this end sets off finds the connection going
+    /// away and goes elsewhere (hyper's client fails it unsent, as
+    /// canceled, which its pool sends again). But when another stream ended
+    /// just before (within [`CALM`]), the call *that* end set off may be
+    /// leaving the client just as the GOAWAY arrives, and hyper's client
+    /// can fail it after it has handed it to h2 (its dispatch task re-checks
+    /// the connection after `send_request` and fails the call when the
+    /// GOAWAY came in between: `connection error received: not a result of
+    /// an error`, which its pool cannot retry; seen in a capture of the
+    /// rolling harness, hyper#2500). So the moment is
+    ///
+    /// * the end of the last open stream, if it ended alone (no other stream
+    ///   of the connection ended within [`CALM`] before it), or
+    /// * [`CALM`] after the last end with no stream opened or ended
+    ///   meanwhile (a quiet connection), also when the connection is
+    ///   already idle when this is first polled.
+    ///
+    /// The waiters are registered before the state is read, so an end in
+    /// between is not missed (`notify_waiters` stores nothing for a waiter
+    /// that comes later). Re-reads the count on every wake-up: a stream
+    /// opened meanwhile (on this task) keeps it waiting.
+    async fn calm(&self) {
+        // SeqCst, with the SeqCst load in `StreamGuard::drop`: a stream
+        // ending after this store is timed, or its end happened before the
+        // first read of `ends` below (then the first moment needs quiet).
+        self.timed.store(true, Ordering::SeqCst);
+        // Ends already looked at: only a later one is a moment.
+        let mut seen = self.ends().count;
+        // Bounded by the streams' ends (each wake-up follows one) and by
+        // the quiet waits, each of which ends the loop unless a stream
+        // opened or ended meanwhile.
         loop {
-            let mut notified = pin!(self.idle.notified());
-            notified.as_mut().enable();
+            let mut idle = pin!(self.idle.notified());
+            idle.as_mut().enable();
+            let ends = self.ends();
+            let fresh = ends.count != seen;
+            seen = ends.count;
             // Acquire: pairs with the release of the last guard's decrement.
             if self.count.load(Ordering::Acquire) == 0 {
-                return;
+                if fresh && ends.alone {
+                    return;
+                }
+                let since = ends.last.unwrap_or_else(Instant::now);
+                tokio::time::sleep_until(since + CALM).await;
+                if self.count.load(Ordering::Acquire) == 0 && self.ends().count == seen {
+                    return;
+                }
+                // A stream opened (or opened and ended) meanwhile. An end
+                // in the wait is past (not one to go with): wait for the
+                // next end, or for quiet after this one.
+                seen = self.ends().count;
+                continue;
             }
-            notified.await;
+            idle.await;
         }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        // AcqRel: the last one wakes the connection's task (see `idle`).
+        // SeqCst: see `OpenStreams::calm`.
+        let timed = self.0.timed.load(Ordering::SeqCst);
+        if timed {
+            let now = Instant::now();
+            let mut ends = self
+                .0
+                .ends
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ends.alone = ends
+                .last
+                .is_none_or(|last| now.saturating_duration_since(last) >= CALM);
+            ends.last = Some(now);
+            ends.count += 1;
+        }
+        // AcqRel: the last one wakes the connection's task (see `calm`).
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -80,12 +181,13 @@ impl Drop for StreamGuard {
 /// When this HTTP/2 connection gets its GOAWAY.
 ///
 /// * From a random point of the lame-duck window after the trigger (so
-///   reconnections spread out as HTTP/1.x's do), at the first moment the
-///   connection has no stream open, until draining starts. A connection
+///   reconnections spread out as HTTP/1.x's do), at the first calm moment
+///   ([`OpenStreams::calm`]: no stream open, the last one ended alone or the
+///   connection quiet for [`CALM`]), until draining starts. A connection
 ///   accepted after the trigger waits for draining to start (a GOAWAY
 ///   earlier would only send the client back here: the balancer has not
 ///   noticed yet).
-/// * From the start of draining, a connection that has had no idle moment
+/// * From the start of draining, a connection that has had no calm moment
 ///   yet gets one more lame-duck window (at most half the time left before
 ///   the deadline) to have one; requests it carries meanwhile are served
 ///   (the drain waits for its GOAWAY exchange). Then it gets its GOAWAY
@@ -105,7 +207,7 @@ pub(crate) async fn goaway_time(shared: &Shared, late: bool, streams: &OpenStrea
         biased;
         _ = async {
             start_time(shared, late).await;
-            streams.idle().await;
+            streams.calm().await;
         } => return,
         _ = shared.soft.cancelled() => {}
     }
@@ -121,12 +223,12 @@ pub(crate) async fn goaway_time(shared: &Shared, late: bool, streams: &OpenStrea
     }
     tokio::select! {
         biased;
-        _ = streams.idle() => {}
+        _ = streams.calm() => {}
         _ = tokio::time::sleep(bound) => {
             tracing::debug!(
                 target: "tower_graceful",
                 ?bound,
-                "HTTP/2 connection without an idle moment since draining began: GOAWAY with \
+                "HTTP/2 connection without a calm moment since draining began: GOAWAY with \
                  streams open"
             );
         }
@@ -414,6 +516,77 @@ mod tests {
         assert!(w.poll_release(&mut cx, &mut later, false));
         assert_eq!(later.filled(), &ack[..]);
         assert!(!w.holding() && seen.load(Ordering::Relaxed));
+    }
+
+    /// Whether `fut` completes once the runtime's other tasks have run
+    /// (time paused: it moves only when told).
+    async fn done<F: Future>(fut: &mut Pin<&mut F>) -> bool {
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_a_stream_that_ended_alone_is_calm_at_once() {
+        let streams = Arc::new(OpenStreams::default());
+        let a = streams.open();
+        let mut calm = pin!(streams.calm());
+        assert!(!done(&mut calm).await, "a stream is open");
+        drop(a);
+        assert!(done(&mut calm).await, "the last stream ended alone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_last_end_right_after_another_waits_for_quiet() {
+        let streams = Arc::new(OpenStreams::default());
+        let (a, b) = (streams.open(), streams.open());
+        let mut calm = pin!(streams.calm());
+        assert!(!done(&mut calm).await);
+        drop(a);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        drop(b);
+        assert!(!done(&mut calm).await, "another stream ended 1 ms before");
+        // The call the first end set off arrives: not quiet.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let c = streams.open();
+        tokio::time::advance(CALM).await;
+        assert!(!done(&mut calm).await, "a stream is open again");
+        // It ends alone (more than CALM after the last end): calm.
+        drop(c);
+        assert!(done(&mut calm).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_is_calm_after_the_calm_time() {
+        let streams = Arc::new(OpenStreams::default());
+        let (a, b) = (streams.open(), streams.open());
+        let mut calm = pin!(streams.calm());
+        assert!(!done(&mut calm).await);
+        drop(a);
+        drop(b);
+        assert!(!done(&mut calm).await);
+        tokio::time::advance(CALM - Duration::from_millis(1)).await;
+        assert!(!done(&mut calm).await, "not quiet long enough");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(done(&mut calm).await, "quiet for CALM");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_needs_quiet_and_a_stream_in_between_restarts_it() {
+        let streams = Arc::new(OpenStreams::default());
+        let mut calm = pin!(streams.calm());
+        assert!(
+            !done(&mut calm).await,
+            "its last end may have been just now"
+        );
+        tokio::time::advance(Duration::from_millis(3)).await;
+        // A stream opens and ends within the wait: quiet starts again.
+        drop(streams.open());
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(!done(&mut calm).await, "a stream came and went");
+        tokio::time::advance(CALM).await;
+        assert!(done(&mut calm).await);
     }
 
     struct Noop;

@@ -12,8 +12,8 @@
 //! announces it. HTTP/2 responses never carry it (the header is forbidden
 //! there): HTTP/2 connections get GOAWAY from the server
 //! ([`serve`](crate::serve) sends it from a random point of the lame-duck
-//! window on, when the connection has no stream open, so clients do not
-//! reconnect as one burst). `101 Switching Protocols` responses are left
+//! window on, at a moment the connection has no stream open, so clients do
+//! not reconnect as one burst). `101 Switching Protocols` responses are left
 //! alone.
 //!
 //! # Requests: served, or turned away
