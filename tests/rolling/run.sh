@@ -60,11 +60,11 @@
 # something that does not start, a load that did not run). The
 # grpc, grpc-channel and grpc-go scenarios' lost calls are reported, not
 # judged, unless ROLLING_GRPC_STRICT=1 (grpc-go: not yet measured enough).
-# grpc (hyper-util's pool) lost 3 calls in 12
-# runs in a re-measurement on 2026-12-03 (0 in 13 before): a stream the final GOAWAY
-# refused although the client had sent it, after its ack of the PING (the
-# 2 ms hold of that ack closes most, not all, of these), which hyper
-# reports like a stream the server processed, so the pool cannot retry it.
+# grpc (hyper-util's pool) lost 3 calls in 16 runs (A/B, 2026-12-03) before
+# `serve` sent each GOAWAY at a calm moment, 0 in 26 runs since: a capture
+# showed hyper's client failing a call it had already handed to h2 when a
+# GOAWAY arrived just after another stream's end (its dispatch re-checks the
+# connection after send_request). Still reported until more runs agree.
 # grpc-channel: hyper's HTTP/2 client under a bare `Channel` fails
 # a call it queued on a connection that had just read a GOAWAY (hyper#2500).
 # `serve` sends each GOAWAY when its connection has no stream open, which
