@@ -83,11 +83,16 @@ impl OpenStreams {
         StreamGuard(self.clone())
     }
 
-    fn ends(&self) -> Ends {
-        *self
-            .ends
+    /// The ends, locked. Nothing panics while holding the lock (plain
+    /// field updates), so a poisoned lock still holds a consistent value.
+    fn lock_ends(&self) -> std::sync::MutexGuard<'_, Ends> {
+        self.ends
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ends(&self) -> Ends {
+        *self.lock_ends()
     }
 
     /// Completes at a calm moment: no stream open, and no call of the
@@ -157,14 +162,9 @@ impl OpenStreams {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         // SeqCst: see `OpenStreams::calm`.
-        let timed = self.0.timed.load(Ordering::SeqCst);
-        if timed {
+        if self.0.timed.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let mut ends = self
-                .0
-                .ends
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut ends = self.0.lock_ends();
             ends.alone = ends
                 .last
                 .is_none_or(|last| now.saturating_duration_since(last) >= CALM);
